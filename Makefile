@@ -1,0 +1,41 @@
+# weft's build and test entry points. `make test` is what CI runs.
+
+GO      ?= go
+BIN     := $(CURDIR)/.bin
+CONSUL  := $(BIN)/consul
+# Consul is built from the Go module proxy alone: some of its nested
+# modules are not in the checksum database, and only the proxy is
+# reachable from build machines.
+CONSUL_ENV := GOFLAGS=-mod=mod GOSUMDB=off GOPROXY=https://proxy.golang.org
+
+export WEFT_CONSUL := $(CONSUL)
+
+.PHONY: test tools vet unit examples bench fuzz
+
+## test: install what the tests need, then vet and race-test every module and run the examples.
+test: tools vet unit examples
+
+## tools: build the Consul agent the tests run against (once; reused after).
+tools: $(CONSUL)
+
+$(CONSUL): tools/consul/go.mod
+	@mkdir -p $(BIN)
+	cd tools/consul && $(CONSUL_ENV) $(GO) build -o $(CONSUL) github.com/hashicorp/consul
+	@touch $(CONSUL)
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	cd benchmarks && $(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 -timeout 20m ./...
+	cd benchmarks && $(GO) test -race -count=1 -timeout 20m ./...
+
+## examples: run every example to completion, each with a time bound.
+examples:
+	timeout 60 $(GO) run ./examples/quickstart
+
+## bench: run the benchmarks and print medians and ratios to their baselines.
+bench:
+	cd benchmarks && ./run.sh

@@ -1,0 +1,275 @@
+package mesh
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/tlsid"
+)
+
+// ErrClosed is returned by calls on a closed [Client].
+var ErrClosed = errors.New("mesh: client closed")
+
+// ErrNoDiscovery is returned by calls on a [Client] built without
+// [WithDiscovery].
+var ErrNoDiscovery = errors.New("mesh: no discovery configured")
+
+// Client sends requests to services by name. It resolves a service
+// through discovery, picks an endpoint with the service's balancer and
+// talks to it over mutual TLS when an identity is configured.
+//
+// A Client is an [http.RoundTripper]: the host of a request's URL is the
+// service name (http://payments/charge calls service "payments"). Use
+// [Client.HTTPClient] for an [*http.Client] and [Client.DialGRPC] for a
+// gRPC connection.
+//
+// A Client is safe for concurrent use. Close it to stop its discovery
+// watches and close idle connections.
+type Client struct {
+	cfg clientConfig
+
+	mu       sync.Mutex // serialises cluster creation and Close
+	clusters atomic.Pointer[map[string]*cluster]
+	closed   bool
+}
+
+// NewClient returns a client configured by opts.
+func NewClient(opts ...ClientOption) (*Client, error) {
+	c := &Client{}
+	for _, o := range opts {
+		if o != nil {
+			o.applyClient(&c.cfg)
+		}
+	}
+	if c.cfg.logger == nil {
+		c.cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if c.cfg.identity != nil && c.cfg.authorize == nil {
+		a, err := sameTrustDomain(c.cfg.identity)
+		if err != nil {
+			return nil, fmt.Errorf("mesh: new client: %w", err)
+		}
+		c.cfg.authorize = a
+	}
+	empty := map[string]*cluster{}
+	c.clusters.Store(&empty)
+	return c, nil
+}
+
+// sameTrustDomain authorizes peers of the trust domain of src's SVID.
+func sameTrustDomain(src tlsid.Source) (tlsid.Authorizer, error) {
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		return nil, fmt.Errorf("identity: %w", err)
+	}
+	return tlsid.AuthorizeMemberOf(svid.ID.TrustDomain()), nil
+}
+
+// HTTPClient returns an [*http.Client] whose transport is c.
+func (c *Client) HTTPClient() *http.Client {
+	return &http.Client{Transport: c}
+}
+
+// cluster is the client's state for one destination service.
+type cluster struct {
+	service   string
+	balancer  *balancer.Balancer
+	transport *http.Transport
+	scheme    string
+	ready     chan struct{} // closed on the first update
+	readyOnce sync.Once
+	status    atomic.Pointer[discovery.Update]
+	stop      func()
+}
+
+func (cl *cluster) update(u discovery.Update) {
+	cl.balancer.Update(u.Endpoints)
+	cl.status.Store(&u)
+	cl.readyOnce.Do(func() { close(cl.ready) })
+}
+
+// cluster returns the state of service, creating it on first use.
+func (c *Client) cluster(service string) (*cluster, error) {
+	if cl := (*c.clusters.Load())[service]; cl != nil {
+		return cl, nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, ErrClosed
+	}
+	old := *c.clusters.Load()
+	if cl := old[service]; cl != nil {
+		return cl, nil
+	}
+	if c.cfg.watcher == nil {
+		return nil, ErrNoDiscovery
+	}
+	cl, err := c.newCluster(service)
+	if err != nil {
+		return nil, err
+	}
+	next := make(map[string]*cluster, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[service] = cl
+	c.clusters.Store(&next)
+	return cl, nil
+}
+
+func (c *Client) newCluster(service string) (*cluster, error) {
+	var policy balancer.Policy
+	if c.cfg.policy != nil {
+		policy = c.cfg.policy(service)
+	}
+	cl := &cluster{
+		service:  service,
+		balancer: balancer.New(policy),
+		ready:    make(chan struct{}),
+		scheme:   "http",
+	}
+	tlsConfig, err := c.tlsConfig(service)
+	if err != nil {
+		return nil, err
+	}
+	if tlsConfig != nil {
+		cl.scheme = "https"
+	}
+	cl.transport = &http.Transport{
+		Proxy:                 nil,
+		TLSClientConfig:       tlsConfig,
+		MaxIdleConns:          1024,
+		MaxIdleConnsPerHost:   64,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ExpectContinueTimeout: time.Second,
+	}
+	stop, err := c.cfg.watcher.Watch(service, cl.update)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: watch %q: %w", service, err)
+	}
+	cl.stop = stop
+	return cl, nil
+}
+
+// tlsConfig returns the client TLS config for service, nil without an
+// identity.
+func (c *Client) tlsConfig(service string) (*tls.Config, error) {
+	if c.cfg.identity == nil {
+		return nil, nil
+	}
+	authorize := c.cfg.authorize
+	if c.cfg.serviceAuthorize != nil {
+		if a := c.cfg.serviceAuthorize(service); a != nil {
+			authorize = a
+		}
+	}
+	cfg, err := tlsid.ClientConfig(c.cfg.identity, authorize)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: %q: %w", service, err)
+	}
+	return cfg, nil
+}
+
+// waitReady waits until the cluster has heard from discovery once, or ctx
+// ends.
+func (cl *cluster) waitReady(ctx context.Context) error {
+	select {
+	case <-cl.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-cl.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mesh: waiting for endpoints of %q: %w", cl.service, context.Cause(ctx))
+	}
+}
+
+// RoundTrip implements [http.RoundTripper]: it sends r to an endpoint of
+// the service named by r.URL's host. r is not modified.
+//
+// A response with a 5xx status (other than 501) is returned as is but
+// counts as a failure of the endpoint that gave it.
+func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
+	service := r.URL.Hostname()
+	cl, err := c.cluster(service)
+	if err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	if err := cl.waitReady(r.Context()); err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	start := time.Now()
+	ep, err := cl.balancer.Pick(balancer.Info{Context: r.Context(), HTTP: r})
+	if err != nil {
+		closeBody(r)
+		return nil, fmt.Errorf("mesh: %q: %w", service, err)
+	}
+	out := *r
+	u := *r.URL
+	u.Scheme = cl.scheme
+	u.Host = ep.Addr
+	out.URL = &u
+	if out.Host == "" {
+		out.Host = r.URL.Host
+	}
+	resp, err := cl.transport.RoundTrip(&out)
+	ep.Done(balancer.Outcome{Latency: time.Since(start), Result: httpResult(r.Context(), resp, err)})
+	return resp, err
+}
+
+// httpResult classifies an HTTP outcome for the balancer.
+func httpResult(ctx context.Context, resp *http.Response, err error) balancer.Result {
+	switch {
+	case err != nil && ctx.Err() != nil:
+		return balancer.Dropped
+	case err != nil:
+		return balancer.Failure
+	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
+		return balancer.Failure
+	}
+	return balancer.Success
+}
+
+func closeBody(r *http.Request) {
+	if r.Body != nil {
+		_ = r.Body.Close()
+	}
+}
+
+// Close stops the client's discovery watches and closes its idle
+// connections. Calls after Close fail with [ErrClosed].
+func (c *Client) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	clusters := *c.clusters.Load()
+	empty := map[string]*cluster{}
+	c.clusters.Store(&empty)
+	c.mu.Unlock()
+	for _, cl := range clusters {
+		cl.stop()
+		cl.transport.CloseIdleConnections()
+	}
+	return nil
+}
+
+var _ io.Closer = (*Client)(nil)

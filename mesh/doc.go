@@ -1,0 +1,23 @@
+// Package mesh is the face of weft that programs touch: it puts net/http
+// and gRPC clients and servers into the mesh.
+//
+// A [Client] sends requests to services by name. As an [http.RoundTripper]
+// it takes the host of the URL as the service name; [Client.DialGRPC]
+// returns a gRPC connection to a service. Either way each call is resolved
+// through discovery (package discovery), balanced by a policy (package
+// balancer) and, with [WithIdentity], carried over mutual TLS 1.3 with
+// SPIFFE identities (package tlsid).
+//
+// A [Server] serves an [http.Handler] over the same mutual TLS;
+// [GRPCServerOptions] gives a gRPC server the same. Handlers learn who
+// called them with [PeerID].
+//
+// Configuration is by functional options. An [Option] applies to clients
+// and servers alike; [ClientOption] and [ServerOption] to one side only.
+//
+// # The gRPC balancer registration
+//
+// grpc-go selects load balancers by a global name. Importing mesh registers
+// weft's balancer once, as [GRPCBalancerName]; it is the only global
+// registration weft makes.
+package mesh
