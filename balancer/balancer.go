@@ -17,6 +17,10 @@ import (
 // to offer.
 var ErrNoEndpoints = errors.New("balancer: no endpoints")
 
+// ErrAllSkipped is returned by a pick when every endpoint of the service
+// was ruled out by [Info.Skip].
+var ErrAllSkipped = errors.New("balancer: every endpoint skipped")
+
 // Info describes the request being balanced. Policies that ignore the
 // request (round robin, least request) do not read it.
 type Info struct {
@@ -28,6 +32,10 @@ type Info struct {
 	Method string
 	// Metadata is the outgoing gRPC metadata, for gRPC calls.
 	Metadata metadata.MD
+	// Skip, when not nil, rules endpoints out for this request: an open
+	// circuit breaker, an endpoint a retry already tried. [Balancer.Pick]
+	// never returns an endpoint for which Skip reports true.
+	Skip func(*Endpoint) bool
 }
 
 // Policy builds pickers. Build is called from one goroutine at a time,
@@ -163,6 +171,30 @@ func (b *Balancer) Pick(info Info) (*Endpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	if info.Skip != nil && info.Skip(e) {
+		if e = s.next(info, e); e == nil {
+			return nil, ErrAllSkipped
+		}
+	}
 	e.Load.begin()
 	return e, nil
+}
+
+// next returns the first endpoint after skipped, in snapshot order, that
+// info.Skip does not rule out, or nil.
+func (s *snapshot) next(info Info, skipped *Endpoint) *Endpoint {
+	start := 0
+	for i, e := range s.endpoints {
+		if e == skipped {
+			start = i
+			break
+		}
+	}
+	n := len(s.endpoints)
+	for i := 1; i < n; i++ {
+		if e := s.endpoints[(start+i)%n]; !info.Skip(e) {
+			return e
+		}
+	}
+	return nil
 }

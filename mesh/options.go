@@ -126,11 +126,11 @@ func WithServerAuthorizer(authorize func(service string) tlsid.Authorizer) Clien
 	})
 }
 
-// WithPolicy sets the balancing policy, per destination service; the
+// WithBalancer sets the balancing policy, per destination service; the
 // function is called once per service, when the client first calls it,
 // and a nil result means round robin. The default is round robin for
 // every service. A nil function is ignored.
-func WithPolicy(policy func(service string) balancer.Policy) ClientOption {
+func WithBalancer(policy func(service string) balancer.Policy) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) {
 		if policy != nil {
 			c.policy = policy
