@@ -162,7 +162,7 @@ func start(ca *tlsid.DevCA, id spiffeid.ID, name string) (*instance, error) {
 	}
 	inst := &instance{name: name}
 	// Callers must be of the same trust domain (the default).
-	inst.http, err = mesh.NewServer(demo.Handler(name), mesh.WithIdentity(src))
+	inst.http, err = mesh.NewServer(demo.Handler(name, mesh.PeerID), mesh.WithIdentity(src))
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +176,7 @@ func start(ca *tlsid.DevCA, id spiffeid.ID, name string) (*instance, error) {
 		return nil, err
 	}
 	inst.grpc = grpc.NewServer(opts...)
-	demo.Register(inst.grpc, name)
+	demo.Register(inst.grpc, name, mesh.PeerID)
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err

@@ -12,35 +12,41 @@ import (
 	"fmt"
 	"net/http"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/weftmesh/weft/mesh"
 )
 
 // WhoamiMethod is the full name of the demo gRPC method.
 const WhoamiMethod = "/weft.demo.v1.Demo/Whoami"
 
-// Answer formats what an instance answers: its name and its caller's ID.
-func Answer(ctx context.Context, instance string) string {
+// PeerFunc returns the SPIFFE ID of the caller of a request, given its
+// context; mesh.PeerID is one.
+type PeerFunc func(context.Context) (spiffeid.ID, error)
+
+// Answer formats what an instance answers: its name and its caller's ID,
+// as peer finds it ("anonymous" when it finds none or peer is nil).
+func Answer(ctx context.Context, instance string, peer PeerFunc) string {
 	caller := "anonymous"
-	if id, err := mesh.PeerID(ctx); err == nil {
-		caller = id.String()
+	if peer != nil {
+		if id, err := peer(ctx); err == nil {
+			caller = id.String()
+		}
 	}
 	return instance + " saw " + caller
 }
 
 // Handler returns the HTTP side of instance: every request is answered
 // with [Answer].
-func Handler(instance string) http.Handler {
+func Handler(instance string, peer PeerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
-		fmt.Fprint(w, Answer(r.Context(), instance))
+		fmt.Fprint(w, Answer(r.Context(), instance, peer))
 	})
 }
 
 // Register adds the demo gRPC service of instance to s.
-func Register(s *grpc.Server, instance string) {
+func Register(s *grpc.Server, instance string, peer PeerFunc) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "weft.demo.v1.Demo",
 		HandlerType: (*any)(nil),
@@ -52,7 +58,7 @@ func Register(s *grpc.Server, instance string) {
 					return nil, err
 				}
 				handle := func(ctx context.Context, _ any) (any, error) {
-					return wrapperspb.String(Answer(ctx, instance)), nil
+					return wrapperspb.String(Answer(ctx, instance, peer)), nil
 				}
 				if intercept == nil {
 					return handle(ctx, in)
