@@ -1,0 +1,62 @@
+package consultest_test
+
+import (
+	"testing"
+
+	"github.com/hashicorp/consul/api"
+	"go.uber.org/goleak"
+
+	"github.com/weftmesh/weft/internal/consultest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+func TestStartRegisterRestart(t *testing.T) {
+	a := consultest.Start(t, consultest.WithDNS())
+	if a.DNSAddr() == "" {
+		t.Fatal("DNSAddr empty with WithDNS")
+	}
+	c := a.Client()
+	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "x1", Name: "x", Port: 1234}); err != nil {
+		t.Fatalf("register: %v", err)
+	}
+	svcs, meta, err := c.Health().Service("x", "", false, nil)
+	if err != nil || len(svcs) != 1 {
+		t.Fatalf("health: %v %v", svcs, err)
+	}
+	before := meta.LastIndex
+	a.Kill()
+	if a.Running() {
+		t.Fatal("running after Kill")
+	}
+	if _, _, err := c.Health().Service("x", "", false, nil); err == nil {
+		t.Fatal("killed agent still answers")
+	}
+	a.Restart()
+	svcs, meta, err = c.Health().Service("x", "", false, nil)
+	if err != nil || len(svcs) != 0 {
+		t.Fatalf("after restart: %v %v", svcs, err)
+	}
+	if meta.LastIndex >= before {
+		t.Logf("index after restart %d, before %d (not lower)", meta.LastIndex, before)
+	}
+}
+
+func TestCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster in -short")
+	}
+	c := consultest.StartCluster(t, 3)
+	l, err := c.Leader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Kill()
+	nl, err := c.WaitLeader(30e9)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nl == l {
+		t.Fatal("killed leader is still leader")
+	}
+}
