@@ -1,0 +1,392 @@
+package telemetry
+
+import (
+	"context"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc/codes"
+)
+
+// Destination records the client calls to one destination service. Its
+// attribute sets are computed once, when it is created, and per metric
+// series on first use, so recording a call builds no attribute list.
+//
+// A nil *Destination (what a nil [*Telemetry] returns) records nothing
+// and its methods do not allocate. It is safe for concurrent use.
+type Destination struct {
+	t       *Telemetry
+	service string
+	policy  string
+
+	callAttrs  []attribute.KeyValue     // weft.service, weft.balancer.policy
+	callStart  []trace.SpanStartOption  // kind internal, callAttrs
+	attStart   []trace.SpanStartOption  // kind client
+	callNames  [len(httpMethods)]string // "GET payments"
+	httpSeries cowMap[httpSeries, []metric.RecordOption]
+	rpcSeries  cowMap[rpcSeries, []metric.RecordOption]
+	routes     *boundedSet
+}
+
+type httpSeries struct {
+	method uint8
+	code   uint16
+	errT   string
+	route  string
+}
+
+type rpcSeries struct {
+	method string
+	code   codes.Code
+}
+
+// Destination returns the recorder of calls to service, whose endpoints
+// are balanced by policy (a name such as "round_robin", recorded as
+// weft.balancer.policy). Calls with the same service and policy return
+// the same Destination. A nil t returns nil.
+func (t *Telemetry) Destination(service, policy string) *Destination {
+	if t == nil {
+		return nil
+	}
+	key := service + "\x00" + policy
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if d := t.dests[key]; d != nil {
+		return d
+	}
+	d := &Destination{t: t, service: service, policy: policy, routes: newBoundedSet(maxRoutes)}
+	d.callAttrs = []attribute.KeyValue{ServiceKey.String(service), PolicyKey.String(policy)}
+	d.callStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(d.callAttrs...)}
+	d.attStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
+	for i, m := range httpMethods {
+		if i == 0 {
+			m = "HTTP"
+		}
+		d.callNames[i] = m + " " + service
+	}
+	t.dests[key] = d
+	return d
+}
+
+// Service returns the destination service name; "" for a nil d.
+func (d *Destination) Service() string {
+	if d == nil {
+		return ""
+	}
+	return d.service
+}
+
+// Call is one logical client call: a span of kind internal under which
+// each attempt (the first, retries, hedges) is a client span of its own.
+// A nil *Call records nothing. Its methods are safe for concurrent use by
+// the call's attempts.
+type Call struct {
+	d        *Destination
+	span     trace.Span
+	start    time.Time
+	method   uint8  // HTTP method index
+	rawHTTP  string // the request's HTTP method
+	rpc      string // gRPC method, without the leading '/'
+	attempts atomic.Int32
+}
+
+// StartHTTP starts the logical call for the HTTP request r and returns
+// the context under which its attempts are made.
+func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.Context, *Call) {
+	if d == nil {
+		return ctx, nil
+	}
+	mi := methodIndex(r.Method)
+	c := &Call{d: d, start: time.Now(), method: mi, rawHTTP: r.Method}
+	ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
+	if c.span.IsRecording() {
+		c.span.SetAttributes(keyHTTPMethod.String(httpMethods[mi]))
+		if mi == 0 {
+			c.span.SetAttributes(keyHTTPMethodOrig.String(r.Method))
+		}
+	}
+	return ctx, c
+}
+
+// StartGRPC starts the logical call of the gRPC method fullMethod
+// ("/pkg.Service/Method") and returns the context under which its
+// attempts are made.
+func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context.Context, *Call) {
+	if d == nil {
+		return ctx, nil
+	}
+	c := &Call{d: d, start: time.Now(), rpc: strings.TrimPrefix(fullMethod, "/")}
+	ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
+	if c.span.IsRecording() {
+		c.span.SetAttributes(rpcSystemGRPC, keyRPCMethod.String(c.rpc))
+	}
+	return context.WithValue(ctx, callKey{}, c), c
+}
+
+// callKey finds the call of a gRPC attempt in its context: it is how the
+// attempt interceptor, inside grpc-go's chain, learns of the call that
+// the outer interceptor started.
+type callKey struct{}
+
+// AttemptKind tells a first attempt from a retry or a hedge.
+type AttemptKind uint8
+
+// The kinds of attempt.
+const (
+	// First is the first attempt of a call.
+	First AttemptKind = iota
+	// Retry is an attempt made after an earlier one failed.
+	Retry
+	// Hedge is an attempt sent while an earlier one is still in flight.
+	Hedge
+)
+
+// Attempt is one attempt of a [Call]: a client span and one
+// measurement of the request duration metric. A nil *Attempt records
+// nothing.
+type Attempt struct {
+	c     *Call
+	ctx   context.Context
+	span  trace.Span
+	start time.Time
+	n     int32
+	route string
+}
+
+// StartAttempt starts an attempt of c, numbered from 1 in the order
+// attempts start. ctx is the attempt's context (the call's context or one
+// derived from it); the returned context carries the attempt's span and
+// is the one to send the attempt with. r is the attempt's HTTP request,
+// nil for gRPC.
+func (c *Call) StartAttempt(ctx context.Context, kind AttemptKind, r *http.Request) (context.Context, *Attempt) {
+	if c == nil {
+		return ctx, nil
+	}
+	d := c.d
+	a := &Attempt{c: c, start: time.Now(), n: c.attempts.Add(1)}
+	if a.n > 1 && kind == First {
+		kind = Retry
+	}
+	name := c.rpc
+	if c.rpc == "" {
+		name = httpMethods[c.method]
+		if c.method == 0 {
+			name = "HTTP"
+		}
+		if d.t.route != nil && r != nil {
+			if a.route = d.routes.get(d.t.route(r)); a.route != "" {
+				name += " " + a.route
+			}
+		}
+	}
+	a.ctx, a.span = d.t.tracer.Start(ctx, name, d.attStart...)
+	if a.span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 12)
+		attrs = append(attrs, d.callAttrs...)
+		attrs = append(attrs, AttemptKey.Int(int(a.n)), RetryKey.Bool(kind == Retry), HedgeKey.Bool(kind == Hedge))
+		if c.rpc != "" {
+			attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(c.rpc))
+		} else {
+			attrs = append(attrs, keyHTTPMethod.String(httpMethods[c.method]))
+			if c.method == 0 {
+				attrs = append(attrs, keyHTTPMethodOrig.String(c.rawHTTP))
+			}
+			if a.n > 1 {
+				attrs = append(attrs, keyHTTPResend.Int(int(a.n-1)))
+			}
+			if a.route != "" {
+				attrs = append(attrs, keyURLTemplate.String(a.route))
+			}
+			if r != nil && r.URL != nil {
+				// url.full without query or fragment: they may carry secrets.
+				attrs = append(attrs, keyURLFull.String(r.URL.Scheme+"://"+r.URL.Host+r.URL.EscapedPath()))
+			}
+		}
+		a.span.SetAttributes(attrs...)
+	}
+	return a.ctx, a
+}
+
+// InjectHTTP writes the attempt's trace context into h, the headers of
+// the request that carries the attempt.
+func (a *Attempt) InjectHTTP(h http.Header) {
+	if a == nil {
+		return
+	}
+	a.c.d.t.prop.Inject(a.ctx, propagation.HeaderCarrier(h))
+}
+
+// Picked records, on the attempt whose context is ctx, the endpoint the
+// balancer chose: its ID and its address (host:port).
+func (d *Destination) Picked(ctx context.Context, id, addr string) {
+	if d == nil {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(addr))
+		return
+	}
+	p, _ := strconv.Atoi(port)
+	span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
+}
+
+// BreakerState records, on the attempt whose context is ctx, the state of
+// the chosen endpoint's circuit breaker: "closed", "half-open" or "open".
+func (d *Destination) BreakerState(ctx context.Context, state string) {
+	if d == nil {
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if span.IsRecording() {
+		span.SetAttributes(BreakerStateKey.String(breakerState(state)))
+	}
+}
+
+// EndHTTP ends the attempt with its response or error. Only the status
+// code of resp is read.
+func (a *Attempt) EndHTTP(resp *http.Response, err error) {
+	if a == nil {
+		return
+	}
+	code, errT := httpOutcome(resp, err, 400)
+	if a.span.IsRecording() {
+		endSpanHTTP(a.span, code, errT, err)
+	}
+	a.span.End()
+	d := a.c.d
+	opts := d.httpSeries.get(httpSeries{method: a.c.method, code: uint16(code), errT: errT, route: a.route}, func() []metric.RecordOption {
+		kv := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[a.c.method]), keyServerAddr.String(d.service), ServiceKey.String(d.service)}
+		return recordOptions(kv, code, errT, keyURLTemplate, a.route)
+	})
+	d.t.inst.httpClient.Record(a.ctx, time.Since(a.start).Seconds(), opts...)
+}
+
+// EndGRPC ends the attempt with the error the call returned (nil for OK).
+func (a *Attempt) EndGRPC(err error) {
+	if a == nil {
+		return
+	}
+	code := grpcCode(err)
+	if a.span.IsRecording() {
+		endSpanGRPC(a.span, code, err)
+	}
+	a.span.End()
+	d := a.c.d
+	method := d.t.methods.get(a.c.rpc)
+	opts := d.rpcSeries.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
+		return rpcRecordOptions(method, code, keyServerAddr.String(d.service), ServiceKey.String(d.service))
+	})
+	d.t.inst.rpcClient.Record(a.ctx, time.Since(a.start).Seconds(), opts...)
+}
+
+// EndHTTP ends the logical call with the response or error it returns.
+func (c *Call) EndHTTP(resp *http.Response, err error) {
+	if c == nil {
+		return
+	}
+	if c.span.IsRecording() {
+		code, errT := httpOutcome(resp, err, 400)
+		endSpanHTTP(c.span, code, errT, err)
+	}
+	c.span.End()
+}
+
+// EndGRPC ends the logical call with the error it returns (nil for OK).
+func (c *Call) EndGRPC(err error) {
+	if c == nil {
+		return
+	}
+	if c.span.IsRecording() {
+		endSpanGRPC(c.span, grpcCode(err), err)
+	}
+	c.span.End()
+}
+
+// Event adds a mesh event (a retry scheduled, a budget exhausted, a
+// breaker refusing) to the call's span.
+func (c *Call) Event(name string, attrs ...attribute.KeyValue) {
+	if c == nil || !c.span.IsRecording() {
+		return
+	}
+	c.span.AddEvent(name, trace.WithAttributes(attrs...))
+}
+
+// httpOutcome returns the status code and the error.type of an HTTP
+// outcome; statuses from errorFrom up are errors.
+func httpOutcome(resp *http.Response, err error, errorFrom int) (int, string) {
+	code := 0
+	if resp != nil {
+		code = resp.StatusCode
+	}
+	switch {
+	case err != nil:
+		return code, errorType(err)
+	case code >= errorFrom:
+		return code, statusString(code)
+	}
+	return code, ""
+}
+
+func endSpanHTTP(span trace.Span, code int, errT string, err error) {
+	if code > 0 {
+		span.SetAttributes(keyHTTPStatus.Int(code))
+	}
+	if errT != "" {
+		span.SetAttributes(keyErrorType.String(errT))
+		span.SetStatus(otelcodes.Error, Redact(err))
+	}
+}
+
+func endSpanGRPC(span trace.Span, code codes.Code, err error) {
+	span.SetAttributes(keyRPCStatus.String(grpcCodeName(code)))
+	if code != codes.OK {
+		span.SetAttributes(keyErrorType.String(grpcCodeName(code)))
+		span.SetStatus(otelcodes.Error, Redact(err))
+	}
+}
+
+// recordOptions builds the record options of one HTTP series.
+func recordOptions(kv []attribute.KeyValue, code int, errT string, routeKey attribute.Key, route string) []metric.RecordOption {
+	if code > 0 {
+		kv = append(kv, keyHTTPStatus.Int(code))
+	}
+	if errT != "" {
+		kv = append(kv, keyErrorType.String(errT))
+	}
+	if route != "" {
+		kv = append(kv, routeKey.String(route))
+	}
+	return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+}
+
+// rpcRecordOptions builds the record options of one RPC series.
+func rpcRecordOptions(method string, code codes.Code, extra ...attribute.KeyValue) []metric.RecordOption {
+	kv := append([]attribute.KeyValue{rpcSystemGRPC, keyRPCMethod.String(method), keyRPCStatus.String(grpcCodeName(code))}, extra...)
+	if code != codes.OK {
+		kv = append(kv, keyErrorType.String(grpcCodeName(code)))
+	}
+	return []metric.RecordOption{metric.WithAttributeSet(attribute.NewSet(kv...))}
+}
+
+// breakerState bounds a breaker state to the known set.
+func breakerState(s string) string {
+	switch s {
+	case "closed", "half-open", "open":
+		return s
+	}
+	return other
+}

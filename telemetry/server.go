@@ -1,0 +1,393 @@
+package telemetry
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// PeerFunc returns the verified SPIFFE ID of the caller of a request,
+// given its context (mesh.PeerID is one), or an error when there is none.
+type PeerFunc func(context.Context) (spiffeid.ID, error)
+
+var (
+	serverStart  = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	authzAllowed = AuthzDecisionKey.String("allow")
+)
+
+type serverHTTPSeries struct {
+	method uint8
+	code   uint16
+	errT   string
+	route  string
+	tls    bool
+}
+
+// Handler returns h wrapped in a server span and the
+// http.server.request.duration metric. The span continues the trace
+// context the request carries (a malformed one is ignored and a new
+// trace starts), is named "{method} {route}" once the route is known, and
+// carries the caller's SPIFFE ID as peer finds it (nil peer: none).
+//
+// Requests reaching h over mutual TLS passed authorization at the
+// handshake, so their spans say weft.authorization.decision=allow.
+// A nil t returns h itself.
+func (t *Telemetry) Handler(h http.Handler, peer PeerFunc) http.Handler {
+	if t == nil {
+		return h
+	}
+	return &handler{t: t, next: h, peer: peer}
+}
+
+type handler struct {
+	t    *Telemetry
+	next http.Handler
+	peer PeerFunc
+	// series of http.server.request.duration, built on first use.
+	series cowMap[serverHTTPSeries, []metric.RecordOption]
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := h.t
+	start := time.Now()
+	ctx := t.prop.Extract(r.Context(), propagation.HeaderCarrier(r.Header))
+	mi := methodIndex(r.Method)
+	name := httpMethods[mi]
+	if mi == 0 {
+		name = "HTTP"
+	}
+	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	recording := span.IsRecording()
+	if recording {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		attrs := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath())}
+		if mi == 0 {
+			attrs = append(attrs, keyHTTPMethodOrig.String(truncate(r.Method, 32)))
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			attrs = append(attrs, keyPeerAddr.String(host))
+		}
+		if h.peer != nil {
+			if id, err := h.peer(ctx); err == nil {
+				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
+			}
+		}
+		span.SetAttributes(attrs...)
+	}
+	rw := &statusWriter{ResponseWriter: w}
+	r = r.WithContext(ctx)
+	defer func() {
+		code := rw.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		if p := recover(); p != nil {
+			code = http.StatusInternalServerError
+			defer panic(p)
+		}
+		route := r.Pattern
+		if t.route != nil {
+			route = t.route(r)
+		}
+		route = t.serverRoutes(route)
+		_, errT := httpOutcome(&http.Response{StatusCode: code}, nil, 500)
+		if recording {
+			if route != "" {
+				span.SetName(name + " " + route)
+				span.SetAttributes(keyHTTPRoute.String(route))
+			}
+			endSpanHTTP(span, code, errT, nil)
+		}
+		span.End()
+		opts := h.series.get(serverHTTPSeries{method: mi, code: uint16(code), errT: errT, route: route, tls: r.TLS != nil}, func() []metric.RecordOption {
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			kv := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme)}
+			return recordOptions(kv, code, errT, keyHTTPRoute, route)
+		})
+		t.inst.httpServer.Record(ctx, time.Since(start).Seconds(), opts...)
+	}()
+	h.next.ServeHTTP(rw, r)
+}
+
+// serverRoutes bounds the routes of all of t's servers.
+func (t *Telemetry) serverRoutes(route string) string {
+	if route == "" {
+		return ""
+	}
+	return t.routes.get(route)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// statusWriter records the status code a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush implements [http.Flusher] when the underlying writer does.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack implements [http.Hijacker] when the underlying writer does.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("telemetry: response writer cannot hijack")
+}
+
+// Unwrap lets [http.ResponseController] reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// mdCarrier reads trace context from incoming gRPC metadata.
+type mdCarrier metadata.MD
+
+func (c mdCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c mdCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// UnaryServerInterceptor returns the gRPC server interceptor that records
+// each unary call as a server span and in rpc.server.call.duration, with
+// the caller's SPIFFE ID as peer finds it (nil peer: none). A nil t
+// returns nil, which mesh leaves out of the server options.
+func (t *Telemetry) UnaryServerInterceptor(peer PeerFunc) grpc.UnaryServerInterceptor {
+	if t == nil {
+		return nil
+	}
+	s := &grpcServer{t: t, peer: peer}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, end := s.start(ctx, info.FullMethod)
+		resp, err := handler(ctx, req)
+		end(err)
+		return resp, err
+	}
+}
+
+// StreamServerInterceptor is [Telemetry.UnaryServerInterceptor] for
+// streaming calls: the span covers the whole stream.
+func (t *Telemetry) StreamServerInterceptor(peer PeerFunc) grpc.StreamServerInterceptor {
+	if t == nil {
+		return nil
+	}
+	s := &grpcServer{t: t, peer: peer}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, end := s.start(ss.Context(), info.FullMethod)
+		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
+		end(err)
+		return err
+	}
+}
+
+type grpcServer struct {
+	t      *Telemetry
+	peer   PeerFunc
+	series cowMap[rpcSeries, []metric.RecordOption]
+}
+
+func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, func(error)) {
+	t := s.t
+	begin := time.Now()
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ctx = t.prop.Extract(ctx, mdCarrier(md))
+	}
+	raw := strings.TrimPrefix(fullMethod, "/")
+	method := t.methods.get(raw)
+	name := method
+	if method == other {
+		name = "grpc"
+	}
+	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	if span.IsRecording() {
+		attrs := []attribute.KeyValue{rpcSystemGRPC, keyRPCMethod.String(method)}
+		if method == other {
+			attrs = append(attrs, keyRPCMethodOrig.String(truncate(raw, 256)))
+		}
+		if s.peer != nil {
+			if id, err := s.peer(ctx); err == nil {
+				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
+			}
+		}
+		span.SetAttributes(attrs...)
+	}
+	return ctx, func(err error) {
+		code := grpcCode(err)
+		if span.IsRecording() {
+			endSpanGRPC(span, code, err)
+		}
+		span.End()
+		opts := s.series.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
+			return rpcRecordOptions(method, code)
+		})
+		t.inst.rpcServer.Record(ctx, time.Since(begin).Seconds(), opts...)
+	}
+}
+
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
+
+// UnaryCallInterceptor returns the gRPC client interceptor of the logical
+// call: put it first in the chain, before any retrying interceptor, and
+// [Destination.UnaryAttemptInterceptor] last. A nil d returns nil.
+func (d *Destination) UnaryCallInterceptor() grpc.UnaryClientInterceptor {
+	if d == nil {
+		return nil
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, call := d.StartGRPC(ctx, method)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		call.EndGRPC(err)
+		return err
+	}
+}
+
+// UnaryAttemptInterceptor returns the gRPC client interceptor of one
+// attempt: a client span under the call's span, whose trace context goes
+// out in the request metadata. Put it last in the chain, so it runs once
+// per attempt. Attempts made while an earlier one is in flight are
+// marked as hedges by [Hedging]. A nil d returns nil.
+func (d *Destination) UnaryAttemptInterceptor() grpc.UnaryClientInterceptor {
+	if d == nil {
+		return nil
+	}
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		call, _ := ctx.Value(callKey{}).(*Call)
+		own := call == nil
+		if own {
+			ctx, call = d.StartGRPC(ctx, method)
+		}
+		kind := First
+		if _, ok := ctx.Value(hedgeKey{}).(bool); ok {
+			kind = Hedge
+		}
+		ctx, a := call.StartAttempt(ctx, kind, nil)
+		ctx = a.injectGRPC(ctx)
+		err := invoker(ctx, method, req, reply, cc, opts...)
+		a.EndGRPC(err)
+		if own {
+			call.EndGRPC(err)
+		}
+		return err
+	}
+}
+
+// StreamInterceptor returns the gRPC client interceptor for streaming
+// calls: a call span and one attempt span for the stream's life (streams
+// are not retried). A nil d returns nil.
+func (d *Destination) StreamInterceptor() grpc.StreamClientInterceptor {
+	if d == nil {
+		return nil
+	}
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		ctx, call := d.StartGRPC(ctx, method)
+		ctx, a := call.StartAttempt(ctx, First, nil)
+		ctx = a.injectGRPC(ctx)
+		cs, err := streamer(ctx, desc, cc, method, opts...)
+		if err != nil {
+			a.EndGRPC(err)
+			call.EndGRPC(err)
+			return nil, err
+		}
+		return &clientStream{ClientStream: cs, end: func(err error) { a.EndGRPC(err); call.EndGRPC(err) }}, nil
+	}
+}
+
+type clientStream struct {
+	grpc.ClientStream
+	done bool
+	end  func(error)
+}
+
+func (s *clientStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	if err != nil && !s.done {
+		s.done = true
+		if errors.Is(err, io.EOF) {
+			s.end(nil)
+		} else {
+			s.end(err)
+		}
+	}
+	return err
+}
+
+type hedgeKey struct{}
+
+// Hedging marks ctx as the context of a hedged gRPC attempt, for the
+// attempt interceptor to record it as one (weft.hedge=true). Retries need
+// no mark: every attempt after the first is a retry unless marked.
+func Hedging(ctx context.Context) context.Context {
+	return context.WithValue(ctx, hedgeKey{}, true)
+}
+
+// injectGRPC returns ctx with the attempt's trace context added to the
+// outgoing metadata.
+func (a *Attempt) injectGRPC(ctx context.Context) context.Context {
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		md = metadata.MD{}
+	}
+	a.c.d.t.prop.Inject(ctx, mdCarrier(md))
+	return metadata.NewOutgoingContext(ctx, md)
+}
