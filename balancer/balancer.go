@@ -14,11 +14,12 @@ import (
 )
 
 // ErrNoEndpoints is returned by a pick when the service has no endpoint
-// to offer.
+// to offer. Errors of pickers that find no endpoint to choose from (an
+// empty subset) wrap it.
 var ErrNoEndpoints = errors.New("balancer: no endpoints")
 
 // ErrAllSkipped is returned by a pick when every endpoint of the service
-// was ruled out by [Info.Skip].
+// was ruled out by [Info.Skip] (or, under [Outlier], by Skip and ejection).
 var ErrAllSkipped = errors.New("balancer: every endpoint skipped")
 
 // Info describes the request being balanced. Policies that ignore the
@@ -33,21 +34,35 @@ type Info struct {
 	// Metadata is the outgoing gRPC metadata, for gRPC calls.
 	Metadata metadata.MD
 	// Skip, when not nil, rules endpoints out for this request: an open
-	// circuit breaker, an endpoint a retry already tried. [Balancer.Pick]
-	// never returns an endpoint for which Skip reports true.
+	// circuit breaker, an endpoint a retry already tried. No picker of this
+	// package returns an endpoint for which Skip reports true, and
+	// [Balancer.Pick] checks it again for pickers written elsewhere. Skip is
+	// called from the picking goroutine only, possibly several times, and
+	// must not be retained.
 	Skip func(*Endpoint) bool
 }
 
-// Policy builds pickers. Build is called from one goroutine at a time,
+// skipped reports whether info rules e out.
+func (info *Info) skipped(e *Endpoint) bool {
+	return info.Skip != nil && info.Skip(e)
+}
+
+// Policy builds pickers.
+//
+// Build is called from one goroutine at a time (the [Balancer]'s updater),
 // with a non-empty snapshot that neither the policy nor its picker may
-// modify; the picker may keep it.
+// modify; the picker may keep it. Build may keep state across calls (the
+// [Outlier] wrapper does), so a Policy value serves one [Balancer]; build
+// one per service.
 type Policy interface {
 	Build(endpoints []*Endpoint) Picker
 }
 
 // Picker chooses an endpoint for a request. A picker is immutable once
 // built; Pick is called concurrently from many goroutines and must not
-// block. It returns one of the endpoints it was built from, or an error.
+// block. It returns one of the endpoints it was built from, never one that
+// [Info.Skip] rules out, or an error: [ErrAllSkipped] when Skip rules out
+// every endpoint.
 type Picker interface {
 	Pick(info Info) (*Endpoint, error)
 }
@@ -57,7 +72,8 @@ type Picker interface {
 type Endpoint struct {
 	discovery.Endpoint
 	// Load is the endpoint's load state, shared by every snapshot that
-	// holds an endpoint with the same ID.
+	// holds an endpoint with the same ID. It is never nil in endpoints
+	// handed out by a [Balancer].
 	Load *Load
 }
 
@@ -84,30 +100,22 @@ type Outcome struct {
 }
 
 // Done records the outcome of a request that was given this endpoint by
-// [Balancer.Pick]. Call it exactly once per pick.
+// [Balancer.Pick]: it lowers the in-flight count and, unless the result
+// is [Dropped], feeds the latency and the result into the endpoint's load
+// state (latency EWMA, failure counts, outlier detection). Call it exactly
+// once per pick. It does not block on other picks or updates.
 func (e *Endpoint) Done(o Outcome) {
 	e.Load.done(o)
 }
 
-// Load is the load state of one endpoint. Its methods are safe for
-// concurrent use.
-type Load struct {
-	inflight atomic.Int64
-}
-
-// InFlight returns the number of picked requests not yet done.
-func (l *Load) InFlight() int64 { return l.inflight.Load() }
-
-func (l *Load) begin() { l.inflight.Add(1) }
-
-func (l *Load) done(o Outcome) { l.inflight.Add(-1) }
-
 // Balancer holds the current picker of one service.
 //
-// Update is called from one goroutine at a time (a discovery subscriber);
-// Pick is called concurrently and never blocks on Update.
+// The zero value is not usable; call [New]. Update is called from one
+// goroutine at a time (a discovery subscriber); Pick, Endpoints and
+// [Endpoint.Done] are called concurrently and never block on Update.
 type Balancer struct {
 	policy Policy
+	clock  *clock
 	picker atomic.Pointer[snapshot]
 
 	mu    sync.Mutex // serialises Update
@@ -121,28 +129,46 @@ type snapshot struct {
 
 // New returns a Balancer that builds its pickers with policy. It has no
 // endpoints until the first [Balancer.Update]. A nil policy means
-// [RoundRobin].
-func New(policy Policy) *Balancer {
+// [RoundRobin]. Of the options, New reads [WithClock]; the others
+// configure policies and are ignored here.
+func New(policy Policy, opts ...Option) *Balancer {
 	if policy == nil {
 		policy = RoundRobin()
 	}
-	return &Balancer{policy: policy, loads: make(map[string]*Load)}
+	cfg := newConfig(opts)
+	return &Balancer{
+		policy: policy,
+		clock:  newClock(cfg.now),
+		loads:  make(map[string]*Load),
+	}
 }
 
-// Update replaces the endpoint set. Load state is kept for IDs that remain
-// and dropped for IDs that leave. eps is not retained.
+// Update replaces the endpoint set and publishes a picker built from it.
+// Load state is kept for IDs that remain and dropped for IDs that leave;
+// picks that start after Update returns never see a removed endpoint. eps
+// is not retained.
 func (b *Balancer) Update(eps []discovery.Endpoint) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	loads := make(map[string]*Load, len(eps))
 	snap := &snapshot{endpoints: make([]*Endpoint, len(eps))}
+	vals := make([]Endpoint, len(eps))
+	var fresh []Load
 	for i := range eps {
 		l := b.loads[eps[i].ID]
 		if l == nil {
-			l = &Load{}
+			l = loads[eps[i].ID] // a duplicate ID shares its load
+		}
+		if l == nil {
+			if len(fresh) == 0 {
+				fresh = make([]Load, len(eps)-i)
+			}
+			l, fresh = &fresh[0], fresh[1:]
+			l.clk = b.clock
 		}
 		loads[eps[i].ID] = l
-		snap.endpoints[i] = &Endpoint{Endpoint: eps[i], Load: l}
+		vals[i] = Endpoint{Endpoint: eps[i], Load: l}
+		snap.endpoints[i] = &vals[i]
 	}
 	b.loads = loads
 	if len(snap.endpoints) > 0 {
@@ -160,8 +186,10 @@ func (b *Balancer) Endpoints() []*Endpoint {
 }
 
 // Pick chooses an endpoint for the request described by info. It returns
-// [ErrNoEndpoints] at once when the set is empty. The
-// caller must finish the pick with [Endpoint.Done].
+// [ErrNoEndpoints] at once when the set is empty and [ErrAllSkipped] when
+// info.Skip rules out every endpoint. It takes no lock and allocates
+// nothing with the policies of this package. The caller must finish the
+// pick with [Endpoint.Done].
 func (b *Balancer) Pick(info Info) (*Endpoint, error) {
 	s := b.picker.Load()
 	if s == nil || s.picker == nil {
@@ -172,6 +200,7 @@ func (b *Balancer) Pick(info Info) (*Endpoint, error) {
 		return nil, err
 	}
 	if info.Skip != nil && info.Skip(e) {
+		// Only pickers written elsewhere get here.
 		if e = s.next(info, e); e == nil {
 			return nil, ErrAllSkipped
 		}

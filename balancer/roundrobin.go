@@ -1,29 +1,116 @@
 package balancer
 
 import (
-	"math/rand/v2"
+	"math"
 	"sync/atomic"
 )
 
 // RoundRobin returns a policy that takes the endpoints in turn. Each picker
 // starts at a random offset, so a fleet of clients built at the same time
-// does not send its first requests to the same endpoint.
-func RoundRobin() Policy { return roundRobin{} }
+// does not send its first requests to the same endpoint. A pick is one
+// atomic add; skipped endpoints are passed over. It reads [WithSeed].
+func RoundRobin(opts ...Option) Policy { return roundRobin{cfg: newConfig(opts)} }
 
-type roundRobin struct{}
+type roundRobin struct{ cfg config }
 
-func (roundRobin) Build(eps []*Endpoint) Picker {
-	p := &roundRobinPicker{endpoints: eps}
-	p.next.Store(rand.Uint32())
-	return p
+func (p roundRobin) Build(eps []*Endpoint) Picker {
+	rr := &roundRobinPicker{endpoints: eps}
+	rr.next.Store(uint64(newRNG(&p.cfg).intn(len(eps))))
+	return rr
 }
 
 type roundRobinPicker struct {
 	endpoints []*Endpoint
-	next      atomic.Uint32
+	next      atomic.Uint64
 }
 
-func (p *roundRobinPicker) Pick(Info) (*Endpoint, error) {
+func (p *roundRobinPicker) Pick(info Info) (*Endpoint, error) {
 	n := p.next.Add(1)
-	return p.endpoints[n%uint32(len(p.endpoints))], nil
+	i := int(n % uint64(len(p.endpoints)))
+	e := p.endpoints[i]
+	if info.Skip == nil || !info.Skip(e) {
+		return e, nil
+	}
+	if i = scan(p.endpoints, i+1, &info); i < 0 {
+		return nil, ErrAllSkipped
+	}
+	return p.endpoints[i], nil
+}
+
+// scan returns the index of the first endpoint from start on, wrapping
+// around, that info does not skip, or -1.
+func scan(eps []*Endpoint, start int, info *Info) int {
+	n := len(eps)
+	for k := range n {
+		i := (start + k) % n
+		if !info.skipped(eps[i]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// WeightedRoundRobin returns a policy that takes the endpoints in turn in
+// proportion to their discovery weights ([discovery.Endpoint.Weight], 0
+// counts as 1), spreading each endpoint's turns evenly over the cycle
+// rather than in bursts. It is grpc-go's static stride scheduler: a pick
+// advances one atomic counter; endpoint i takes position (generation g,
+// index i) when (w_i·g + i·65535/2) mod 65535 < w_i, with weights scaled
+// so the largest is 65535. A pick costs on average max(w)/mean(w)
+// counter steps. With equal weights it is round robin. It reads
+// [WithSeed] for its random start.
+func WeightedRoundRobin(opts ...Option) Policy {
+	return weightedRoundRobin{cfg: newConfig(opts)}
+}
+
+type weightedRoundRobin struct{ cfg config }
+
+const strideMax = math.MaxUint16
+
+func (p weightedRoundRobin) Build(eps []*Endpoint) Picker {
+	var maxW uint32
+	equal := true
+	for _, e := range eps {
+		w := e.EffectiveWeight()
+		if maxW != 0 && w != maxW {
+			equal = false
+		}
+		maxW = max(maxW, w)
+	}
+	if equal {
+		return roundRobin(p).Build(eps)
+	}
+	sp := &strideRoundRobinPicker{endpoints: eps, weights: make([]uint64, len(eps))}
+	for i, e := range eps {
+		w := uint64(math.Round(float64(e.EffectiveWeight()) * strideMax / float64(maxW)))
+		sp.weights[i] = max(w, 1)
+	}
+	sp.next.Store(uint64(newRNG(&p.cfg).intn(len(eps))))
+	return sp
+}
+
+type strideRoundRobinPicker struct {
+	endpoints []*Endpoint
+	weights   []uint64 // scaled to 1..strideMax
+	next      atomic.Uint64
+}
+
+func (p *strideRoundRobinPicker) Pick(info Info) (*Endpoint, error) {
+	n := uint64(len(p.endpoints))
+	// The largest weight accepts every position of its index, so a loop
+	// of 2n steps always meets it at least once; skipped endpoints aside.
+	for range 2 * n {
+		seq := p.next.Add(1)
+		i := seq % n
+		w := p.weights[i]
+		if (w*(seq/n)+i*(strideMax/2))%strideMax < w {
+			if e := p.endpoints[i]; !info.skipped(e) {
+				return e, nil
+			}
+		}
+	}
+	if i := scan(p.endpoints, int(p.next.Load()%n), &info); i >= 0 {
+		return p.endpoints[i], nil
+	}
+	return nil, ErrAllSkipped
 }
