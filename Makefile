@@ -35,6 +35,7 @@ unit:
 ## examples: run every example to completion, each with a time bound.
 examples:
 	timeout 60 $(GO) run ./examples/quickstart
+	timeout 60 $(GO) run ./examples/grpc
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:
