@@ -67,7 +67,7 @@ func Verify(chain []*x509.Certificate, bundles x509bundle.Source, at time.Time) 
 		return spiffeid.ID{}, err
 	}
 	if err := checkLeaf(leaf); err != nil {
-		return spiffeid.ID{}, fmt.Errorf("%s: %w", id, err)
+		return spiffeid.ID{}, fmt.Errorf("%w (%s)", err, id)
 	}
 	bundle, err := bundles.GetX509BundleForTrustDomain(id.TrustDomain())
 	if err != nil || bundle == nil {
@@ -89,7 +89,7 @@ func Verify(chain []*x509.Certificate, bundles x509bundle.Source, at time.Time) 
 			return id, nil
 		}
 	}
-	return spiffeid.ID{}, fmt.Errorf("%s: %w", id, signerErr)
+	return spiffeid.ID{}, fmt.Errorf("%w (%s)", signerErr, id)
 }
 
 // ParseAndVerify is [Verify] for a chain of DER certificates, as a TLS
