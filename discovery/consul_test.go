@@ -18,13 +18,6 @@ import (
 	"github.com/weftmesh/weft/internal/consultest"
 )
 
-// The Consul tests share one -dev agent (distinct service names keep them
-// apart); tests that kill or reconfigure an agent start their own.
-var shared struct {
-	once  sync.Once
-	agent *consultest.Agent
-}
-
 // TestConsul runs the tests that can share an agent as subtests, so the
 // agent lives exactly as long as they do.
 func TestConsul(t *testing.T) {
@@ -282,7 +275,7 @@ func TestConsulEndpointConversion(t *testing.T) {
 func testConsulShared(t *testing.T, a *consultest.Agent) {
 	c := a.Client()
 	const svc = "shared"
-	counter := &consultest.RoundTripCounter{}
+	counter := &consultest.RoundTripCounter{Base: noKeepAlive}
 	cfg := a.Config()
 	cfg.HttpClient = &http.Client{Transport: counter}
 	w := newConsul(t, cfg)

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"net/http"
 	"sync"
 	"testing"
 	"time"
@@ -100,3 +101,7 @@ func hasIDs(want ...string) func(Update) bool {
 		return true
 	}
 }
+
+// noKeepAlive is the transport of the tests' counting wrappers: no idle
+// connection (and its goroutines) outlives a test.
+var noKeepAlive = &http.Transport{DisableKeepAlives: true}

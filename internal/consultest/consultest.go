@@ -588,8 +588,8 @@ func (l *lockedBuffer) String() string {
 }
 
 // RoundTripCounter is an http.RoundTripper that counts the requests it
-// passes to Base (http.DefaultTransport when nil). Tests use it to bound
-// how many requests a watch loop makes.
+// passes to Base. Tests use it to bound how many requests a watch loop
+// makes. Base must not be nil.
 type RoundTripCounter struct {
 	Base http.RoundTripper
 
@@ -602,11 +602,7 @@ func (c *RoundTripCounter) RoundTrip(r *http.Request) (*http.Response, error) {
 	c.mu.Lock()
 	c.n++
 	c.mu.Unlock()
-	base := c.Base
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	return base.RoundTrip(r)
+	return c.Base.RoundTrip(r)
 }
 
 // Count returns the number of requests so far.
