@@ -3,6 +3,7 @@ package balancer
 import (
 	"math"
 	"slices"
+	"sync/atomic"
 )
 
 // RingHash returns a policy that hashes the request key (see [KeyFunc],
@@ -11,28 +12,38 @@ import (
 // goes to the endpoint of the first point at or after its hash. Adding
 // or removing one of N endpoints moves about 1/N of the keys. The ring has
 // at least [WithRingSize] points (default [DefaultRingSize]) and at
-// least one per endpoint. A skipped endpoint's keys go to the next point
+// least one per endpoint. To keep key movement near 1/N, a rebuild keeps
+// the previous ring's density (points per unit of weight) while the ring
+// stays between the minimum size and 8× it; only when the total weight
+// changes beyond that is the density reset, and more keys move once. A skipped endpoint's keys go to the next point
 // of another endpoint; requests without a key go to a random endpoint. A
 // nil key function gives every request no key. It reads [WithRingSize],
 // [WithSeed].
 func RingHash(key KeyFunc, opts ...Option) Policy {
-	return ringHash{key: key, cfg: newConfig(opts)}
+	return &ringHash{key: key, cfg: newConfig(opts)}
 }
 
 type ringHash struct {
-	key KeyFunc
-	cfg config
+	key     KeyFunc
+	cfg     config
+	density atomic.Uint64 // float64 bits: points per unit of weight
 }
 
-func (p ringHash) Build(eps []*Endpoint) Picker {
+func (p *ringHash) Build(eps []*Endpoint) Picker {
 	var sum float64
 	for _, e := range eps {
 		sum += float64(e.EffectiveWeight())
 	}
+	minSize := float64(p.cfg.ringSize)
+	density := math.Float64frombits(p.density.Load())
+	if size := density * sum; size < minSize || size > 8*minSize {
+		density = minSize / sum
+		p.density.Store(math.Float64bits(density))
+	}
 	counts := make([]int, len(eps))
 	total := 0
 	for i, e := range eps {
-		counts[i] = max(1, int(math.Round(float64(p.cfg.ringSize)*float64(e.EffectiveWeight())/sum)))
+		counts[i] = max(1, int(math.Ceil(density*float64(e.EffectiveWeight()))))
 		total += counts[i]
 	}
 	type point struct {
