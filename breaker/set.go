@@ -90,14 +90,23 @@ func (s *Set) Update(eps []discovery.Endpoint) {
 	s.breakers.Store(&next)
 }
 
-// Get returns the breaker of endpoint id, or nil when the set has none.
+// Get returns the breaker of endpoint id, or nil when the set has none
+// (or s is nil).
 func (s *Set) Get(id string) *Breaker {
+	if s == nil {
+		return nil
+	}
 	return (*s.breakers.Load())[id]
 }
 
 // Service returns the service-wide breaker, or nil when the set was built
-// without [WithServiceBreaker].
-func (s *Set) Service() *Breaker { return s.service }
+// without [WithServiceBreaker] (or s is nil).
+func (s *Set) Service() *Breaker {
+	if s == nil {
+		return nil
+	}
+	return s.service
+}
 
 // Open reports whether the breaker of endpoint id is open (see
 // [Breaker.Open]); false for an unknown id.

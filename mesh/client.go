@@ -90,9 +90,13 @@ type cluster struct {
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]
 	stop      func()
+	guard     *guard // breakers, budget, rate limit, retry and hedge policies
 }
 
 func (cl *cluster) update(u discovery.Update) {
+	if cl.guard.breakers != nil {
+		cl.guard.breakers.Update(u.Endpoints)
+	}
 	cl.balancer.Update(u.Endpoints)
 	cl.status.Store(&u)
 	cl.readyOnce.Do(func() { close(cl.ready) })
@@ -138,6 +142,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		balancer: balancer.New(policy),
 		ready:    make(chan struct{}),
 		scheme:   "http",
+		guard:    newGuard(service, &c.cfg.resilience),
 	}
 	tlsConfig, err := c.tlsConfig(service)
 	if err != nil {
@@ -214,36 +219,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		closeBody(r)
 		return nil, err
 	}
-	start := time.Now()
-	ep, err := cl.balancer.Pick(balancer.Info{Context: r.Context(), HTTP: r})
-	if err != nil {
-		closeBody(r)
-		return nil, fmt.Errorf("mesh: %q: %w", service, err)
-	}
-	out := *r
-	u := *r.URL
-	u.Scheme = cl.scheme
-	u.Host = ep.Addr
-	out.URL = &u
-	if out.Host == "" {
-		out.Host = r.URL.Host
-	}
-	resp, err := cl.transport.RoundTrip(&out)
-	ep.Done(balancer.Outcome{Latency: time.Since(start), Result: httpResult(r.Context(), resp, err)})
-	return resp, err
-}
-
-// httpResult classifies an HTTP outcome for the balancer.
-func httpResult(ctx context.Context, resp *http.Response, err error) balancer.Result {
-	switch {
-	case err != nil && ctx.Err() != nil:
-		return balancer.Dropped
-	case err != nil:
-		return balancer.Failure
-	case resp.StatusCode >= 500 && resp.StatusCode != http.StatusNotImplemented:
-		return balancer.Failure
-	}
-	return balancer.Success
+	return cl.call(r)
 }
 
 func closeBody(r *http.Request) {

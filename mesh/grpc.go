@@ -66,9 +66,10 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	if c.cfg.policy != nil {
 		policy = c.cfg.policy(service)
 	}
-	gc := &grpcCluster{balancer: balancer.New(policy)}
+	gc := &grpcCluster{service: service, balancer: balancer.New(policy), guard: newGuard(service, &c.cfg.resilience)}
 	all := append([]grpc.DialOption{
 		grpc.WithResolvers(&grpcResolverBuilder{watcher: c.cfg.watcher, cluster: gc}),
+		grpc.WithChainUnaryInterceptor(gc.unary),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"` + GRPCBalancerName + `":{}}]}`),
 		grpc.WithTransportCredentials(creds),
 	}, opts...)
@@ -82,7 +83,9 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 // grpcCluster is the weft state of one gRPC client connection: its
 // balancer and the current endpoints by address.
 type grpcCluster struct {
+	service  string
 	balancer *balancer.Balancer
+	guard    *guard // breakers, budget, rate limit, retry and hedge policies
 
 	mu     sync.Mutex
 	byAddr map[string]discovery.Endpoint
@@ -124,6 +127,9 @@ func (b *grpcResolverBuilder) Build(target resolver.Target, cc resolver.ClientCo
 		gc.mu.Lock()
 		gc.byAddr = byAddr
 		gc.mu.Unlock()
+		if gc.guard.breakers != nil {
+			gc.guard.breakers.Update(u.Endpoints)
+		}
 		if len(addrs) == 0 {
 			cc.ReportError(fmt.Errorf("mesh: service %q has no endpoints: %w", service, balancer.ErrNoEndpoints))
 			return
@@ -162,17 +168,21 @@ func (grpcPickerBuilder) Build(info base.PickerBuildInfo) grpcbalancer.Picker {
 		byID[e.ID] = sc
 	}
 	gc.balancer.Update(eps)
-	return &grpcPicker{balancer: gc.balancer, subConns: byID}
+	return &grpcPicker{balancer: gc.balancer, subConns: byID, guard: gc.guard}
 }
 
 type grpcPicker struct {
+	guard    *guard
 	balancer *balancer.Balancer
 	subConns map[string]grpcbalancer.SubConn
 }
 
 func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
+	if res, err, ok := p.pinned(info); ok {
+		return res, err
+	}
 	start := time.Now()
-	ep, err := p.balancer.Pick(balancer.Info{Context: info.Ctx, Method: info.FullMethodName})
+	ep, err := p.balancer.Pick(balancer.Info{Context: info.Ctx, Method: info.FullMethodName, Skip: p.guard.skipOpen})
 	if err != nil {
 		return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
 	}
@@ -185,20 +195,13 @@ func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 	return grpcbalancer.PickResult{
 		SubConn: sc,
 		Done: func(di grpcbalancer.DoneInfo) {
-			ep.Done(balancer.Outcome{Latency: time.Since(start), Result: grpcResult(di.Err)})
+			r := p.guard.classifyGRPC(info.Ctx, di.Err)
+			if br := p.guard.breakers.Get(ep.ID); br != nil {
+				br.Record(r)
+			}
+			ep.Done(balancer.Outcome{Latency: time.Since(start), Result: balancerResult(r)})
 		},
 	}, nil
-}
-
-// grpcResult classifies a gRPC outcome for the balancer.
-func grpcResult(err error) balancer.Result {
-	switch status.Code(err) {
-	case codes.Unavailable, codes.DeadlineExceeded, codes.ResourceExhausted, codes.Internal:
-		return balancer.Failure
-	case codes.Canceled:
-		return balancer.Dropped
-	}
-	return balancer.Success
 }
 
 // GRPCServerOptions returns the options that put a gRPC server in the
@@ -222,6 +225,7 @@ func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 		}
 		out = append(out, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
+	out = append(out, protectGRPCOptions(&cfg)...)
 	return out, nil
 }
 

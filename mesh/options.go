@@ -28,9 +28,11 @@ type clientConfig struct {
 	serviceAuthorize func(service string) tlsid.Authorizer
 	policy           func(service string) balancer.Policy
 	logger           *slog.Logger
+	resilience       resilienceConfig // retries, hedging, breakers, rate limits (resilience.go)
 }
 
 type serverConfig struct {
+	protect   protectConfig // rate and concurrency limits (limit.go)
 	identity  tlsid.Source
 	authorize tlsid.Authorizer
 	logger    *slog.Logger

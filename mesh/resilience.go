@@ -1,0 +1,389 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"golang.org/x/time/rate"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
+)
+
+// ErrCircuitOpen is returned (wrapped) by a call when every endpoint of
+// the service has an open circuit breaker, or the service's breaker is
+// open: the call failed fast, without network I/O. It wraps
+// [breaker.ErrCircuitOpen], so either can be tested with [errors.Is].
+var ErrCircuitOpen = fmt.Errorf("mesh: every endpoint's circuit is open: %w", breaker.ErrCircuitOpen)
+
+// ErrRateLimited is returned (wrapped) by a call refused by the client's
+// rate limit for the destination service. It wraps
+// [breaker.ErrRateLimited].
+var ErrRateLimited = fmt.Errorf("mesh: client rate limit: %w", breaker.ErrRateLimited)
+
+// PriorityHeader is the HTTP header that gives a request's priority for
+// load shedding on a weft server: "critical" marks a critical request;
+// any other value, or none, a sheddable one.
+const PriorityHeader = "Weft-Priority"
+
+// PriorityMetadataKey is the gRPC metadata key that plays the role of
+// [PriorityHeader] for gRPC calls.
+const PriorityMetadataKey = "weft-priority"
+
+// RetryPushbackKey is the gRPC trailer by which a server tells the client
+// when to retry (milliseconds; negative: do not retry), as in gRPC's
+// retry design (A6). A weft server sets it on ResourceExhausted answers.
+const RetryPushbackKey = "grpc-retry-pushback-ms"
+
+// Defaults of [RetryPolicy].
+const (
+	DefaultMaxAttempts   = 3
+	DefaultBackoff       = 25 * time.Millisecond
+	DefaultMaxBackoff    = time.Second
+	DefaultMinRemaining  = 5 * time.Millisecond
+	DefaultMaxRetryBody  = 64 << 10
+	DefaultHedgeDelay    = 50 * time.Millisecond
+	hedgeMinObservations = 20
+)
+
+// RetryPolicy says how a [Client] retries. The zero value gives the
+// defaults: up to 3 attempts, exponential backoff from 25 ms to 1 s with
+// full jitter, no per-try timeout, no attempt started with less than
+// 5 ms left before the caller's deadline, bodies up to 64 KiB replayed,
+// and the default [breaker.BudgetSettings].
+//
+// Only idempotent requests are retried: HTTP GET, HEAD, OPTIONS, PUT and
+// DELETE, and the gRPC methods IdempotentMethod accepts. Any other request
+// is retried only when it provably never left the process (the connection
+// was refused before a byte was written). A retry goes to another endpoint
+// than the ones already tried, when there is one.
+type RetryPolicy struct {
+	// MaxAttempts is the most attempts per call, the first included.
+	// Zero means [DefaultMaxAttempts].
+	MaxAttempts int
+	// Backoff is the base of the exponential backoff between attempts;
+	// MaxBackoff caps it. Zero means [DefaultBackoff] and
+	// [DefaultMaxBackoff]. The wait is drawn uniformly from
+	// [0, min(MaxBackoff, Backoff×2^(n-1))], and is at least what the
+	// server asked for with Retry-After or gRPC retry pushback.
+	Backoff, MaxBackoff time.Duration
+	// PerTryTimeout, when positive, bounds each attempt (within the
+	// caller's deadline, which bounds them all).
+	PerTryTimeout time.Duration
+	// MinRemaining: no retry starts when less than this remains before
+	// the caller's deadline. Zero means [DefaultMinRemaining].
+	MinRemaining time.Duration
+	// MaxBodyBytes is the largest request body that is replayed; a body
+	// must also have GetBody and a known length. Zero means
+	// [DefaultMaxRetryBody].
+	MaxBodyBytes int64
+	// Budget bounds retries and hedges over a sliding window; see
+	// [breaker.Budget].
+	Budget breaker.BudgetSettings
+	// IdempotentMethod reports whether a gRPC method (full name,
+	// "/pkg.Service/Method") is idempotent and may be retried. Nil means
+	// none is.
+	IdempotentMethod func(fullMethod string) bool
+}
+
+func (p RetryPolicy) withDefaults() RetryPolicy {
+	if p.MaxAttempts <= 0 {
+		p.MaxAttempts = DefaultMaxAttempts
+	}
+	if p.Backoff <= 0 {
+		p.Backoff = DefaultBackoff
+	}
+	if p.MaxBackoff <= 0 {
+		p.MaxBackoff = DefaultMaxBackoff
+	}
+	if p.MinRemaining <= 0 {
+		p.MinRemaining = DefaultMinRemaining
+	}
+	if p.MaxBodyBytes <= 0 {
+		p.MaxBodyBytes = DefaultMaxRetryBody
+	}
+	return p
+}
+
+// HedgePolicy says which calls a [Client] hedges: after Delay without an
+// answer, a second attempt goes to another endpoint, the first good
+// answer wins and the other attempt is cancelled. Hedges draw on the
+// retry budget. Only idempotent calls with a replayable body are hedged.
+type HedgePolicy struct {
+	// Delay is how long to wait before hedging. Zero means the observed
+	// 95th percentile latency of the service, or [DefaultHedgeDelay]
+	// until 20 calls have been observed.
+	Delay time.Duration
+	// Route selects the calls to hedge by service and route (the URL path
+	// for HTTP, the full method name for gRPC). Nil means every
+	// idempotent call.
+	Route func(service, route string) bool
+}
+
+// ClientRateLimit limits the calls a client makes to one service.
+type ClientRateLimit struct {
+	breaker.RateLimit
+	// Wait makes a call wait for a token (within its context's deadline)
+	// instead of failing at once with [ErrRateLimited]; a call whose
+	// deadline would pass first fails at once.
+	Wait bool
+}
+
+type resilienceConfig struct {
+	retry        *RetryPolicy
+	hedge        *HedgePolicy
+	breakers     *breaker.Settings
+	breakerOpts  []breaker.SetOption
+	rateLimit    func(service string) *ClientRateLimit
+	classifyHTTP breaker.HTTPClassifier
+	classifyGRPC breaker.GRPCClassifier
+	now          func() time.Time
+}
+
+// WithRetry turns on retries as described by p (see [RetryPolicy]).
+func WithRetry(p RetryPolicy) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		p := p.withDefaults()
+		c.resilience.retry = &p
+	})
+}
+
+// WithHedging turns on hedged calls as described by p (see
+// [HedgePolicy]). The retry budget of [WithRetry], or the default one,
+// bounds the hedges.
+func WithHedging(p HedgePolicy) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		c.resilience.hedge = &p
+	})
+}
+
+// WithCircuitBreaker gives every endpoint of every service its own
+// circuit breaker configured by s (and a breaker per service with
+// [breaker.WithServiceBreaker]). An endpoint whose breaker is open is
+// not picked; when all are open, calls fail at once with
+// [ErrCircuitOpen].
+func WithCircuitBreaker(s breaker.Settings, opts ...breaker.SetOption) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		c.resilience.breakers = &s
+		c.resilience.breakerOpts = opts
+	})
+}
+
+// WithRateLimit limits the calls to each destination service: limit is
+// called once per service, when the client first calls it, and a nil
+// result means no limit. A nil function is ignored.
+func WithRateLimit(limit func(service string) *ClientRateLimit) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if limit != nil {
+			c.resilience.rateLimit = limit
+		}
+	})
+}
+
+// WithHTTPClassifier replaces [breaker.ClassifyHTTP] as the judge of HTTP
+// outcomes for breakers, balancers and retries. A nil f is ignored.
+func WithHTTPClassifier(f breaker.HTTPClassifier) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if f != nil {
+			c.resilience.classifyHTTP = f
+		}
+	})
+}
+
+// WithGRPCClassifier replaces [breaker.ClassifyGRPC] as the judge of gRPC
+// outcomes for breakers, balancers and retries. A nil f is ignored.
+func WithGRPCClassifier(f breaker.GRPCClassifier) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if f != nil {
+			c.resilience.classifyGRPC = f
+		}
+	})
+}
+
+// WithClock sets the clock that retry budgets and rate limits read, for
+// tests. The default is [time.Now]. A nil now is ignored.
+func WithClock(now func() time.Time) Option {
+	return sharedOption{
+		client: func(c *clientConfig) {
+			if now != nil {
+				c.resilience.now = now
+			}
+		},
+		server: func(c *serverConfig) {
+			if now != nil {
+				c.protect.now = now
+			}
+		},
+	}
+}
+
+// guard is the resilience state of calls to one service: breakers,
+// budget, rate limit and the policies. Fields are set once, at creation.
+type guard struct {
+	service      string
+	breakers     *breaker.Set                  // nil: none
+	skipOpen     func(*balancer.Endpoint) bool // nil without breakers; built once
+	budget       *breaker.Budget               // nil without retries or hedging
+	limiter      *rate.Limiter                 // nil: no rate limit
+	limitWait    bool
+	retry        *RetryPolicy
+	hedge        *HedgePolicy
+	latency      *latencyWindow // nil without hedging on observed latency
+	now          func() time.Time
+	classifyHTTP breaker.HTTPClassifier
+	classifyGRPC breaker.GRPCClassifier
+}
+
+func newGuard(service string, rc *resilienceConfig) *guard {
+	g := &guard{
+		service:      service,
+		retry:        rc.retry,
+		hedge:        rc.hedge,
+		now:          rc.now,
+		classifyHTTP: rc.classifyHTTP,
+		classifyGRPC: rc.classifyGRPC,
+	}
+	if g.now == nil {
+		g.now = time.Now
+	}
+	if g.classifyHTTP == nil {
+		g.classifyHTTP = breaker.ClassifyHTTP
+	}
+	if g.classifyGRPC == nil {
+		g.classifyGRPC = breaker.ClassifyGRPC
+	}
+	if rc.breakers != nil {
+		set := breaker.NewSet(service, *rc.breakers, rc.breakerOpts...)
+		g.breakers = set
+		g.skipOpen = func(e *balancer.Endpoint) bool { return set.Open(e.ID) }
+	}
+	if g.retry != nil || g.hedge != nil {
+		var bs breaker.BudgetSettings
+		if g.retry != nil {
+			bs = g.retry.Budget
+		}
+		g.budget = breaker.NewBudget(bs)
+	}
+	if g.hedge != nil && g.hedge.Delay <= 0 {
+		g.latency = &latencyWindow{}
+	}
+	if rc.rateLimit != nil {
+		if l := rc.rateLimit(service); l != nil {
+			g.limiter = l.NewLimiter()
+			g.limitWait = l.Wait
+		}
+	}
+	return g
+}
+
+// Breakers returns the circuit breakers of service, or nil when the
+// client has none (no [WithCircuitBreaker], or no call to service yet).
+// Use it to read states or [breaker.Set.Subscribe] to state changes.
+func (c *Client) Breakers(service string) *breaker.Set {
+	if cl := (*c.clusters.Load())[service]; cl != nil && cl.guard != nil {
+		return cl.guard.breakers
+	}
+	return nil
+}
+
+// admit applies the client rate limit at now.
+func (g *guard) admit(ctx context.Context, now time.Time) error {
+	if g.limiter == nil {
+		return nil
+	}
+	if !g.limitWait {
+		if g.limiter.AllowN(now, 1) {
+			return nil
+		}
+		return fmt.Errorf("%w: %q", ErrRateLimited, g.service)
+	}
+	r := g.limiter.ReserveN(now, 1)
+	if !r.OK() {
+		return fmt.Errorf("%w: %q", ErrRateLimited, g.service)
+	}
+	d := r.DelayFrom(now)
+	if d == 0 {
+		return nil
+	}
+	if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < d {
+		r.CancelAt(now)
+		return fmt.Errorf("%w: %q: deadline too close", ErrRateLimited, g.service)
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		r.Cancel()
+		return fmt.Errorf("%w: %q: %w", ErrRateLimited, g.service, context.Cause(ctx))
+	}
+}
+
+// backoff returns the wait before retry number n (1 for the first retry).
+func (p *RetryPolicy) backoff(n int) time.Duration {
+	d := p.Backoff << min(n-1, 30)
+	if d <= 0 || d > p.MaxBackoff {
+		d = p.MaxBackoff
+	}
+	return time.Duration(rand.Int64N(int64(d) + 1))
+}
+
+// waitRetry waits d, or until ctx ends.
+func waitRetry(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// roomFor reports whether, after waiting wait, at least minRemaining
+// remains before ctx's deadline.
+func roomFor(ctx context.Context, wait, minRemaining time.Duration) bool {
+	dl, ok := ctx.Deadline()
+	return !ok || time.Until(dl)-wait >= minRemaining
+}
+
+func balancerResult(r breaker.Result) balancer.Result {
+	switch r {
+	case breaker.Success:
+		return balancer.Success
+	case breaker.Failure:
+		return balancer.Failure
+	}
+	return balancer.Dropped
+}
+
+// idempotentHTTP reports whether method may be retried.
+func idempotentHTTP(method string) bool {
+	switch method {
+	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:
+		return true
+	}
+	return false
+}
+
+// grpcError is an error that gRPC reports with code and that wraps err,
+// so both status.Code and errors.Is work on it.
+type grpcError struct {
+	code codes.Code
+	err  error
+}
+
+func (e *grpcError) Error() string { return e.err.Error() }
+func (e *grpcError) Unwrap() error { return e.err }
+func (e *grpcError) GRPCStatus() *status.Status {
+	return status.New(e.code, e.err.Error())
+}

@@ -1,0 +1,297 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	grpcbalancer "google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
+)
+
+// pinKey is the context key under which the unary interceptor passes an
+// attempt's chosen endpoint to the connection's picker. It carries the
+// routing of one attempt between two parts of weft, not configuration.
+type pinKey struct{}
+
+// grpcPin is the endpoint chosen for one gRPC attempt.
+type grpcPin struct {
+	ep       *balancer.Endpoint
+	notReady atomic.Bool // the picker had no ready connection to ep: nothing was sent
+}
+
+// grpcAttemptResult is what one gRPC attempt came to.
+type grpcAttemptResult struct {
+	err         error
+	ep          *balancer.Endpoint // nil when none was picked by weft
+	result      breaker.Result
+	sent        bool          // the call may have left the process
+	pushback    time.Duration // the server's retry pushback
+	hasPushback bool
+}
+
+// unary is the unary client interceptor that [Client.DialGRPC] installs:
+// one logical call — the client rate limit, then attempts (retries of
+// idempotent methods, hedges) each pinned to an endpoint chosen here,
+// through its circuit breaker — until one succeeds, the policy or the
+// budget says stop, or the caller's context ends. The caller's deadline
+// bounds every attempt and gRPC propagates it on the wire.
+func (gc *grpcCluster) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	g := gc.guard
+	if g.limiter != nil || g.budget != nil {
+		now := g.now()
+		if err := g.admit(ctx, now); err != nil {
+			return &grpcError{code: codes.ResourceExhausted, err: err}
+		}
+		if g.budget != nil {
+			g.budget.Request(now)
+		}
+	}
+	pol := g.retry
+	idempotent := pol != nil && pol.IdempotentMethod != nil && pol.IdempotentMethod(method)
+	maxAttempts := 1
+	if pol != nil {
+		maxAttempts = pol.MaxAttempts
+	}
+	msg, isProto := reply.(proto.Message)
+	hedge := g.hedge != nil && isProto && idempotent &&
+		(g.hedge.Route == nil || g.hedge.Route(gc.service, method))
+	var tried []*balancer.Endpoint
+	for n := 1; ; n++ {
+		var a grpcAttemptResult
+		if hedge {
+			a = gc.hedgedGRPC(ctx, method, req, msg, cc, invoker, tried, opts)
+		} else {
+			a = gc.attemptGRPC(ctx, method, req, reply, cc, invoker, tried, opts)
+		}
+		if a.err == nil || pol == nil || n >= maxAttempts || !shouldRetryGRPC(ctx, a, idempotent) {
+			return a.err
+		}
+		wait := pol.backoff(n)
+		if a.hasPushback {
+			if a.pushback < 0 {
+				return a.err
+			}
+			wait = max(wait, a.pushback)
+		}
+		if !roomFor(ctx, wait, pol.MinRemaining) || !g.budget.TryRetry(g.now()) {
+			return a.err
+		}
+		if err := waitRetry(ctx, wait); err != nil {
+			return status.FromContextError(err).Err()
+		}
+		if a.ep != nil {
+			tried = append(tried, a.ep)
+		}
+	}
+}
+
+// attemptGRPC makes one attempt of a unary call, pinned to an endpoint
+// that is not tried (when there is one) and whose breaker is not open.
+// ctx is the caller's context.
+func (gc *grpcCluster) attemptGRPC(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, tried []*balancer.Endpoint, opts []grpc.CallOption) grpcAttemptResult {
+	actx := ctx
+	if pol := gc.guard.retry; pol != nil && pol.PerTryTimeout > 0 {
+		var cancel context.CancelFunc
+		actx, cancel = context.WithTimeout(ctx, pol.PerTryTimeout)
+		defer cancel()
+	}
+	var refused []*balancer.Endpoint
+	for range 3 {
+		ep, err := gc.pickGRPC(ctx, method, tried, refused)
+		if errors.Is(err, balancer.ErrNoEndpoints) {
+			// No connection is ready yet (the channel was idle): let the
+			// connection's picker choose once one is.
+			err := invoker(actx, method, req, reply, cc, opts...)
+			return grpcAttemptResult{err: err, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
+		}
+		if err != nil {
+			return grpcAttemptResult{err: &grpcError{code: codes.Unavailable, err: err}}
+		}
+		a, admitted := gc.sendGRPC(ctx, actx, method, req, reply, cc, invoker, ep, opts)
+		if admitted {
+			return a
+		}
+		if svc := gc.guard.breakers.Service(); svc != nil && svc.Open() {
+			break
+		}
+		refused = append(refused, ep)
+	}
+	return grpcAttemptResult{err: &grpcError{code: codes.Unavailable, err: fmt.Errorf("mesh: %q: %w", gc.service, ErrCircuitOpen)}}
+}
+
+// pickGRPC picks the endpoint of an attempt.
+func (gc *grpcCluster) pickGRPC(ctx context.Context, method string, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
+	g := gc.guard
+	skip := g.skipOpen
+	if len(tried) > 0 || len(refused) > 0 {
+		skip = skipping(g.skipOpen, tried, refused)
+	}
+	ep, err := gc.balancer.Pick(balancer.Info{Context: ctx, Method: method, Skip: skip})
+	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
+		ep, err = gc.balancer.Pick(balancer.Info{Context: ctx, Method: method, Skip: skipping(g.skipOpen, nil, refused)})
+	}
+	if errors.Is(err, balancer.ErrAllSkipped) {
+		return nil, fmt.Errorf("mesh: %q: %w", gc.service, ErrCircuitOpen)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return ep, nil
+}
+
+// sendGRPC sends one attempt to ep through its circuit breaker; actx is
+// the attempt's context, ctx the caller's. It reports false, with no I/O,
+// when a breaker refused; ep is then done.
+func (gc *grpcCluster) sendGRPC(ctx, actx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, ep *balancer.Endpoint, opts []grpc.CallOption) (a grpcAttemptResult, admitted bool) {
+	g := gc.guard
+	start := time.Now()
+	pin := &grpcPin{ep: ep}
+	pctx := context.WithValue(actx, pinKey{}, pin)
+	var trailer metadata.MD
+	if g.retry != nil {
+		opts = append(slices.Clip(opts), grpc.Trailer(&trailer))
+	}
+	a.ep = ep
+	run := func() breaker.Result {
+		a.err = invoker(pctx, method, req, reply, cc, opts...)
+		a.result = g.classifyGRPC(ctx, a.err)
+		return a.result
+	}
+	var refused error
+	if br := g.breakers.Get(ep.ID); br == nil {
+		run()
+	} else if svc := g.breakers.Service(); svc == nil {
+		refused = br.Do(run)
+	} else {
+		refused = svc.Do(func() breaker.Result {
+			if refused = br.Do(run); refused != nil {
+				return breaker.Excluded
+			}
+			return a.result
+		})
+	}
+	if refused != nil {
+		ep.Done(balancer.Outcome{Result: balancer.Dropped})
+		return a, false
+	}
+	latency := time.Since(start)
+	ep.Done(balancer.Outcome{Latency: latency, Result: balancerResult(a.result)})
+	if g.latency != nil && a.result == breaker.Success {
+		g.latency.observe(latency)
+	}
+	a.sent = !pin.notReady.Load()
+	if v := trailer.Get(RetryPushbackKey); len(v) > 0 {
+		a.hasPushback = true
+		if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
+			a.pushback = time.Duration(ms) * time.Millisecond
+		} else {
+			a.pushback = -1
+		}
+	}
+	return a, true
+}
+
+// shouldRetryGRPC reports whether attempt a may be retried.
+func shouldRetryGRPC(ctx context.Context, a grpcAttemptResult, idempotent bool) bool {
+	if ctx.Err() != nil || errors.Is(a.err, ErrCircuitOpen) || a.ep == nil {
+		return false
+	}
+	if !a.sent {
+		return true
+	}
+	if !idempotent {
+		return false
+	}
+	switch status.Code(a.err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.DeadlineExceeded, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// hedgedGRPC is one hedged attempt of a unary call: after the hedge delay
+// without a good answer, a second attempt goes to another endpoint; each
+// attempt decodes into its own copy of reply, and the winner's is merged
+// into reply. The loser is cancelled.
+func (gc *grpcCluster) hedgedGRPC(ctx context.Context, method string, req any, reply proto.Message, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, tried []*balancer.Endpoint, opts []grpc.CallOption) grpcAttemptResult {
+	g := gc.guard
+	type result struct {
+		a   grpcAttemptResult
+		out proto.Message
+	}
+	results := make(chan result, 2)
+	hctx, cancel := context.WithCancel(ctx)
+	defer cancel() // cancels the loser
+	launch := func(tried []*balancer.Endpoint) *balancer.Endpoint {
+		ep, err := gc.pickGRPC(ctx, method, tried, nil)
+		if err != nil {
+			return nil
+		}
+		out := reply.ProtoReflect().New().Interface()
+		actx, acancel := context.WithCancel(hctx)
+		go func() {
+			defer acancel()
+			a, admitted := gc.sendGRPC(ctx, actx, method, req, out, cc, invoker, ep, opts)
+			if !admitted {
+				a.err = &grpcError{code: codes.Unavailable, err: fmt.Errorf("mesh: %q: %w", gc.service, ErrCircuitOpen)}
+			}
+			results <- result{a: a, out: out}
+		}()
+		return ep
+	}
+	first := launch(tried)
+	if first == nil {
+		return gc.attemptGRPC(ctx, method, req, reply, cc, invoker, tried, opts)
+	}
+	pending, hedgeSent := 1, false
+	timer := time.NewTimer(g.hedgeDelay())
+	defer timer.Stop()
+	for {
+		select {
+		case res := <-results:
+			pending--
+			if res.a.err == nil || pending == 0 {
+				if res.a.err == nil {
+					proto.Reset(reply)
+					proto.Merge(reply, res.out)
+				}
+				return res.a
+			}
+		case <-timer.C:
+			if hedgeSent {
+				continue
+			}
+			hedgeSent = true
+			if g.budget.TryRetry(g.now()) && launch(append(slices.Clip(tried), first)) != nil {
+				pending++
+			}
+		}
+	}
+}
+
+// pinned serves a pick for an attempt the interceptor pinned to an
+// endpoint; ok is false for calls without a pin.
+func (p *grpcPicker) pinned(info grpcbalancer.PickInfo) (res grpcbalancer.PickResult, err error, ok bool) {
+	pin, ok := info.Ctx.Value(pinKey{}).(*grpcPin)
+	if !ok {
+		return res, nil, false
+	}
+	sc, ready := p.subConns[pin.ep.ID]
+	if !ready {
+		pin.notReady.Store(true)
+		return res, status.Errorf(codes.Unavailable, "mesh: endpoint %q has no ready connection", pin.ep.ID), true
+	}
+	return grpcbalancer.PickResult{SubConn: sc}, nil, true
+}
