@@ -214,5 +214,13 @@ type namedPolicy struct {
 
 // rebuildPolicies are the policies whose rebuild is measured.
 func rebuildPolicies() []namedPolicy {
-	return []namedPolicy{{"rr", balancer.RoundRobin()}}
+	key := balancer.HeaderKey("x-user")
+	return []namedPolicy{
+		{"rr", balancer.RoundRobin()},
+		{"wrr", balancer.WeightedRoundRobin()},
+		{"least-request", balancer.LeastRequest()},
+		{"peak-ewma", balancer.PeakEWMA()},
+		{"ring-hash", balancer.RingHash(key)},
+		{"maglev", balancer.Maglev(key)},
+	}
 }

@@ -30,7 +30,12 @@ const (
 
 // tailPolicies are the policies compared under a slow server.
 func tailPolicies() []namedPolicy {
-	return []namedPolicy{{"rr", balancer.RoundRobin()}}
+	return []namedPolicy{
+		{"rr", balancer.RoundRobin()},
+		{"random", balancer.Random()},
+		{"least-request", balancer.LeastRequest()},
+		{"peak-ewma", balancer.PeakEWMA()},
+	}
 }
 
 // BenchmarkTail reports, per policy, with every server healthy

@@ -22,6 +22,9 @@ func weftVariants() []weftVariant {
 		{"weft-rr", func(testing.TB) []mesh.ClientOption {
 			return []mesh.ClientOption{mesh.WithBalancer(func(string) balancer.Policy { return balancer.RoundRobin() })}
 		}},
+		{"weft-ewma", func(testing.TB) []mesh.ClientOption {
+			return []mesh.ClientOption{mesh.WithBalancer(func(string) balancer.Policy { return balancer.PeakEWMA() })}
+		}},
 	}
 }
 
