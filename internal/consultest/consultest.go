@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -230,7 +231,10 @@ func (a *Agent) freePorts() ports {
 }
 
 // freePorts returns n distinct ports that were free on 127.0.0.1 for both
-// TCP and UDP (serf and DNS use both) a moment ago.
+// TCP and UDP (serf and DNS use both) a moment ago. They are drawn at
+// random below the kernel's ephemeral range (32768 and up on Linux), so
+// the outgoing connections of other processes do not take them before the
+// agent binds them.
 func freePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var out []int
@@ -240,12 +244,12 @@ func freePorts(t testing.TB, n int) []int {
 			c()
 		}
 	}()
-	for tries := 0; len(out) < n && tries < 100; tries++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	for tries := 0; len(out) < n && tries < 1000; tries++ {
+		port := 10000 + rand.IntN(22000)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
-			t.Fatalf("consultest: free port: %v", err)
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
 		if err != nil {
 			l.Close()
@@ -441,8 +445,10 @@ func (a *Agent) signal(sig os.Signal, max time.Duration) {
 
 // Restart starts the agent again on the same ports after [Agent.Stop] or
 // [Agent.Kill] (stopping it first if it still runs) and waits for a
-// leader. A -dev agent keeps no state: it comes back empty, with a Raft
-// index lower than before.
+// leader. A -dev agent keeps its Raft state in memory: it comes back with
+// an empty catalog and a Raft index lower than before; the services
+// registered through the agent itself are kept in its data directory and
+// return through anti-entropy shortly after, as with a real agent.
 func (a *Agent) Restart() {
 	a.t.Helper()
 	a.Stop()
@@ -488,16 +494,31 @@ func StartCluster(t testing.TB, n int, opts ...Option) *Cluster {
 	}
 	bin := binaryFor(t)
 	cfg := newConfig(opts)
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		var c *Cluster
+		if c, err = startCluster(t, bin, n, cfg); err == nil {
+			return c
+		}
+		for _, a := range c.agents {
+			a.Kill()
+		}
+	}
+	t.Fatalf("%v", err)
+	return nil
+}
+
+func startCluster(t testing.TB, bin string, n int, cfg config) (*Cluster, error) {
 	c := &Cluster{t: t}
 	for i := 0; i < n; i++ {
-		a := newAgent(t, bin, fmt.Sprintf("server-%d", i), false, cfg)
-		c.agents = append(c.agents, a)
-	}
-	for _, a := range c.agents {
-		a.cfg.hcl = append([]string{fmt.Sprintf(`server = true
+		acfg := cfg
+		acfg.hcl = append([]string{fmt.Sprintf(`server = true
 bootstrap_expect = %d
 performance { raft_multiplier = 1 }
-`, n)}, a.cfg.hcl...)
+`, n)}, cfg.hcl...)
+		c.agents = append(c.agents, newAgent(t, bin, fmt.Sprintf("server-%d", i), false, acfg))
+	}
+	for _, a := range c.agents {
 		for _, b := range c.agents {
 			if b != a {
 				a.extra = append(a.extra, "-retry-join", net.JoinHostPort("127.0.0.1", strconv.Itoa(b.ports.SerfLAN)))
@@ -506,18 +527,18 @@ performance { raft_multiplier = 1 }
 	}
 	for _, a := range c.agents {
 		if err := a.start(); err != nil {
-			t.Fatalf("%v", err)
+			return c, err
 		}
 	}
 	for _, a := range c.agents {
 		if err := a.waitReady(60 * time.Second); err != nil {
-			t.Fatalf("consultest: cluster server %s: %v\n%s", a.name, err, a.Log())
+			return c, fmt.Errorf("consultest: cluster server %s: %w\n%s", a.name, err, a.Log())
 		}
 	}
 	if _, err := c.WaitLeader(60 * time.Second); err != nil {
-		t.Fatalf("%v", err)
+		return c, err
 	}
-	return c
+	return c, nil
 }
 
 // Agents returns the cluster's servers.
