@@ -226,7 +226,9 @@ func (d *detector) sweep(now int64) {
 	for _, e := range d.eps {
 		l := e.Load
 		ok, failed := l.successes.Swap(0), l.failures.Swap(0)
-		if l.ejectedUntil.Load() <= now && l.ejections.Load() > 0 {
+		// Like Envoy, a multiplier goes down once per interval spent
+		// admitted; readmission itself does not count.
+		if l.ejectedUntil.Load() <= now-int64(d.cfg.interval) && l.ejections.Load() > 0 {
 			l.ejections.Add(-1)
 		}
 		rate := -1.0

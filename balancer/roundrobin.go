@@ -8,7 +8,8 @@ import (
 // RoundRobin returns a policy that takes the endpoints in turn. Each picker
 // starts at a random offset, so a fleet of clients built at the same time
 // does not send its first requests to the same endpoint. A pick is one
-// atomic add; skipped endpoints are passed over. It reads [WithSeed].
+// atomic add; a skipped endpoint's turn goes to the next turn, so its
+// share spreads evenly over the others. It reads [WithSeed].
 func RoundRobin(opts ...Option) Policy { return roundRobin{cfg: newConfig(opts)} }
 
 type roundRobin struct{ cfg config }
@@ -25,16 +26,22 @@ type roundRobinPicker struct {
 }
 
 func (p *roundRobinPicker) Pick(info Info) (*Endpoint, error) {
-	n := p.next.Add(1)
-	i := int(n % uint64(len(p.endpoints)))
-	e := p.endpoints[i]
+	n := uint64(len(p.endpoints))
+	e := p.endpoints[p.next.Add(1)%n]
 	if info.Skip == nil || !info.Skip(e) {
 		return e, nil
 	}
-	if i = scan(p.endpoints, i+1, &info); i < 0 {
-		return nil, ErrAllSkipped
+	// Take further turns rather than the skipped endpoint's neighbour,
+	// so the skipped endpoint's share spreads evenly over the others.
+	for range n {
+		if e := p.endpoints[p.next.Add(1)%n]; !info.Skip(e) {
+			return e, nil
+		}
 	}
-	return p.endpoints[i], nil
+	if i := scan(p.endpoints, int(p.next.Load()%n), &info); i >= 0 {
+		return p.endpoints[i], nil
+	}
+	return nil, ErrAllSkipped
 }
 
 // scan returns the index of the first endpoint from start on, wrapping
