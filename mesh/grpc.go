@@ -225,6 +225,7 @@ func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 		}
 		out = append(out, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
+	out = append(out, accessGRPCOptions(&cfg)...)
 	out = append(out, protectGRPCOptions(&cfg)...)
 	return out, nil
 }

@@ -36,6 +36,7 @@ type serverConfig struct {
 	identity  tlsid.Source
 	authorize tlsid.Authorizer
 	logger    *slog.Logger
+	access    *accessConfig // request policies, see access.go
 }
 
 type clientOptionFunc func(*clientConfig)

@@ -42,7 +42,7 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.http = &http.Server{
-		Handler:           protectHandler(h, &cfg),
+		Handler:           accessHandler(protectHandler(h, &cfg), &cfg),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),
