@@ -157,11 +157,18 @@ var statusStrings = func() (s [500]string) {
 	return s
 }()
 
-// secretPattern matches the secret-bearing parts of an error text: URL
-// query strings, bearer and basic credentials, token and key parameters,
-// and Consul ACL token headers. What it matches is cut before the text
-// reaches a span or a log.
-var secretPattern = regexp.MustCompile(`(?i)(\?[^\s"']*|\b(bearer|basic)\s+[^\s"',]+|\b[\w.-]*(token|secret|password|passwd|api[_-]?key|authorization)[\w.-]*\s*[=:]\s*[^\s"',&]+|-----BEGIN[^-]*PRIVATE KEY-----[^-]*(-----END[^-]*PRIVATE KEY-----)?)`)
+// secretPatterns match the secret-bearing parts of an error text, applied
+// in this order so that an earlier match cannot hide a later secret: PEM
+// private keys, "Key: value" headers of credential-like keys (to the end
+// of the line), key=value parameters, bearer and basic credentials, URL
+// query strings.
+var secretPatterns = []*regexp.Regexp{
+	regexp.MustCompile(`-----BEGIN[^-]*PRIVATE KEY-----[^-]*(-----END[^-]*PRIVATE KEY-----)?`),
+	regexp.MustCompile(`(?i)[\w.-]*(token|secret|password|passwd|api[_-]?key|authorization|cookie)[\w.-]*"?\s*:\s*"?[^\r\n"]*`),
+	regexp.MustCompile(`(?i)[\w.-]*(token|secret|password|passwd|api[_-]?key|authorization|cookie)[\w.-]*\s*=\s*((bearer|basic|token)\s+)*[^\s"',&]+`),
+	regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+((bearer|basic|token)\s+)*[^\s"',]+`),
+	regexp.MustCompile(`\?[^\s"']*`),
+}
 
 // Redact returns the text of err with anything that may carry a secret
 // (URL query strings, bearer and basic credentials, token=, key= and
@@ -171,7 +178,11 @@ func Redact(err error) string {
 	if err == nil {
 		return ""
 	}
-	return secretPattern.ReplaceAllString(err.Error(), "REDACTED")
+	s := err.Error()
+	for _, p := range secretPatterns {
+		s = p.ReplaceAllString(s, "REDACTED")
+	}
+	return s
 }
 
 // boundedSet keeps up to max distinct strings; further strings are

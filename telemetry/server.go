@@ -102,6 +102,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			defer panic(p)
 		}
 		route := r.Pattern
+		if i := strings.IndexByte(route, '/'); i > 0 {
+			route = route[i:] // "GET host/path/{x}" → "/path/{x}"
+		}
 		if t.route != nil {
 			route = t.route(r)
 		}
