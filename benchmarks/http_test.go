@@ -3,7 +3,9 @@ package benchmarks
 import (
 	"context"
 	"net/http"
+	"os"
 	"os/exec"
+	"slices"
 	"testing"
 )
 
@@ -77,9 +79,14 @@ func BenchmarkHTTP(b *testing.B) {
 	benchPaths(b, httpPaths(b, srv, sc, skip))
 }
 
-// benchPaths runs every path, sequentially and in parallel.
+// benchPaths runs every path, sequentially and in parallel. With
+// WEFT_BENCH_REVERSE=1 (run.sh sets it every other round) the paths run
+// in reverse order, so that no row always runs first or last.
 func benchPaths(b *testing.B, paths []path) {
 	ctx := context.Background()
+	if os.Getenv("WEFT_BENCH_REVERSE") == "1" {
+		slices.Reverse(paths)
+	}
 	for _, mode := range []string{"seq", "par"} {
 		for _, p := range paths {
 			b.Run("mode="+mode+"/path="+p.name, func(b *testing.B) {

@@ -3,8 +3,9 @@
 # prints medians with ratios to baselines measured in the same run.
 #
 # Every round runs every benchmark once (-count=1), and the rounds are
-# repeated COUNT times, so the rows interleave (A B C A B C ...) and a
-# slow minute on a shared machine hits all rows alike.
+# repeated COUNT times, so the rows interleave (A B C C B A A B C ...:
+# every other round runs the paths in reverse) and a slow minute on a
+# shared machine hits all rows alike.
 #
 # Environment:
 #   COUNT      rounds (default 5; at least 5 for the published figures)
@@ -47,7 +48,8 @@ export WEFT_BENCHSERVER="$work/benchserver"
 i=1
 while [ "$i" -le "$COUNT" ]; do
 	echo "run.sh: round $i of $COUNT" >&2
-	"$work/bench.test" -test.run '^$' -test.bench "$BENCH" -test.count 1 \
+	# Every other round runs the paths in reverse order.
+	WEFT_BENCH_REVERSE=$((1 - i % 2)) "$work/bench.test" -test.run '^$' -test.bench "$BENCH" -test.count 1 \
 		-test.benchtime "$BENCHTIME" -test.benchmem >>"$OUT"
 	i=$((i + 1))
 done

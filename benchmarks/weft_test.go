@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/tlsid"
@@ -15,16 +16,24 @@ type weftVariant struct {
 	opts func(tb testing.TB) []mesh.ClientOption
 }
 
-// weftVariants are the weft rows of the path benchmarks: mutual TLS and a
-// balancer, telemetry off.
+// weftVariants are the weft rows of the path benchmarks (path 2 of the
+// issue): mutual TLS, a balancer, a circuit breaker per endpoint and a
+// client rate limit (set high enough never to refuse), telemetry off.
 func weftVariants() []weftVariant {
+	resilience := []mesh.ClientOption{
+		mesh.WithCircuitBreaker(breaker.Settings{}),
+		mesh.WithRateLimit(func(string) *mesh.ClientRateLimit {
+			return &mesh.ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 1e9, Burst: 1 << 20}}
+		}),
+	}
+	with := func(p func() balancer.Policy) func(testing.TB) []mesh.ClientOption {
+		return func(testing.TB) []mesh.ClientOption {
+			return append([]mesh.ClientOption{mesh.WithBalancer(func(string) balancer.Policy { return p() })}, resilience...)
+		}
+	}
 	return []weftVariant{
-		{"weft-rr", func(testing.TB) []mesh.ClientOption {
-			return []mesh.ClientOption{mesh.WithBalancer(func(string) balancer.Policy { return balancer.RoundRobin() })}
-		}},
-		{"weft-ewma", func(testing.TB) []mesh.ClientOption {
-			return []mesh.ClientOption{mesh.WithBalancer(func(string) balancer.Policy { return balancer.PeakEWMA() })}
-		}},
+		{"weft-rr", with(func() balancer.Policy { return balancer.RoundRobin() })},
+		{"weft-ewma", with(func() balancer.Policy { return balancer.PeakEWMA() })},
 	}
 }
 
