@@ -1,0 +1,146 @@
+package tlsid
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/consultest"
+)
+
+// RotateConsulCA gives Consul's built-in CA a new private key, as
+// `consul connect ca set-config` with a new key does: Consul makes a new
+// root, cross-signed by the old one, and re-issues every leaf.
+func rotateConsulCA(t testing.TB, c *api.Client) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
+	if _, err := c.Connect().CASetConfig(&api.CAConfig{Provider: "consul", Config: map[string]any{"PrivateKey": keyPEM}}, nil); err != nil {
+		t.Fatalf("rotate the Consul CA: %v", err)
+	}
+}
+
+func waitChanged(t testing.TB, ch <-chan struct{}, what string) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(90 * time.Second):
+		t.Fatalf("%s: no change within 90 s", what)
+	}
+}
+
+func TestConsulSource(t *testing.T) {
+	agent := consultest.Start(t)
+	client := agent.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	src, err := NewConsulSource(ctx, client, "alpha")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	td := src.TrustDomain()
+	if !strings.HasSuffix(td.Name(), ".consul") {
+		t.Fatalf("trust domain %s, want <cluster-id>.consul", td)
+	}
+	svid := mustSVID(t, src)
+	if want := "spiffe://" + td.Name() + "/ns/default/dc/dc1/svc/alpha"; svid.ID.String() != want {
+		t.Fatalf("leaf ID %s, want %s", svid.ID, want)
+	}
+	if _, err := Verify(svid.Certificates, src, time.Time{}); err != nil {
+		t.Fatalf("Consul's leaf does not verify as an X.509-SVID: %v", err)
+	}
+	if _, err := src.GetX509BundleForTrustDomain(spiffeid.RequireTrustDomainFromString("example.org")); !errors.Is(err, ErrNoBundle) {
+		t.Fatalf("bundle of another domain: %v", err)
+	}
+
+	// A root rotation reaches the source: new roots, then a new leaf
+	// signed by the new root, without restarting anything.
+	changed := src.Changed()
+	leaves, roots := src.Updates()
+	rotateConsulCA(t, client)
+	waitChanged(t, changed, "roots")
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		l, r := src.Updates()
+		if l > leaves && r > roots {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("updates after rotation: leaves %d→%d, roots %d→%d", leaves, l, roots, r)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	next := mustSVID(t, src)
+	if next.Certificates[0].Equal(svid.Certificates[0]) {
+		t.Fatal("the leaf did not change after the rotation")
+	}
+	if _, err := Verify(next.Certificates, src, time.Time{}); err != nil {
+		t.Fatalf("new leaf: %v", err)
+	}
+	// The old leaf still verifies: the old root stays in the bundle.
+	if _, err := Verify(svid.Certificates, src, time.Time{}); err != nil {
+		t.Fatalf("old leaf after rotation: %v", err)
+	}
+	if err := src.Err(); err != nil {
+		t.Fatalf("Err() = %v", err)
+	}
+}
+
+func TestConsulIntentions(t *testing.T) {
+	agent := consultest.Start(t)
+	client := agent.Client()
+	clock := newFakeClock()
+	ixn, err := NewConsulIntentions(client, "db", WithClock(clock.Now), WithIntentionsTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _, err := client.Agent().ConnectCARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := spiffeid.RequireFromString("spiffe://" + roots.TrustDomain + "/ns/default/dc/dc1/svc/web")
+	ctx := context.Background()
+	if err := ixn.AuthorizeRequest(ctx, Request{Peer: web}); err != nil {
+		t.Fatalf("default allow: %v", err)
+	}
+	if _, err := client.Connect().IntentionUpsert(&api.Intention{SourceName: "web", DestinationName: "db", Action: api.IntentionActionDeny}, nil); err != nil {
+		t.Fatal(err)
+	}
+	// Within the TTL the cached decision stands; after it, the deny.
+	if err := ixn.AuthorizeRequest(ctx, Request{Peer: web}); err != nil {
+		t.Fatalf("cached decision: %v", err)
+	}
+	clock.Advance(2 * time.Second)
+	if err := ixn.Authorizer()(web); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("after a deny intention: %v, want ErrUnauthorized", err)
+	}
+	if err := ixn.AuthorizeRequest(ctx, Request{}); !errors.Is(err, ErrUnauthorized) {
+		t.Fatalf("no peer ID: %v", err)
+	}
+	if _, err := client.Connect().IntentionDeleteExact("web", "db", nil); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Second)
+	if err := ixn.AuthorizeRequest(ctx, Request{Peer: web}); err != nil {
+		t.Fatalf("after removing the intention: %v", err)
+	}
+}
