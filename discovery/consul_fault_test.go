@@ -212,6 +212,15 @@ func TestConsulTokenNeverLeaks(t *testing.T) {
 		t.Errorf("token placement: %d requests, %s", n, bad)
 	}
 
+	// Registering with the wrong token fails without naming it.
+	badCfg := a.Config()
+	badCfg.Token = secret
+	if _, err := Register(t.Context(), badCfg, Instance{ID: "acl-2", Name: "secured", Address: "127.0.0.1", Port: 81}); err == nil {
+		t.Error("registration with a wrong token succeeded")
+	} else if strings.Contains(err.Error(), secret) || strings.Contains(err.Error(), secret[:8]) {
+		t.Errorf("registration error contains the token: %v", err)
+	}
+
 	// With the management token the watch sees the service.
 	good := newConsul(t, a.Config(), WithToken(root))
 	rg, _ := watch(t, good, "secured")

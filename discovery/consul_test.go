@@ -33,6 +33,9 @@ func TestConsul(t *testing.T) {
 		{"BadInstancesSkipped", testConsulBadInstances},
 		{"SharedWatchAndLateJoiner", testConsulShared},
 		{"NoGoroutineAfterStop", testConsulNoLeak},
+		{"RegisterTTLAndDrain", testRegisterTTLAndDrain},
+		{"RegisterHTTPCheck", testRegisterHTTPCheck},
+		{"RegisterGRPCCheck", testRegisterGRPCCheck},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, a) })
 	}
