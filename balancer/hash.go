@@ -69,8 +69,8 @@ func cookieValue(line, name string) (string, bool) {
 		var part string
 		part, line, _ = strings.Cut(line, ";")
 		part = strings.TrimSpace(part)
-		k, v, ok := strings.Cut(part, "=")
-		if !ok || k != name {
+		k, v, _ := strings.Cut(part, "=") // "name" alone has an empty value, as for net/http
+		if strings.TrimSpace(k) != name {
 			continue
 		}
 		if len(v) >= 2 && v[0] == '"' && v[len(v)-1] == '"' {
