@@ -21,7 +21,7 @@ import (
 // TestConsul runs the tests that can share an agent as subtests, so the
 // agent lives exactly as long as they do.
 func TestConsul(t *testing.T) {
-	a := consultest.Start(t, consultest.WithHCL(`node_meta { zone = "node-zone" }`))
+	a := consultest.Start(t, consultest.WithDNS(), consultest.WithHCL(`node_meta { zone = "node-zone" }`))
 	for _, tc := range []struct {
 		name string
 		fn   func(*testing.T, *consultest.Agent)
@@ -36,6 +36,7 @@ func TestConsul(t *testing.T) {
 		{"RegisterTTLAndDrain", testRegisterTTLAndDrain},
 		{"RegisterHTTPCheck", testRegisterHTTPCheck},
 		{"RegisterGRPCCheck", testRegisterGRPCCheck},
+		{"DNS", testDNSConsul},
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, a) })
 	}
