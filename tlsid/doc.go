@@ -1,17 +1,64 @@
 // Package tlsid proves who is calling whom: SPIFFE identities carried in
-// X.509-SVIDs over mutual TLS 1.3.
+// X.509-SVIDs over mutual TLS 1.3, and the authorization of those
+// identities per connection and per request.
 //
-// A [Source] serves the current SVID of this process and the trust bundles
-// it accepts. [DevCA] is an in-process development certificate authority
-// that issues SVIDs without any outside service.
+// # Identities
 //
-// [ServerConfig] and [ClientConfig] build tls.Configs that present the
-// source's SVID and verify the peer's against the bundle of the trust domain
-// named in the peer's ID, then ask an [Authorizer] whether that ID may
-// connect. Certificates are fetched on every handshake, so a source that
-// rotates its SVID takes effect on the next connection.
+// SPIFFE IDs are go-spiffe's [spiffeid.ID]. [ParseID] parses them with
+// go-spiffe and adds weft's limits: IDs over [MaxIDLength] bytes and trust
+// domains over [MaxTrustDomainLength] bytes are refused with
+// [ErrIDTooLong]. weft is stricter than go-spiffe in one more respect: a
+// peer's SVID must name a workload, so an ID with no path
+// (spiffe://example.org) is refused with [ErrRootPathID]
+// ([ParseWorkloadID], [CheckWorkloadID]).
 //
-// weft is stricter than go-spiffe in one respect: a peer's SVID must name a
-// workload, so an ID with no path (spiffe://example.org) is refused.
-// Parsing and chain verification are go-spiffe's.
+// # Sources
+//
+// A [Source] serves this process's current SVID and the trust bundles it
+// verifies peers against, and signals changes through Changed. Three
+// sources rotate without a restart:
+//
+//   - [DevCA] is an in-process development CA: [DevCA.Source] serves an
+//     SVID renewed at a random point between 50% and 90% of its life
+//     ([DefaultSVIDTTL] one hour) and [DevCA.RotateRoot] replaces the
+//     root with an overlap during which both roots are trusted.
+//   - [FileSource] reads certificate chain, key and bundle PEM files and
+//     reloads them when they change on disk.
+//   - [ConsulSource] takes the leaf certificate of a service and the CA
+//     roots from a Consul agent's Connect CA, each watched with blocking
+//     queries; the trust domain is Consul's.
+//
+// [StaticSource] never changes.
+//
+// # Verification and TLS configs
+//
+// [Verify] checks a chain by the X.509-SVID rules: go-spiffe's
+// [x509svid.Verify] (the leaf is no CA and has neither keyCertSign nor
+// cRLSign; the chain leads to the bundle of the trust domain named in the
+// leaf, not to any trusted root) plus what it leaves out (exactly one URI
+// SAN holding a workload ID, a critical key usage with digitalSignature,
+// serverAuth and clientAuth when an extended key usage is present, an
+// empty bundle trusting nothing, signing certificates that are CAs with
+// keyCertSign and path-less IDs).
+//
+// [ServerConfig] and [ClientConfig] build TLS 1.3 configs that present the
+// source's SVID through GetCertificate / GetClientCertificate and verify
+// the peer in VerifyConnection, which runs on every handshake, resumed
+// ones included: a new SVID is presented from the next handshake on, and
+// a session resumed after a bundle change is checked against the new
+// bundle. An [Authorizer] ([AuthorizeAny], [AuthorizeID],
+// [AuthorizeOneOf], [AuthorizeMemberOf]) then decides whether the peer
+// may connect.
+//
+// # Request policies
+//
+// A [RequestPolicy] decides per request: [Policy] compiles allow and deny
+// [Rule]s matching the peer (exact ID, trust domain, path prefix) against
+// the HTTP method and the canonical path ([CleanPath]) or gRPC method;
+// deny wins and, once there is any rule, what no rule allows is denied.
+// [ConsulIntentions] asks a Consul agent's authorize endpoint, with a
+// bounded cache. Package mesh applies them to HTTP and gRPC servers.
+//
+// Errors that callers branch on are the exported Err values, wrapped with
+// %w; every error of the package starts with "tlsid: ".
 package tlsid
