@@ -14,23 +14,22 @@ import (
 // makes its Loads with its own clock ([WithClock]). Its methods are safe
 // for concurrent use and take no lock.
 type Load struct {
-	inflight atomic.Int64
-
-	// Peak EWMA of the latency, in nanoseconds as float64 bits; 0 means
-	// no history yet. stamp is the clock reading of its last update.
-	ewma  atomic.Uint64
-	stamp atomic.Int64
-	tau   atomic.Int64 // decay time constant in ns; 0 means DefaultDecay
+	// Read on the pick path: kept together at the front.
+	inflight     atomic.Int64
+	ewma         atomic.Uint64 // peak EWMA latency, ns as float64 bits; 0: no history
+	stamp        atomic.Int64  // clock reading of the last EWMA update
+	tau          atomic.Int64  // EWMA decay time constant in ns; 0 means DefaultDecay
+	ejectedUntil atomic.Int64  // clock reading; ejected while now < ejectedUntil
+	clk          *clock
 
 	consecutive atomic.Int64 // consecutive failures
 	successes   atomic.Int64 // since the last outlier sweep
 	failures    atomic.Int64 // since the last outlier sweep
-
-	ejectedUntil atomic.Int64 // clock reading; ejected while now < ejectedUntil
-	ejections    atomic.Int64 // ejection multiplier (times ejected, decays)
+	ejections   atomic.Int64 // ejection multiplier (times ejected, decays)
 
 	det atomic.Pointer[detector] // the outlier detector watching this load
-	clk *clock
+
+	_ [128 - 11*8]byte // 128 bytes: in a slab, the hot fields share one cache line
 }
 
 // InFlight returns the number of picked requests not yet done.
@@ -64,6 +63,7 @@ func (l *Load) done(o Outcome) {
 		return
 	}
 	now := l.clk.nanos()
+	l.clk.advance(now)
 	l.observe(now, o.Latency)
 	var consecutive int64
 	if o.Result == Success {
@@ -118,16 +118,56 @@ func (l *Load) observe(now int64, lat time.Duration) {
 func (l *Load) decayed(bits uint64, now int64) float64 {
 	v := math.Float64frombits(bits)
 	if dt := now - l.stamp.Load(); dt > 0 {
-		v *= math.Exp(-float64(dt) / l.tauNanos())
+		x := float64(dt) / l.tauNanos()
+		if x < 1e-3 {
+			return v * (1 - x) // exp(-x) within 5e-7, without the call
+		}
+		v *= math.Exp(-x)
 	}
 	return v
 }
 
 // clock reads an injected or the real time as nanoseconds since an epoch.
 // A nil *clock reads the wall clock.
+//
+// coarse is a cheaper reading for the pick path: the latest time an
+// outcome was reported, kept within a millisecond while outcomes arrive.
 type clock struct {
-	now   func() time.Time // nil: the monotonic clock since epoch
-	epoch time.Time
+	now    func() time.Time // nil: the monotonic clock since epoch
+	epoch  time.Time
+	_      [64]byte // keep last off the line of the fields above
+	latest atomic.Int64
+}
+
+// coarseStep is how far the real time runs ahead of coarse readings
+// before an outcome moves them on.
+const coarseStep = int64(time.Millisecond)
+
+// advance moves coarse readings on to now, at most once per coarseStep
+// for real time (so outcomes on many cores rarely write the shared word).
+func (c *clock) advance(now int64) {
+	if c == nil {
+		return
+	}
+	step := coarseStep
+	if c.now != nil {
+		step = 0 // an injected clock is followed exactly
+	}
+	if last := c.latest.Load(); now > last+step {
+		c.latest.CompareAndSwap(last, now)
+	}
+}
+
+// coarse returns the time of the latest outcome, or the time now when no
+// outcome was reported yet.
+func (c *clock) coarse() int64 {
+	if c == nil {
+		return c.nanos()
+	}
+	if t := c.latest.Load(); t != 0 {
+		return t
+	}
+	return c.nanos()
 }
 
 func newClock(now func() time.Time) *clock {

@@ -9,11 +9,22 @@ func LeastRequest(opts ...Option) Policy { return leastRequest{cfg: newConfig(op
 type leastRequest struct{ cfg config }
 
 func (p leastRequest) Build(eps []*Endpoint) Picker {
-	return &leastRequestPicker{endpoints: eps, rng: newRNG(&p.cfg)}
+	return &leastRequestPicker{endpoints: eps, loads: loadsOf(eps), rng: newRNG(&p.cfg)}
+}
+
+// loadsOf returns the endpoints' loads, so P2C compares candidates
+// without reading the endpoints themselves.
+func loadsOf(eps []*Endpoint) []*Load {
+	loads := make([]*Load, len(eps))
+	for i, e := range eps {
+		loads[i] = e.Load
+	}
+	return loads
 }
 
 type leastRequestPicker struct {
 	endpoints []*Endpoint
+	loads     []*Load
 	rng       *rng
 }
 
@@ -25,11 +36,10 @@ func (p *leastRequestPicker) Pick(info Info) (*Endpoint, error) {
 	case b < 0:
 		return p.endpoints[a], nil
 	}
-	ea, eb := p.endpoints[a], p.endpoints[b]
-	if eb.Load.inflight.Load() < ea.Load.inflight.Load() {
-		return eb, nil
+	if p.loads[b].inflight.Load() < p.loads[a].inflight.Load() {
+		a = b
 	}
-	return ea, nil
+	return p.endpoints[a], nil
 }
 
 // pair samples two distinct indexes of endpoints that info does not skip;
@@ -75,7 +85,9 @@ func pair(eps []*Endpoint, r *rng, info *Info) (a, b int) {
 // than starved forever. An endpoint with no history costs
 // [WithDefaultLatency] (default [DefaultLatency]). Skipped endpoints are
 // never sampled. It reads [WithSeed], [WithDecay], [WithDefaultLatency];
-// its clock is the [Balancer]'s ([WithClock]).
+// its clock is the [Balancer]'s ([WithClock]). To spare a clock read per
+// pick, costs are decayed to the time of the latest reported outcome,
+// which trails the clock by at most a millisecond while outcomes arrive.
 func PeakEWMA(opts ...Option) Policy { return peakEWMA{cfg: newConfig(opts)} }
 
 type peakEWMA struct{ cfg config }
@@ -88,6 +100,8 @@ func (p peakEWMA) Build(eps []*Endpoint) Picker {
 	}
 	return &peakEWMAPicker{
 		endpoints: eps,
+		loads:     loadsOf(eps),
+		clk:       eps[0].Load.clk,
 		rng:       newRNG(&p.cfg),
 		noHistory: float64(p.cfg.defaultLatency),
 	}
@@ -95,6 +109,8 @@ func (p peakEWMA) Build(eps []*Endpoint) Picker {
 
 type peakEWMAPicker struct {
 	endpoints []*Endpoint
+	loads     []*Load
+	clk       *clock
 	rng       *rng
 	noHistory float64
 }
@@ -107,12 +123,11 @@ func (p *peakEWMAPicker) Pick(info Info) (*Endpoint, error) {
 	case b < 0:
 		return p.endpoints[a], nil
 	}
-	ea, eb := p.endpoints[a], p.endpoints[b]
-	now := ea.Load.clk.nanos()
-	if p.cost(eb.Load, now) < p.cost(ea.Load, now) {
-		return eb, nil
+	now := p.clk.coarse()
+	if p.cost(p.loads[b], now) < p.cost(p.loads[a], now) {
+		a = b
 	}
-	return ea, nil
+	return p.endpoints[a], nil
 }
 
 func (p *peakEWMAPicker) cost(l *Load, now int64) float64 {

@@ -1,13 +1,9 @@
 package balancer
 
 import (
+	"slices"
 	"sync/atomic"
-	"time"
 )
-
-// zoneRecount is how often a zone-aware picker recounts the healthy
-// endpoints of the local zone.
-const zoneRecount = time.Second
 
 // ZoneAware returns a policy that prefers the endpoints of the caller's
 // zone ([discovery.Endpoint.Zone] equal to zone), balanced among
@@ -18,7 +14,8 @@ const zoneRecount = time.Second
 // (h/min) and the rest spills over to all endpoints, balanced by inner
 // too; and when the caller's Skip (or ejection) rules out every local
 // endpoint, the request spills over at once. The healthy count is
-// refreshed at most once a second, by one picking goroutine. With an
+// recounted by one picking goroutine when an ejection starts or ends; with
+// nothing ejected a pick reads no clock. With an
 // empty zone, no local endpoint, or only local endpoints, it is inner
 // alone. It reads [WithZoneMinHealthy], [WithSeed].
 func ZoneAware(zone string, inner Policy, opts ...Option) Policy {
@@ -54,7 +51,9 @@ func (z zoneAware) Build(eps []*Endpoint) Picker {
 		clk:        eps[0].Load.clk,
 		minHealthy: z.cfg.zoneMinHealthy,
 	}
-	p.recount(p.clk.nanos())
+	// An enclosing Outlier attaches its detector before building inner
+	// policies; without one, nothing is ever ejected.
+	p.det = local[0].Load.det.Load()
 	return p
 }
 
@@ -64,29 +63,57 @@ type zonePicker struct {
 	rng        *rng
 	clk        *clock
 	minHealthy float64
+	det        *detector // nil: no outlier detection
 
-	recountAt  atomic.Int64
-	localShare atomic.Uint64 // share of requests kept local, in 1/2⁶⁴
+	// The local share computed for one ejection state, valid until the
+	// next ejection in it ends. The three words are written by the one
+	// goroutine that wins the CAS on countedUntil; a reader that sees
+	// them mixed uses a share at most one change old.
+	counted      atomic.Pointer[ejectState]
+	countedUntil atomic.Int64
+	countedShare atomic.Uint64
 }
 
-func (p *zonePicker) recount(now int64) {
+const allLocal = ^uint64(0)
+
+// localShare returns the share of requests to keep local, in 1/2⁶⁴.
+func (p *zonePicker) localShare() uint64 {
+	if p.det == nil {
+		return allLocal
+	}
+	st := p.det.state.Load()
+	if st == nil || len(st.until) == 0 {
+		return allLocal
+	}
+	now := p.clk.nanos()
+	if now >= st.until[len(st.until)-1] {
+		return allLocal
+	}
+	until := p.countedUntil.Load()
+	if p.counted.Load() == st && now < until {
+		return p.countedShare.Load()
+	}
+	if !p.countedUntil.CompareAndSwap(until, 0) {
+		return p.countedShare.Load() // another goroutine is counting
+	}
 	healthy := 0
 	for _, e := range p.localEps {
 		if u := e.Load.ejectedUntil.Load(); u == 0 || u <= now {
 			healthy++
 		}
 	}
-	share := float64(healthy) / float64(len(p.localEps)) / p.minHealthy
-	p.localShare.Store(toThreshold(share))
+	share := toThreshold(float64(healthy) / float64(len(p.localEps)) / p.minHealthy)
+	// Valid until the next ejection of the state ends.
+	next, _ := slices.BinarySearch(st.until, now+1)
+	p.countedShare.Store(share)
+	p.counted.Store(st)
+	p.countedUntil.Store(st.until[next])
+	return share
 }
 
 func (p *zonePicker) Pick(info Info) (*Endpoint, error) {
-	now := p.clk.nanos()
-	if at := p.recountAt.Load(); now >= at && p.recountAt.CompareAndSwap(at, now+int64(zoneRecount)) {
-		p.recount(now)
-	}
-	share := p.localShare.Load()
-	if share == ^uint64(0) || (share != 0 && p.rng.uint64() < share) {
+	share := p.localShare()
+	if share == allLocal || (share != 0 && p.rng.uint64() < share) {
 		e, err := p.local.Pick(info)
 		if err != ErrAllSkipped {
 			return e, err
