@@ -20,21 +20,24 @@ import (
 func (cl *cluster) hedged(ctx context.Context, req, orig *http.Request, tried []*balancer.Endpoint) attemptResult {
 	g := cl.guard
 	results := make(chan hedgeResult, 2)
+	var cancels []context.CancelFunc // of the attempts launched
 	launch := func(r *http.Request, tried []*balancer.Endpoint) *balancer.Endpoint {
 		actx, cancel := context.WithCancel(ctx)
 		ep, err := cl.pick(ctx, r, tried)
 		if err != nil {
 			cancel()
 			closeBody(r)
-			results <- hedgeResult{a: attemptResult{err: err}, cancel: cancel}
+			results <- hedgeResult{a: attemptResult{err: err}, cancel: cancel, idx: -1}
 			return nil
 		}
+		idx := len(cancels)
+		cancels = append(cancels, cancel)
 		go func() {
 			a, admitted := cl.send(ctx, r.WithContext(actx), ep)
 			if !admitted {
 				a.err = fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)
 			}
-			results <- hedgeResult{a: a, cancel: cancel}
+			results <- hedgeResult{a: a, cancel: cancel, idx: idx}
 		}()
 		return ep
 	}
@@ -50,7 +53,14 @@ func (cl *cluster) hedged(ctx context.Context, req, orig *http.Request, tried []
 			pending--
 			if hedgeGood(res.a) || pending == 0 {
 				if pending > 0 {
-					// Cancel the loser and release it when it returns.
+					// Cancel the loser now (its cancel is idempotent;
+					// the winner's is not called here), and release it
+					// when it returns.
+					for i, c := range cancels {
+						if i != res.idx {
+							c()
+						}
+					}
 					go func() {
 						for range pending {
 							lr := <-results
@@ -93,6 +103,7 @@ func (cl *cluster) hedged(ctx context.Context, req, orig *http.Request, tried []
 type hedgeResult struct {
 	a      attemptResult
 	cancel context.CancelFunc
+	idx    int // index of the attempt in launch order; -1: none launched
 }
 
 func (h *hedgeResult) release() {

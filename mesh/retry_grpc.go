@@ -36,6 +36,7 @@ type grpcAttemptResult struct {
 	err         error
 	ep          *balancer.Endpoint // nil when none was picked by weft
 	result      breaker.Result
+	made        bool          // the call was handed to gRPC (false: no endpoint to pick)
 	sent        bool          // the call may have left the process
 	pushback    time.Duration // the server's retry pushback
 	hasPushback bool
@@ -113,8 +114,11 @@ func (gc *grpcCluster) attemptGRPC(ctx context.Context, method string, req, repl
 		if errors.Is(err, balancer.ErrNoEndpoints) {
 			// No connection is ready yet (the channel was idle): let the
 			// connection's picker choose once one is.
-			err := invoker(actx, method, req, reply, cc, opts...)
-			return grpcAttemptResult{err: err, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
+			var trailer metadata.MD
+			err := invoker(actx, method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
+			a := grpcAttemptResult{err: err, made: true, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
+			a.pushback, a.hasPushback = pushback(trailer)
+			return a
 		}
 		if err != nil {
 			return grpcAttemptResult{err: &grpcError{code: codes.Unavailable, err: err}}
@@ -191,21 +195,28 @@ func (gc *grpcCluster) sendGRPC(ctx, actx context.Context, method string, req, r
 	if g.latency != nil && a.result == breaker.Success {
 		g.latency.observe(latency)
 	}
+	a.made = true
 	a.sent = !pin.notReady.Load()
-	if v := trailer.Get(RetryPushbackKey); len(v) > 0 {
-		a.hasPushback = true
-		if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
-			a.pushback = time.Duration(ms) * time.Millisecond
-		} else {
-			a.pushback = -1
-		}
-	}
+	a.pushback, a.hasPushback = pushback(trailer)
 	return a, true
+}
+
+// pushback reads the server's retry pushback from a trailer: the wait, or
+// a negative duration for "do not retry".
+func pushback(trailer metadata.MD) (time.Duration, bool) {
+	v := trailer.Get(RetryPushbackKey)
+	if len(v) == 0 {
+		return 0, false
+	}
+	if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
+		return time.Duration(ms) * time.Millisecond, true
+	}
+	return -1, true
 }
 
 // shouldRetryGRPC reports whether attempt a may be retried.
 func shouldRetryGRPC(ctx context.Context, a grpcAttemptResult, idempotent bool) bool {
-	if ctx.Err() != nil || errors.Is(a.err, ErrCircuitOpen) || a.ep == nil {
+	if ctx.Err() != nil || errors.Is(a.err, ErrCircuitOpen) || !a.made {
 		return false
 	}
 	if !a.sent {
