@@ -38,9 +38,11 @@ func BenchmarkClientDecision(b *testing.B) {
 	})
 	b.Run("weft", func(b *testing.B) {
 		g := newGuard("bench", &resilienceConfig{
-			retry:     &RetryPolicy{},
-			breakers:  &breaker.Settings{},
-			rateLimit: func(string) *ClientRateLimit { return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 1e12, Burst: 1 << 30}} },
+			retry:    &RetryPolicy{},
+			breakers: &breaker.Settings{},
+			rateLimit: func(string) *ClientRateLimit {
+				return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 1e12, Burst: 1 << 30}}
+			},
 		})
 		g.breakers.Update(benchEndpoints)
 		bal := balancer.New(nil)
