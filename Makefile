@@ -36,6 +36,7 @@ unit:
 examples:
 	timeout 60 $(GO) run ./examples/quickstart
 	timeout 60 $(GO) run ./examples/grpc
+	timeout 120 $(GO) run ./examples/consul
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:

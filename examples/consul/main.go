@@ -1,0 +1,328 @@
+// Command consul runs the demo service against a real Consul agent: it
+// starts `consul agent -dev` on loopback (from .bin/consul, or
+// $WEFT_CONSUL), registers three instances of the demo service with TTL
+// health checks, calls them over mutual TLS through a mesh.Client whose
+// discovery is the Consul watcher, then drains one instance and shows the
+// next calls go to the other two.
+//
+//	make tools                 # builds .bin/consul once
+//	go run ./examples/consul
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/demo"
+	"github.com/weftmesh/weft/mesh"
+	"github.com/weftmesh/weft/tlsid"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err := run(ctx, os.Stdout); err != nil {
+		fmt.Fprintln(os.Stderr, "consul example:", err)
+		os.Exit(1)
+	}
+}
+
+const service = "demo"
+
+// instance is one running, registered copy of the demo service.
+type instance struct {
+	name  string
+	addr  string
+	srv   *mesh.Server
+	reg   *discovery.Registration
+	serve chan error
+}
+
+func run(ctx context.Context, out io.Writer) error {
+	agent, err := startAgent(ctx)
+	if err != nil {
+		return err
+	}
+	defer agent.stop()
+	fmt.Fprintf(out, "consul agent -dev on %s\n", agent.addr)
+	consulCfg := api.DefaultNonPooledConfig()
+	consulCfg.Address = agent.addr
+
+	ca, err := tlsid.NewDevCA("example.org")
+	if err != nil {
+		return err
+	}
+	serverSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/demo"))
+	if err != nil {
+		return err
+	}
+	clientSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/consul-example"))
+	if err != nil {
+		return err
+	}
+
+	// Three instances, each registered in Consul with a TTL check whose
+	// heartbeat the Registration keeps.
+	var instances []*instance
+	defer func() {
+		for _, in := range instances {
+			_ = in.reg.Deregister(context.Background())
+			_ = in.srv.Close()
+			<-in.serve
+		}
+	}()
+	for i := 1; i <= 3; i++ {
+		in, err := start(ctx, consulCfg, serverSrc, fmt.Sprintf("demo-%d", i))
+		if err != nil {
+			return err
+		}
+		instances = append(instances, in)
+		fmt.Fprintf(out, "registered %s at %s\n", in.name, in.addr)
+	}
+
+	// (The identity work adds a Consul intention here: a deny from this
+	// client's service to "demo", and a call that shows it refused.)
+
+	watcher, err := discovery.NewConsul(consulCfg)
+	if err != nil {
+		return err
+	}
+	client, err := mesh.NewClient(mesh.WithDiscovery(watcher), mesh.WithIdentity(clientSrc))
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	hc := client.HTTPClient()
+
+	if _, err := calls(ctx, out, hc, 6); err != nil {
+		return err
+	}
+
+	drained := instances[0]
+	instances = instances[1:]
+	fmt.Fprintf(out, "draining %s: maintenance, wait for watchers, deregister, shut down\n", drained.name)
+	start := time.Now()
+	if err := drained.reg.Drain(ctx); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	if err := drained.srv.Shutdown(ctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	<-drained.serve
+	fmt.Fprintf(out, "drained in %v\n", time.Since(start).Round(10*time.Millisecond))
+
+	answered, err := calls(ctx, out, hc, 6)
+	if err != nil {
+		return err
+	}
+	if answered[drained.name] != 0 {
+		return fmt.Errorf("%s answered %d calls after it was drained", drained.name, answered[drained.name])
+	}
+	return nil
+}
+
+// calls makes n calls to the demo service, prints who answered and
+// returns how many calls each instance answered.
+func calls(ctx context.Context, out io.Writer, hc *http.Client, n int) (map[string]int, error) {
+	count := map[string]int{}
+	for i := 0; i < n; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("call %d: %w", i+1, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, fmt.Errorf("call %d: status %d: %s", i+1, resp.StatusCode, body)
+		}
+		fmt.Fprintf(out, "  %s\n", body)
+		name, _, _ := strings.Cut(string(body), " ")
+		count[name]++
+	}
+	var names []string
+	for k := range count {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	fmt.Fprintf(out, "%d calls answered by %s\n", n, strings.Join(names, ", "))
+	return count, nil
+}
+
+func start(ctx context.Context, cfg *api.Config, src tlsid.Source, name string) (*instance, error) {
+	srv, err := mesh.NewServer(demo.Handler(name, mesh.PeerID), mesh.WithIdentity(src))
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{name: name, addr: ln.Addr().String(), srv: srv, serve: make(chan error, 1)}
+	go func() { in.serve <- srv.Serve(ln) }()
+	in.reg, err = discovery.Register(ctx, cfg, discovery.Instance{
+		ID: name, Name: service, Address: "127.0.0.1", Port: ln.Addr().(*net.TCPAddr).Port,
+	}, discovery.WithTTLCheck(10*time.Second), discovery.WithDeregisterCriticalAfter(time.Minute))
+	if err != nil {
+		srv.Close()
+		<-in.serve
+		return nil, err
+	}
+	return in, nil
+}
+
+// agent is a `consul agent -dev` child process.
+type agent struct {
+	addr string
+	cmd  *exec.Cmd
+	done chan struct{}
+	dir  string
+}
+
+// startAgent runs a dev agent on free loopback ports and waits for it to
+// have a leader.
+func startAgent(ctx context.Context) (*agent, error) {
+	bin := os.Getenv("WEFT_CONSUL")
+	if bin == "" {
+		bin = filepath.Join(".bin", "consul")
+	}
+	if _, err := os.Stat(bin); err != nil {
+		return nil, fmt.Errorf("no Consul binary at %s (run `make tools` from the repository root to build .bin/consul, or set WEFT_CONSUL): %w", bin, err)
+	}
+	ports, err := freePorts(4)
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "weft-consul-example-")
+	if err != nil {
+		return nil, err
+	}
+	hcl := fmt.Sprintf(`node_name = "weft-example"
+bind_addr = "127.0.0.1"
+client_addr = "127.0.0.1"
+log_level = "WARN"
+ports {
+  http = %d
+  https = -1
+  dns = -1
+  grpc = -1
+  grpc_tls = -1
+  serf_lan = %d
+  serf_wan = %d
+  server = %d
+}
+`, ports[0], ports[1], ports[2], ports[3])
+	conf := filepath.Join(dir, "agent.hcl")
+	if err := os.WriteFile(conf, []byte(hcl), 0o600); err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd := exec.Command(bin, "agent", "-dev", "-config-file", conf)
+	log, err := os.Create(filepath.Join(dir, "agent.log"))
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	defer log.Close()
+	cmd.Stdout, cmd.Stderr = log, log
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	a := &agent{addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0])), cmd: cmd, done: make(chan struct{}), dir: dir}
+	go func() { _ = cmd.Wait(); close(a.done) }()
+
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = a.addr
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		a.stop()
+		return nil, err
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		leader, err := c.Status().Leader()
+		if err == nil && leader != "" {
+			if _, _, err = c.Catalog().Node("weft-example", nil); err == nil {
+				return a, nil
+			}
+		}
+		select {
+		case <-a.done:
+			b, _ := os.ReadFile(filepath.Join(dir, "agent.log"))
+			a.stop()
+			return nil, fmt.Errorf("consul agent exited:\n%s", b)
+		case <-ctx.Done():
+			a.stop()
+			return nil, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			a.stop()
+			return nil, errors.New("consul agent elected no leader within 30s")
+		}
+	}
+}
+
+// stop asks the agent to leave, kills it after 10 s, and removes its
+// directory.
+func (a *agent) stop() {
+	_ = a.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+	os.RemoveAll(a.dir)
+}
+
+// freePorts returns n ports that were free on loopback (TCP and UDP).
+func freePorts(n int) ([]int, error) {
+	var out []int
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	for tries := 0; len(out) < n && tries < 100; tries++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		u, err := net.ListenPacket("udp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			l.Close()
+			continue
+		}
+		closers = append(closers, func() { l.Close(); u.Close() })
+		out = append(out, port)
+	}
+	if len(out) < n {
+		return nil, errors.New("no free ports")
+	}
+	return out, nil
+}
