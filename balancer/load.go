@@ -42,7 +42,7 @@ func (l *Load) Latency() (time.Duration, bool) {
 	if bits == 0 {
 		return 0, false
 	}
-	return time.Duration(l.decayed(bits, l.clk.nanos())), true
+	return time.Duration(l.decayed(bits, l.clk.nanos(), 1/l.tauNanos())), true
 }
 
 // ConsecutiveFailures returns the number of failures since the last success.
@@ -115,10 +115,10 @@ func (l *Load) observe(now int64, lat time.Duration) {
 // since its last update, as Finagle and linkerd2-proxy do when reading
 // the cost: an endpoint that is not picked becomes cheap again and is
 // probed.
-func (l *Load) decayed(bits uint64, now int64) float64 {
+func (l *Load) decayed(bits uint64, now int64, invTau float64) float64 {
 	v := math.Float64frombits(bits)
 	if dt := now - l.stamp.Load(); dt > 0 {
-		x := float64(dt) / l.tauNanos()
+		x := float64(dt) * invTau
 		if x < 1e-3 {
 			return v * (1 - x) // exp(-x) within 5e-7, without the call
 		}
@@ -153,7 +153,7 @@ func (c *clock) advance(now int64) {
 	if c.now != nil {
 		step = 0 // an injected clock is followed exactly
 	}
-	if last := c.latest.Load(); now > last+step {
+	if last := c.latest.Load(); last == 0 || now > last+step {
 		c.latest.CompareAndSwap(last, now)
 	}
 }

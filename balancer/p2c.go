@@ -104,6 +104,7 @@ func (p peakEWMA) Build(eps []*Endpoint) Picker {
 		clk:       eps[0].Load.clk,
 		rng:       newRNG(&p.cfg),
 		noHistory: float64(p.cfg.defaultLatency),
+		invTau:    1 / float64(p.cfg.decay),
 	}
 }
 
@@ -113,6 +114,7 @@ type peakEWMAPicker struct {
 	clk       *clock
 	rng       *rng
 	noHistory float64
+	invTau    float64
 }
 
 func (p *peakEWMAPicker) Pick(info Info) (*Endpoint, error) {
@@ -136,5 +138,5 @@ func (p *peakEWMAPicker) cost(l *Load, now int64) float64 {
 	if bits == 0 {
 		return p.noHistory * pending
 	}
-	return l.decayed(bits, now) * pending
+	return l.decayed(bits, now, p.invTau) * pending
 }

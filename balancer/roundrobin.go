@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"math"
+	"math/bits"
 	"sync/atomic"
 )
 
@@ -15,30 +16,30 @@ func RoundRobin(opts ...Option) Policy { return roundRobin{cfg: newConfig(opts)}
 type roundRobin struct{ cfg config }
 
 func (p roundRobin) Build(eps []*Endpoint) Picker {
-	rr := &roundRobinPicker{endpoints: eps}
-	rr.next.Store(uint64(newRNG(&p.cfg).intn(len(eps))))
+	rr := &roundRobinPicker{endpoints: eps, n: newDivider(len(eps))}
+	rr.next.Store(uint32(newRNG(&p.cfg).intn(len(eps))))
 	return rr
 }
 
 type roundRobinPicker struct {
 	endpoints []*Endpoint
-	next      atomic.Uint64
+	n         divider
+	next      atomic.Uint32
 }
 
 func (p *roundRobinPicker) Pick(info Info) (*Endpoint, error) {
-	n := uint64(len(p.endpoints))
-	e := p.endpoints[p.next.Add(1)%n]
+	e := p.endpoints[p.n.mod(p.next.Add(1))]
 	if info.Skip == nil || !info.Skip(e) {
 		return e, nil
 	}
 	// Take further turns rather than the skipped endpoint's neighbour,
 	// so the skipped endpoint's share spreads evenly over the others.
-	for range n {
-		if e := p.endpoints[p.next.Add(1)%n]; !info.Skip(e) {
+	for range len(p.endpoints) {
+		if e := p.endpoints[p.n.mod(p.next.Add(1))]; !info.Skip(e) {
 			return e, nil
 		}
 	}
-	if i := scan(p.endpoints, int(p.next.Load()%n), &info); i >= 0 {
+	if i := scan(p.endpoints, int(p.n.mod(p.next.Load())), &info); i >= 0 {
 		return p.endpoints[i], nil
 	}
 	return nil, ErrAllSkipped
@@ -87,37 +88,60 @@ func (p weightedRoundRobin) Build(eps []*Endpoint) Picker {
 	if equal {
 		return roundRobin(p).Build(eps)
 	}
-	sp := &strideRoundRobinPicker{endpoints: eps, weights: make([]uint64, len(eps))}
+	sp := &strideRoundRobinPicker{endpoints: eps, n: newDivider(len(eps)), weights: make([]uint64, len(eps))}
 	for i, e := range eps {
 		w := uint64(math.Round(float64(e.EffectiveWeight()) * strideMax / float64(maxW)))
 		sp.weights[i] = max(w, 1)
 	}
-	sp.next.Store(uint64(newRNG(&p.cfg).intn(len(eps))))
+	sp.next.Store(uint32(newRNG(&p.cfg).intn(len(eps))))
 	return sp
 }
 
 type strideRoundRobinPicker struct {
 	endpoints []*Endpoint
+	n         divider
 	weights   []uint64 // scaled to 1..strideMax
-	next      atomic.Uint64
+	next      atomic.Uint32
 }
 
 func (p *strideRoundRobinPicker) Pick(info Info) (*Endpoint, error) {
-	n := uint64(len(p.endpoints))
 	// The largest weight accepts every position of its index, so a loop
 	// of 2n steps always meets it at least once; skipped endpoints aside.
-	for range 2 * n {
+	for range 2 * len(p.endpoints) {
 		seq := p.next.Add(1)
-		i := seq % n
+		i := uint64(p.n.mod(seq))
 		w := p.weights[i]
-		if (w*(seq/n)+i*(strideMax/2))%strideMax < w {
+		if (w*uint64(p.n.div(seq))+i*(strideMax/2))%strideMax < w {
 			if e := p.endpoints[i]; !info.skipped(e) {
 				return e, nil
 			}
 		}
 	}
-	if i := scan(p.endpoints, int(p.next.Load()%n), &info); i >= 0 {
+	if i := scan(p.endpoints, int(p.n.mod(p.next.Load())), &info); i >= 0 {
 		return p.endpoints[i], nil
 	}
 	return nil, ErrAllSkipped
+}
+
+// divider divides 32-bit counters by a fixed n without a division
+// instruction (Lemire, Kaser, Kurz: "Faster remainder by direct
+// computation", 2019). The counters wrap at 2³²: once per 4 billion picks
+// the rotation skips ahead, which no share notices.
+type divider struct {
+	n, m uint64
+}
+
+func newDivider(n int) divider {
+	return divider{n: uint64(n), m: ^uint64(0)/uint64(n) + 1}
+}
+
+func (d divider) mod(x uint32) uint32 {
+	hi, _ := bits.Mul64(d.m*uint64(x), d.n)
+	return uint32(hi)
+}
+
+// div is exact for n ≥ 2.
+func (d divider) div(x uint32) uint32 {
+	hi, _ := bits.Mul64(d.m, uint64(x))
+	return uint32(hi)
 }
