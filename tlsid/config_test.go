@@ -11,6 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
@@ -270,4 +271,29 @@ func TestRotationNextHandshake(t *testing.T) {
 	if srv.Renewals() != 1 || cli.Renewals() != 1 {
 		t.Fatalf("renewals: server %d, client %d, want 1 each", srv.Renewals(), cli.Renewals())
 	}
+}
+
+// TestResumptionBypassesVerifyPeerCertificate is the control for
+// TestResumptionAfterBundleChange: a config that verifies in
+// VerifyPeerCertificate (go-spiffe's tlsconfig hooks) accepts the same
+// resumption, because crypto/tls does not call that hook on resumed
+// sessions. It is why weft verifies in VerifyConnection.
+func TestResumptionBypassesVerifyPeerCertificate(t *testing.T) {
+	ca1 := newTestCA(t, "example.org", nil)
+	ca2 := newTestCA(t, "example.org", nil)
+	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
+	csrc := newSwapSource(ca1.svid(t, "spiffe://example.org/client"), ca1.bundle())
+	s := tlsconfig.MTLSServerConfig(ssrc, ssrc, tlsconfig.AuthorizeAny())
+	_, c := configs(t, ssrc, csrc, AuthorizeAny(), AuthorizeAny())
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c.ServerName = "server.test"
+	if r := dial(t, s, c); r.serverErr != nil || r.clientErr != nil {
+		t.Fatalf("first connection: %v %v", r.serverErr, r.clientErr)
+	}
+	ssrc.setBundles(ca2.bundle())
+	r := dial(t, s, c)
+	if r.serverErr != nil || !r.server.DidResume {
+		t.Fatalf("crypto/tls now refuses this resumption itself (%v): update the docs of ServerConfig", r.serverErr)
+	}
+	t.Logf("VerifyPeerCertificate-only config resumed a session whose client chain no longer verifies")
 }

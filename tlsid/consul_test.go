@@ -144,3 +144,41 @@ func TestConsulIntentions(t *testing.T) {
 		t.Fatalf("after removing the intention: %v", err)
 	}
 }
+
+// TestConsulSourceAgentDown stops the agent under a running source: the
+// source keeps serving its last SVID and bundle, reports the failure, and
+// Close ends its watches at once (goleak checks none is left).
+func TestConsulSourceAgentDown(t *testing.T) {
+	agent := consultest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, err := NewConsulSource(ctx, agent.Client(), "alpha", WithConsulWait(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid := mustSVID(t, src)
+	agent.Stop()
+	deadline := time.Now().Add(30 * time.Second)
+	for src.Err() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("no error reported with the agent down")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := mustSVID(t, src); got != svid {
+		t.Fatal("the SVID changed with the agent down")
+	}
+	if _, err := Verify(svid.Certificates, src, time.Time{}); err != nil {
+		t.Fatalf("the bundle was lost with the agent down: %v", err)
+	}
+	closed := make(chan struct{})
+	go func() { src.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not return while the watches back off")
+	}
+	if _, err := NewConsulSource(ctx, agent.Client(), "alpha"); err == nil {
+		t.Fatal("a source was built with the agent down")
+	}
+}

@@ -1,6 +1,7 @@
 package tlsid
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -70,6 +71,58 @@ func FuzzVerifyDER(f *testing.F) {
 		}
 		if id.Path() == "" || !id.MemberOf(ca.td) {
 			t.Fatalf("verified an ID weft must refuse: %s", id)
+		}
+	})
+}
+
+// FuzzPolicyPath checks that path matching cannot be fooled: whatever the
+// request path, a request allowed only under /public has a canonical path
+// under /public, and one under /public/admin is denied. CleanPath is
+// idempotent and leaves no empty, "." or ".." segment.
+func FuzzPolicyPath(f *testing.F) {
+	for _, s := range []string{"/public/x", "/public/../admin", "//public//admin", "/public/./admin/", "public", "", "/public/admin/../x", "/publicx"} {
+		f.Add(s)
+	}
+	p, err := NewPolicy(
+		Rule{Paths: []string{"/public"}},
+		Rule{Deny: true, Paths: []string{"/public/admin"}},
+	)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, reqPath string) {
+		clean := CleanPath(reqPath)
+		if CleanPath(clean) != clean || clean[0] != '/' {
+			t.Fatalf("CleanPath(%q) = %q is not canonical", reqPath, clean)
+		}
+		for _, seg := range strings.Split(clean[1:], "/") {
+			if clean != "/" && (seg == "" || seg == "." || seg == "..") {
+				t.Fatalf("CleanPath(%q) = %q keeps segment %q", reqPath, clean, seg)
+			}
+		}
+		err := p.AuthorizeRequest(context.Background(), Request{Method: "GET", Path: reqPath})
+		under := func(pre string) bool { return clean == pre || strings.HasPrefix(clean, pre+"/") }
+		switch {
+		case err == nil && (!under("/public") || under("/public/admin")):
+			t.Fatalf("%q (canonical %q) was allowed", reqPath, clean)
+		case err != nil && !errors.Is(err, ErrUnauthorized):
+			t.Fatalf("%q: untyped error %v", reqPath, err)
+		case err != nil && under("/public") && !under("/public/admin"):
+			t.Fatalf("%q (canonical %q) was denied", reqPath, clean)
+		}
+	})
+}
+
+// FuzzNewPolicy feeds arbitrary peer, method and path patterns to the rule
+// compiler: no panic, and every refusal is ErrBadRule.
+func FuzzNewPolicy(f *testing.F) {
+	f.Add("spiffe://example.org/ns/*", "GET", "/a")
+	f.Add("*", "", "/")
+	f.Add("spiffe://EXAMPLE.org", "G ET", "/a/../b")
+	f.Fuzz(func(t *testing.T, peer, method, path string) {
+		_, err := NewPolicy(Rule{Peers: []string{peer}, Methods: []string{method}, Paths: []string{path}})
+		if err != nil && !errors.Is(err, ErrBadRule) {
+			t.Fatalf("untyped error: %v", err)
 		}
 	})
 }
