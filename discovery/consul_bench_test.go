@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"fmt"
-	"log/slog"
 	"runtime"
 	"slices"
 	"sync"
@@ -146,28 +145,5 @@ func BenchmarkConsulWatchMemory(b *testing.B) {
 			s()
 		}
 		cfg.Transport.CloseIdleConnections()
-	}
-}
-
-// BenchmarkConsulEndpoints measures the conversion of one Consul answer
-// (50 instances) into a set, done on every change of a watched service.
-//
-//	go test -run '^$' -bench ConsulEndpoints ./discovery/
-func BenchmarkConsulEndpoints(b *testing.B) {
-	w := &Consul{cfg: consulConfig{passingOnly: true, zoneKey: "zone"}}
-	entries := make([]*api.ServiceEntry, 50)
-	for i := range entries {
-		entries[i] = &api.ServiceEntry{
-			Node: &api.Node{Address: "10.0.0.1", Meta: map[string]string{"zone": "a"}},
-			Service: &api.AgentService{ID: fmt.Sprintf("i%d", i), Address: fmt.Sprintf("10.0.1.%d", i), Port: 8080,
-				Tags: []string{"v2"}, Meta: map[string]string{"version": "2"}, Weights: api.AgentWeights{Passing: 1}},
-		}
-	}
-	log := slog.New(slog.DiscardHandler)
-	b.ReportAllocs()
-	for b.Loop() {
-		if set := w.endpoints(log, entries); len(set) != 50 {
-			b.Fatal(len(set))
-		}
 	}
 }

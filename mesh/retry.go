@@ -54,8 +54,7 @@ func (cl *cluster) call(r *http.Request) (*http.Response, error) {
 	replayable := canReplay(r, maxBody)
 	hedge := g.hedge != nil && idempotent && replayable &&
 		(g.hedge.Route == nil || g.hedge.Route(cl.service, r.URL.Path))
-	var triedArr [4]*balancer.Endpoint
-	tried := triedArr[:0]
+	var tried []*balancer.Endpoint // allocated on the first retry only
 	req := r
 	for n := 1; ; n++ {
 		var a attemptResult
