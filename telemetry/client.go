@@ -77,6 +77,14 @@ func (t *Telemetry) Destination(service, policy string) *Destination {
 	return d
 }
 
+// Telemetry returns the Telemetry d records to; nil for a nil d.
+func (d *Destination) Telemetry() *Telemetry {
+	if d == nil {
+		return nil
+	}
+	return d.t
+}
+
 // Service returns the destination service name; "" for a nil d.
 func (d *Destination) Service() string {
 	if d == nil {
@@ -97,6 +105,7 @@ type Call struct {
 	rawHTTP  string // the request's HTTP method
 	rpc      string // gRPC method, without the leading '/'
 	attempts atomic.Int32
+	inflight atomic.Int32
 }
 
 // StartHTTP starts the logical call for the HTTP request r and returns
@@ -114,7 +123,7 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 			c.span.SetAttributes(keyHTTPMethodOrig.String(r.Method))
 		}
 	}
-	return ctx, c
+	return context.WithValue(ctx, callKey{}, c), c
 }
 
 // StartGRPC starts the logical call of the gRPC method fullMethod
@@ -132,23 +141,21 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 	return context.WithValue(ctx, callKey{}, c), c
 }
 
-// callKey finds the call of a gRPC attempt in its context: it is how the
-// attempt interceptor, inside grpc-go's chain, learns of the call that
-// the outer interceptor started.
+// callKey finds the call of an attempt in its context: it is how the
+// code that makes an attempt (deep in mesh's retry loop, or an
+// interceptor inside grpc-go's chain) learns of the call that was started
+// around it. It carries the state of one call, not configuration.
 type callKey struct{}
 
-// AttemptKind tells a first attempt from a retry or a hedge.
-type AttemptKind uint8
-
-// The kinds of attempt.
-const (
-	// First is the first attempt of a call.
-	First AttemptKind = iota
-	// Retry is an attempt made after an earlier one failed.
-	Retry
-	// Hedge is an attempt sent while an earlier one is still in flight.
-	Hedge
-)
+// CallOf returns the call started by d whose context ctx is (or derives
+// from), or nil.
+func (d *Destination) CallOf(ctx context.Context) *Call {
+	if d == nil {
+		return nil
+	}
+	c, _ := ctx.Value(callKey{}).(*Call)
+	return c
+}
 
 // Attempt is one attempt of a [Call]: a client span and one
 // measurement of the request duration metric. A nil *Attempt records
@@ -163,19 +170,20 @@ type Attempt struct {
 }
 
 // StartAttempt starts an attempt of c, numbered from 1 in the order
-// attempts start. ctx is the attempt's context (the call's context or one
-// derived from it); the returned context carries the attempt's span and
-// is the one to send the attempt with. r is the attempt's HTTP request,
-// nil for gRPC.
-func (c *Call) StartAttempt(ctx context.Context, kind AttemptKind, r *http.Request) (context.Context, *Attempt) {
+// attempts start. An attempt started while another of the call is in
+// flight is a hedge (weft.hedge=true); any other attempt after the first
+// is a retry (weft.retry=true). ctx is the attempt's context (the call's
+// context or one derived from it); the returned context carries the
+// attempt's span and is the one to send the attempt with. r is the
+// attempt's HTTP request, nil for gRPC.
+func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Context, *Attempt) {
 	if c == nil {
 		return ctx, nil
 	}
 	d := c.d
 	a := &Attempt{c: c, start: time.Now(), n: c.attempts.Add(1)}
-	if a.n > 1 && kind == First {
-		kind = Retry
-	}
+	hedge := c.inflight.Add(1) > 1
+	retry := a.n > 1 && !hedge
 	name := c.rpc
 	if c.rpc == "" {
 		name = httpMethods[c.method]
@@ -192,7 +200,7 @@ func (c *Call) StartAttempt(ctx context.Context, kind AttemptKind, r *http.Reque
 	if a.span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 12)
 		attrs = append(attrs, d.callAttrs...)
-		attrs = append(attrs, AttemptKey.Int(int(a.n)), RetryKey.Bool(kind == Retry), HedgeKey.Bool(kind == Hedge))
+		attrs = append(attrs, AttemptKey.Int(int(a.n)), RetryKey.Bool(retry), HedgeKey.Bool(hedge))
 		if c.rpc != "" {
 			attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(c.rpc))
 		} else {
@@ -225,35 +233,28 @@ func (a *Attempt) InjectHTTP(h http.Header) {
 	a.c.d.t.prop.Inject(a.ctx, propagation.HeaderCarrier(h))
 }
 
-// Picked records, on the attempt whose context is ctx, the endpoint the
-// balancer chose: its ID and its address (host:port).
-func (d *Destination) Picked(ctx context.Context, id, addr string) {
-	if d == nil {
-		return
-	}
-	span := trace.SpanFromContext(ctx)
-	if !span.IsRecording() {
+// SetEndpoint records the endpoint the balancer chose for the attempt:
+// its ID and its address (host:port).
+func (a *Attempt) SetEndpoint(id, addr string) {
+	if a == nil || !a.span.IsRecording() {
 		return
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(addr))
+		a.span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(addr))
 		return
 	}
 	p, _ := strconv.Atoi(port)
-	span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
+	a.span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
 }
 
-// BreakerState records, on the attempt whose context is ctx, the state of
-// the chosen endpoint's circuit breaker: "closed", "half-open" or "open".
-func (d *Destination) BreakerState(ctx context.Context, state string) {
-	if d == nil {
+// SetBreakerState records the state of the chosen endpoint's circuit
+// breaker when it admitted the attempt: "closed", "half-open" or "open".
+func (a *Attempt) SetBreakerState(state string) {
+	if a == nil || !a.span.IsRecording() {
 		return
 	}
-	span := trace.SpanFromContext(ctx)
-	if span.IsRecording() {
-		span.SetAttributes(BreakerStateKey.String(breakerState(state)))
-	}
+	a.span.SetAttributes(BreakerStateKey.String(breakerState(state)))
 }
 
 // EndHTTP ends the attempt with its response or error. Only the status
@@ -262,6 +263,7 @@ func (a *Attempt) EndHTTP(resp *http.Response, err error) {
 	if a == nil {
 		return
 	}
+	a.c.inflight.Add(-1)
 	code, errT := httpOutcome(resp, err, 400)
 	if a.span.IsRecording() {
 		endSpanHTTP(a.span, code, errT, err)
@@ -280,6 +282,7 @@ func (a *Attempt) EndGRPC(err error) {
 	if a == nil {
 		return
 	}
+	a.c.inflight.Add(-1)
 	code := grpcCode(err)
 	if a.span.IsRecording() {
 		endSpanGRPC(a.span, code, err)

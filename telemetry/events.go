@@ -3,7 +3,11 @@ package telemetry
 import (
 	"context"
 	"log/slog"
+	"slices"
+	"sync"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -161,6 +165,9 @@ func (t *Telemetry) AuthorizationDenied(ctx context.Context, side Side, peer str
 		return
 	}
 	t.inst.authzDenials.Add(context.Background(), 1, set(SideKey.String(side.bounded())))
+	if span := trace.SpanFromContext(ctx); ctx != nil && span.IsRecording() {
+		span.SetAttributes(AuthzDecisionKey.String("deny"))
+	}
 	t.event(ctx, slog.LevelWarn, "weft.authorization.denied", SideKey.String(side.bounded()), PeerIDKey.String(peer),
 		AuthzDecisionKey.String("deny"), attribute.String("error.message", Redact(err)))
 }
@@ -172,9 +179,84 @@ func (t *Telemetry) CertificateRotated(ctx context.Context, id string, notAfter 
 	if t == nil {
 		return
 	}
-	t.inst.certExpiry.Record(context.Background(), notAfter.Unix(), set(attribute.String("weft.spiffe_id", id)))
+	t.certs.mu.Lock()
+	t.certs.set(id, notAfter.Unix())
+	t.certs.mu.Unlock()
+	t.rotated(ctx, id, notAfter)
+}
+
+func (t *Telemetry) rotated(ctx context.Context, id string, notAfter time.Time) {
 	t.event(ctx, slog.LevelInfo, "weft.certificate.rotated", attribute.String("weft.spiffe_id", id),
 		attribute.String("weft.certificate.not_after", notAfter.UTC().Format(time.RFC3339)))
+}
+
+// ObserveSVIDs makes weft.certificate.expiry report the expiry of the
+// SVID src holds each time metrics are collected, and logs a
+// "weft.certificate.rotated" event when it has changed since the last
+// collection. stop ends the observation. A nil t or src is ignored.
+func (t *Telemetry) ObserveSVIDs(src x509svid.Source) (stop func()) {
+	if t == nil || src == nil {
+		return func() {}
+	}
+	t.certs.mu.Lock()
+	defer t.certs.mu.Unlock()
+	o := &svidObserver{src: src}
+	t.certs.sources = append(t.certs.sources, o)
+	return func() {
+		t.certs.mu.Lock()
+		defer t.certs.mu.Unlock()
+		t.certs.sources = slices.DeleteFunc(t.certs.sources, func(x *svidObserver) bool { return x == o })
+	}
+}
+
+type svidObserver struct {
+	src  x509svid.Source
+	last int64
+}
+
+// certificates is the expiry of every SVID t knows of, by SPIFFE ID.
+type certificates struct {
+	mu      sync.Mutex
+	sources []*svidObserver
+	expiry  map[string]int64
+}
+
+func (c *certificates) set(id string, unix int64) {
+	if c.expiry == nil {
+		c.expiry = make(map[string]int64)
+	}
+	c.expiry[id] = unix
+}
+
+func (c *certificates) observe(t *Telemetry) metric.Callback {
+	return func(_ context.Context, o metric.Observer) error {
+		type rotation struct {
+			id       string
+			notAfter time.Time
+		}
+		var rotations []rotation
+		c.mu.Lock()
+		for _, s := range c.sources {
+			svid, err := s.src.GetX509SVID()
+			if err != nil || len(svid.Certificates) == 0 {
+				continue
+			}
+			na := svid.Certificates[0].NotAfter
+			if s.last != 0 && s.last != na.Unix() {
+				rotations = append(rotations, rotation{svid.ID.String(), na})
+			}
+			s.last = na.Unix()
+			c.set(svid.ID.String(), na.Unix())
+		}
+		for id, unix := range c.expiry {
+			o.ObserveInt64(t.inst.certExpiry, unix, metric.WithAttributes(attribute.String("weft.spiffe_id", id)))
+		}
+		c.mu.Unlock()
+		for _, r := range rotations {
+			t.rotated(context.Background(), r.id, r.notAfter)
+		}
+		return nil
+	}
 }
 
 // DiscoveryError records an error discovery reported for service

@@ -308,24 +308,25 @@ func (d *Destination) UnaryCallInterceptor() grpc.UnaryClientInterceptor {
 // UnaryAttemptInterceptor returns the gRPC client interceptor of one
 // attempt: a client span under the call's span, whose trace context goes
 // out in the request metadata. Put it last in the chain, so it runs once
-// per attempt. Attempts made while an earlier one is in flight are
-// marked as hedges by [Hedging]. A nil d returns nil.
-func (d *Destination) UnaryAttemptInterceptor() grpc.UnaryClientInterceptor {
+// per attempt. annotate, when not nil, is called with each attempt's
+// context once the attempt has started, to record what only the caller
+// knows ([Attempt.SetEndpoint], [Attempt.SetBreakerState]). A nil d
+// returns nil.
+func (d *Destination) UnaryAttemptInterceptor(annotate func(context.Context, *Attempt)) grpc.UnaryClientInterceptor {
 	if d == nil {
 		return nil
 	}
 	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		call, _ := ctx.Value(callKey{}).(*Call)
+		call := d.CallOf(ctx)
 		own := call == nil
 		if own {
 			ctx, call = d.StartGRPC(ctx, method)
 		}
-		kind := First
-		if _, ok := ctx.Value(hedgeKey{}).(bool); ok {
-			kind = Hedge
+		ctx, a := call.StartAttempt(ctx, nil)
+		if annotate != nil {
+			annotate(ctx, a)
 		}
-		ctx, a := call.StartAttempt(ctx, kind, nil)
-		ctx = a.injectGRPC(ctx)
+		ctx = a.InjectGRPC(ctx)
 		err := invoker(ctx, method, req, reply, cc, opts...)
 		a.EndGRPC(err)
 		if own {
@@ -344,8 +345,8 @@ func (d *Destination) StreamInterceptor() grpc.StreamClientInterceptor {
 	}
 	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
 		ctx, call := d.StartGRPC(ctx, method)
-		ctx, a := call.StartAttempt(ctx, First, nil)
-		ctx = a.injectGRPC(ctx)
+		ctx, a := call.StartAttempt(ctx, nil)
+		ctx = a.InjectGRPC(ctx)
 		cs, err := streamer(ctx, desc, cc, method, opts...)
 		if err != nil {
 			a.EndGRPC(err)
@@ -375,18 +376,12 @@ func (s *clientStream) RecvMsg(m any) error {
 	return err
 }
 
-type hedgeKey struct{}
-
-// Hedging marks ctx as the context of a hedged gRPC attempt, for the
-// attempt interceptor to record it as one (weft.hedge=true). Retries need
-// no mark: every attempt after the first is a retry unless marked.
-func Hedging(ctx context.Context) context.Context {
-	return context.WithValue(ctx, hedgeKey{}, true)
-}
-
-// injectGRPC returns ctx with the attempt's trace context added to the
-// outgoing metadata.
-func (a *Attempt) injectGRPC(ctx context.Context) context.Context {
+// InjectGRPC returns ctx with the attempt's trace context added to the
+// outgoing gRPC metadata; ctx itself for a nil a.
+func (a *Attempt) InjectGRPC(ctx context.Context) context.Context {
+	if a == nil {
+		return ctx
+	}
 	md, ok := metadata.FromOutgoingContext(ctx)
 	if !ok {
 		md = metadata.MD{}

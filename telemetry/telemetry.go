@@ -43,6 +43,8 @@ type Telemetry struct {
 
 	mu    sync.Mutex // serialises Destination creation
 	dests map[string]*Destination
+
+	certs certificates
 }
 
 type config struct {
@@ -170,7 +172,11 @@ func New(opts ...Option) (*Telemetry, error) {
 		routes:  newBoundedSet(maxRoutes),
 		dests:   make(map[string]*Destination),
 	}
-	if err := t.inst.init(cfg.mp.Meter(ScopeName)); err != nil {
+	meter := cfg.mp.Meter(ScopeName)
+	if err := t.inst.init(meter); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrInstrument, err)
+	}
+	if _, err := meter.RegisterCallback(t.certs.observe(t), t.inst.certExpiry); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrInstrument, err)
 	}
 	return t, nil
@@ -198,14 +204,14 @@ type instruments struct {
 	rpcClient  metric.Float64Histogram // rpc.client.call.duration
 	rpcServer  metric.Float64Histogram // rpc.server.call.duration
 
-	endpoints      metric.Int64Gauge   // weft.endpoint.count
-	breakerChanges metric.Int64Counter // weft.breaker.transitions
-	retryExhausted metric.Int64Counter // weft.retry.budget_exhausted
-	rejections     metric.Int64Counter // weft.request.rejections
-	authzDenials   metric.Int64Counter // weft.authorization.denials
-	certExpiry     metric.Int64Gauge   // weft.certificate.expiry
-	discoveryErrs  metric.Int64Counter // weft.discovery.errors
-	ejections      metric.Int64Counter // weft.endpoint.ejections
+	endpoints      metric.Int64Gauge           // weft.endpoint.count
+	breakerChanges metric.Int64Counter         // weft.breaker.transitions
+	retryExhausted metric.Int64Counter         // weft.retry.budget_exhausted
+	rejections     metric.Int64Counter         // weft.request.rejections
+	authzDenials   metric.Int64Counter         // weft.authorization.denials
+	certExpiry     metric.Int64ObservableGauge // weft.certificate.expiry
+	discoveryErrs  metric.Int64Counter         // weft.discovery.errors
+	ejections      metric.Int64Counter         // weft.endpoint.ejections
 }
 
 func (in *instruments) init(m metric.Meter) error {
@@ -232,7 +238,7 @@ func (in *instruments) init(m metric.Meter) error {
 	in.retryExhausted = counter("weft.retry.budget_exhausted", "{retry}", "Retries not made because the retry budget was exhausted.")
 	in.rejections = counter("weft.request.rejections", "{request}", "Requests refused by a rate limit, a concurrency limit or load shedding.")
 	in.authzDenials = counter("weft.authorization.denials", "{denial}", "Peers refused by authorization.")
-	in.certExpiry, e = m.Int64Gauge("weft.certificate.expiry", metric.WithUnit("s"),
+	in.certExpiry, e = m.Int64ObservableGauge("weft.certificate.expiry", metric.WithUnit("s"),
 		metric.WithDescription("Expiry time of the current X.509-SVID, in seconds since the Unix epoch."))
 	err = errors.Join(err, e)
 	in.discoveryErrs = counter("weft.discovery.errors", "{error}", "Errors reported by service discovery.")

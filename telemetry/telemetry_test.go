@@ -140,10 +140,10 @@ func spanNamed(t testing.TB, spans []sdktrace.ReadOnlySpan, name string) sdktrac
 func httpCall(t testing.TB, dst *telemetry.Destination, client *http.Client, req *http.Request) (*http.Response, error) {
 	t.Helper()
 	ctx, call := dst.StartHTTP(req.Context(), req)
-	actx, att := call.StartAttempt(ctx, telemetry.First, req)
+	actx, att := call.StartAttempt(ctx, req)
 	out := req.Clone(actx)
 	att.InjectHTTP(out.Header)
-	dst.Picked(actx, "ep-1", req.URL.Host)
+	att.SetEndpoint("ep-1", req.URL.Host)
 	resp, err := client.Transport.RoundTrip(out)
 	att.EndHTTP(resp, err)
 	call.EndHTTP(resp, err)
@@ -259,7 +259,7 @@ func TestRetryAttemptsAreChildSpans(t *testing.T) {
 	var resp *http.Response
 	var err error
 	for i := 0; i < 2; i++ {
-		actx, att := call.StartAttempt(ctx, telemetry.First, req)
+		actx, att := call.StartAttempt(ctx, req)
 		out := req.Clone(actx)
 		att.InjectHTTP(out.Header)
 		resp, err = srv.Client().Transport.RoundTrip(out)
@@ -408,7 +408,7 @@ func TestGRPC(t *testing.T) {
 	defer func() { srv.Stop(); <-done }()
 	dst := r.tel.Destination("demo", "round_robin")
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor()))
+		grpc.WithChainUnaryInterceptor(dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,14 +570,15 @@ func TestNilIsFree(t *testing.T) {
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(1000, func() {
 		c, call := dst.StartHTTP(ctx, req)
-		a, att := call.StartAttempt(c, telemetry.First, req)
+		a, att := call.StartAttempt(c, req)
 		att.InjectHTTP(req.Header)
-		dst.Picked(a, "id", "127.0.0.1:1")
-		dst.BreakerState(a, "closed")
+		att.SetEndpoint("id", "127.0.0.1:1")
+		att.SetBreakerState("closed")
+		_ = a
 		att.EndHTTP(nil, nil)
 		call.EndHTTP(nil, nil)
 		c, call = dst.StartGRPC(ctx, "/a.B/C")
-		_, att = call.StartAttempt(c, telemetry.First, nil)
+		_, att = call.StartAttempt(c, nil)
 		att.EndGRPC(nil)
 		call.EndGRPC(nil)
 		tel.Rejected(ctx, telemetry.Client, "svc", telemetry.Shed)
