@@ -85,3 +85,30 @@ func TestConsulIndexRules(t *testing.T) {
 		t.Error("the 500 was not reported")
 	}
 }
+
+func TestNewConsulOptions(t *testing.T) {
+	// An HTTP client timeout shorter than a blocking query would cut every
+	// long poll: refused up front.
+	_, err := NewConsul(&api.Config{Address: "127.0.0.1:1", HttpClient: &http.Client{Timeout: time.Minute}})
+	if err == nil || !strings.Contains(err.Error(), "timeout") {
+		t.Errorf("short client timeout: %v", err)
+	}
+	if _, err := NewConsul(&api.Config{Address: "127.0.0.1:1", HttpClient: &http.Client{Timeout: time.Minute}}, WithWait(10*time.Second)); err != nil {
+		t.Errorf("timeout above a short wait: %v", err)
+	}
+	// nil options and out-of-range values are ignored.
+	w, err := NewConsul(&api.Config{Address: "127.0.0.1:1"}, nil, WithWait(-1), WithRate(0), WithBackoff(0, 0),
+		WithToken(""), WithFilter(""), WithConsulLogger(nil), WithWait(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.cfg.wait != 10*time.Minute || w.cfg.limit != DefaultConsulRate || w.cfg.backoffMin != DefaultConsulBackoff || !w.cfg.stale || !w.cfg.passingOnly {
+		t.Errorf("config = %+v", w.cfg)
+	}
+	if _, err := w.Watch("", func(Update) {}); err == nil {
+		t.Error("empty service accepted")
+	}
+	if _, ok := w.Status("never-watched"); ok {
+		t.Error("status of an unwatched service")
+	}
+}
