@@ -37,6 +37,7 @@ examples:
 	timeout 60 $(GO) run ./examples/quickstart
 	timeout 60 $(GO) run ./examples/grpc
 	timeout 120 $(GO) run ./examples/consul
+	timeout 60 $(GO) run ./examples/resilience
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:

@@ -23,8 +23,7 @@ var ErrNoEndpoints = errors.New("balancer: no endpoints")
 var ErrAllSkipped = errors.New("balancer: every endpoint skipped")
 
 // Info describes the request being balanced. Policies that ignore the
-// request (round robin, least request) do not read it. The zero Info is a
-// request with no hash key and nothing skipped.
+// request (round robin, least request) do not read it.
 type Info struct {
 	// Context is the request's context.
 	Context context.Context
@@ -69,9 +68,7 @@ type Picker interface {
 }
 
 // Endpoint is an endpoint as pickers see it: the discovery endpoint and
-// the load state kept for its ID. Endpoints are made by [Balancer.Update]
-// and not modified afterwards, so they are safe to share between
-// goroutines; a zero Endpoint has no Load and cannot be picked.
+// the load state kept for its ID.
 type Endpoint struct {
 	discovery.Endpoint
 	// Load is the endpoint's load state, shared by every snapshot that
@@ -94,8 +91,7 @@ const (
 	Dropped
 )
 
-// Outcome is what became of a picked request. The zero Outcome is a
-// success that took no time.
+// Outcome is what became of a picked request.
 type Outcome struct {
 	// Latency is the time from the pick to the end of the request.
 	Latency time.Duration
