@@ -31,6 +31,9 @@ const (
 	DefaultIntentionsTTL = 10 * time.Second
 	// MaxIntentionsTTL bounds [WithIntentionsTTL].
 	MaxIntentionsTTL = time.Minute
+	// DefaultIntentionsTimeout is how long a request waits for the agent's
+	// decision when it is not cached.
+	DefaultIntentionsTimeout = 5 * time.Second
 	// maxIntentionsEntries bounds the cache; it is cleared when full.
 	maxIntentionsEntries = 4096
 )
@@ -41,10 +44,11 @@ type consulOptions struct {
 	ttl       time.Duration
 	backoff   time.Duration
 	maxBackof time.Duration
+	timeout   time.Duration
 }
 
 func newConsulOptions(opts []ConsulOption) consulOptions {
-	o := consulOptions{now: time.Now, wait: DefaultConsulWait, ttl: DefaultIntentionsTTL, backoff: time.Second, maxBackof: 3 * time.Minute}
+	o := consulOptions{now: time.Now, wait: DefaultConsulWait, ttl: DefaultIntentionsTTL, backoff: time.Second, maxBackof: 3 * time.Minute, timeout: DefaultIntentionsTimeout}
 	for _, opt := range opts {
 		if opt != nil {
 			opt.applyConsul(&o)
@@ -69,6 +73,18 @@ func WithIntentionsTTL(d time.Duration) ConsulOption {
 	return consulOptionFunc(func(o *consulOptions) {
 		if d > 0 {
 			o.ttl = min(d, MaxIntentionsTTL)
+		}
+	})
+}
+
+// WithIntentionsTimeout sets how long a request waits for the agent when
+// [ConsulIntentions] has no cached decision; then the request is refused
+// as unavailable. The default is [DefaultIntentionsTimeout]. Values ≤ 0
+// are ignored.
+func WithIntentionsTimeout(d time.Duration) ConsulOption {
+	return consulOptionFunc(func(o *consulOptions) {
+		if d > 0 {
+			o.timeout = d
 		}
 	})
 }
@@ -338,8 +354,10 @@ func pkcs8PEM(s string) ([]byte, error) {
 // operator's intentions. Decisions are cached per caller ID for the TTL
 // of [WithIntentionsTTL] (default [DefaultIntentionsTTL], at most
 // [MaxIntentionsTTL]), so an intention change takes effect within one TTL.
-// A caller without an ID is denied. When the agent cannot be asked, the
-// request is refused with an error that does not wrap [ErrUnauthorized].
+// A caller without an ID is denied. When the agent cannot be asked or
+// does not answer in time, the request is refused with an error that does
+// not wrap [ErrUnauthorized]. Give the api client an HTTP timeout: the
+// agent's authorize call takes no context.
 //
 // The zero value is not usable; build one with [NewConsulIntentions]. It
 // is safe for concurrent use.
@@ -348,8 +366,9 @@ type ConsulIntentions struct {
 	target string
 	opts   consulOptions
 
-	mu    sync.Mutex
-	cache map[spiffeid.ID]intentionEntry
+	mu      sync.Mutex
+	cache   map[spiffeid.ID]intentionEntry
+	pending map[spiffeid.ID]*intentionCall
 }
 
 type intentionEntry struct {
@@ -367,42 +386,81 @@ func NewConsulIntentions(client *api.Client, target string, opts ...ConsulOption
 	if target == "" {
 		return nil, errors.New("tlsid: consul intentions: empty target")
 	}
-	return &ConsulIntentions{client: client, target: target, opts: newConsulOptions(opts), cache: map[spiffeid.ID]intentionEntry{}}, nil
+	return &ConsulIntentions{client: client, target: target, opts: newConsulOptions(opts),
+		cache: map[spiffeid.ID]intentionEntry{}, pending: map[spiffeid.ID]*intentionCall{}}, nil
 }
 
 // AuthorizeRequest implements [RequestPolicy]; intentions are decided by
-// caller only, whatever the method and path.
-func (c *ConsulIntentions) AuthorizeRequest(_ context.Context, r Request) error {
-	return c.authorize(r.Peer)
+// caller only, whatever the method and path. When the decision is not
+// cached, it waits for the agent at most until ctx ends or the timeout of
+// [WithIntentionsTimeout] passes; concurrent requests of one caller share
+// one query.
+func (c *ConsulIntentions) AuthorizeRequest(ctx context.Context, r Request) error {
+	return c.authorize(ctx, r.Peer)
 }
 
 // Authorizer returns the intentions as a handshake [Authorizer].
-func (c *ConsulIntentions) Authorizer() Authorizer { return c.authorize }
+func (c *ConsulIntentions) Authorizer() Authorizer {
+	return func(peer spiffeid.ID) error { return c.authorize(context.Background(), peer) }
+}
 
-func (c *ConsulIntentions) authorize(peer spiffeid.ID) error {
+// intentionCall is one query to the agent that concurrent requests of the
+// same caller wait for.
+type intentionCall struct {
+	done chan struct{}
+	err  error // the decision, or why there is none
+}
+
+func (c *ConsulIntentions) authorize(ctx context.Context, peer spiffeid.ID) error {
 	if peer.IsZero() {
 		return fmt.Errorf("%w: no peer ID", ErrUnauthorized)
 	}
 	now := c.opts.now()
 	c.mu.Lock()
-	e, ok := c.cache[peer]
-	c.mu.Unlock()
-	if ok && now.Before(e.expires) {
+	if e, ok := c.cache[peer]; ok && now.Before(e.expires) {
+		c.mu.Unlock()
 		return e.err
 	}
-	res, err := c.client.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: c.target, ClientCertURI: peer.String()})
-	if err != nil {
-		return fmt.Errorf("tlsid: consul intentions: %w", err)
+	call, running := c.pending[peer]
+	if !running {
+		call = &intentionCall{done: make(chan struct{})}
+		c.pending[peer] = call
+		go c.query(peer, call)
 	}
-	e = intentionEntry{expires: now.Add(c.opts.ttl)}
+	c.mu.Unlock()
+
+	timer := time.NewTimer(c.opts.timeout)
+	defer timer.Stop()
+	select {
+	case <-call.done:
+		return call.err
+	case <-ctx.Done():
+		return fmt.Errorf("tlsid: consul intentions: %w", ctx.Err())
+	case <-timer.C:
+		return fmt.Errorf("tlsid: consul intentions: no answer from the agent within %v", c.opts.timeout)
+	}
+}
+
+// query asks the agent about peer and caches the decision. It runs on its
+// own goroutine so that a request can stop waiting for a slow agent; the
+// api client's own HTTP timeout bounds it.
+func (c *ConsulIntentions) query(peer spiffeid.ID, call *intentionCall) {
+	res, err := c.client.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: c.target, ClientCertURI: peer.String()})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pending, peer)
+	defer close(call.done)
+	if err != nil {
+		call.err = fmt.Errorf("tlsid: consul intentions: %w", err)
+		return
+	}
+	e := intentionEntry{expires: c.opts.now().Add(c.opts.ttl)}
 	if !res.Authorized {
 		e.err = fmt.Errorf("%w: Consul intentions: %s", ErrUnauthorized, truncate(res.Reason))
 	}
-	c.mu.Lock()
 	if len(c.cache) >= maxIntentionsEntries {
 		clear(c.cache)
 	}
 	c.cache[peer] = e
-	c.mu.Unlock()
-	return e.err
+	call.err = e.err
 }

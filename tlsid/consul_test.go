@@ -8,7 +8,11 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"net"
+	"net/http"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -180,5 +184,91 @@ func TestConsulSourceAgentDown(t *testing.T) {
 	}
 	if _, err := NewConsulSource(ctx, agent.Client(), "alpha"); err == nil {
 		t.Fatal("a source was built with the agent down")
+	}
+}
+
+// TestConsulIntentionsSlowAgent stands a listener that accepts and never
+// answers in for a hung agent (a fault a live agent does not produce on
+// demand): requests stop waiting after the timeout, are refused as
+// undecided (not as unauthorized), and concurrent ones share one query.
+func TestConsulIntentionsSlowAgent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var accepted atomic.Int64
+	var conns sync.WaitGroup
+	stop := make(chan struct{})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			conns.Add(1)
+			go func() {
+				defer conns.Done()
+				defer c.Close()
+				<-stop
+			}()
+		}
+	}()
+	defer func() { ln.Close(); close(stop); conns.Wait() }()
+
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = ln.Addr().String()
+	cfg.HttpClient = &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	client, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ixn, err := NewConsulIntentions(client, "db", WithIntentionsTimeout(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := spiffeid.RequireFromString("spiffe://dc1.consul/ns/default/dc/dc1/svc/web")
+	var wg sync.WaitGroup
+	errs := make([]error, 8)
+	start := time.Now()
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = ixn.AuthorizeRequest(context.Background(), Request{Peer: peer})
+		}()
+	}
+	wg.Wait()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("requests waited %v for a hung agent", d)
+	}
+	for i, err := range errs {
+		if err == nil || errors.Is(err, ErrUnauthorized) || !strings.HasPrefix(err.Error(), "tlsid: ") {
+			t.Fatalf("request %d: %v, want an undecided error", i, err)
+		}
+	}
+	if n := accepted.Load(); n != 1 {
+		t.Fatalf("%d queries to the agent for one caller, want 1", n)
+	}
+	// A cancelled request stops waiting at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := ixn.AuthorizeRequest(ctx, Request{Peer: peer}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled request: %v", err)
+	}
+	// Wait for the shared query to give up (the HTTP timeout) so no
+	// goroutine outlives the test.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ixn.mu.Lock()
+		n := len(ixn.pending)
+		ixn.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the query never ended")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
