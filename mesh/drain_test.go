@@ -139,6 +139,16 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := drained.reg.Drain(ctx); err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
+	// Once Drain returns, the client's watcher has dropped the instance:
+	// it gets no new request, though its server still runs.
+	servedAtDrain := drained.served.Load()
+	afterDrain := instances[1].served.Load() + instances[2].served.Load()
+	drainWaitUntil(t, 10*time.Second, "load after the drain", func() bool {
+		return instances[1].served.Load()+instances[2].served.Load() > afterDrain+100
+	})
+	if n := drained.served.Load() - servedAtDrain; n != 0 {
+		t.Errorf("drained (still running) instance got %d requests after Drain returned", n)
+	}
 	if err := drained.srv.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
