@@ -139,6 +139,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := drained.reg.Drain(ctx); err != nil {
 		t.Fatalf("Drain: %v", err)
 	}
+	t.Logf("Drain took %v", time.Since(start))
 	// Once Drain returns, the client's watcher has dropped the instance:
 	// it gets no new request, though its server still runs.
 	servedAtDrain := drained.served.Load()
@@ -156,7 +157,6 @@ func TestDrainUnderLoad(t *testing.T) {
 		t.Fatalf("Serve after Shutdown: %v", err)
 	}
 	drained.serveErr <- http.ErrServerClosed // for the cleanup
-	t.Logf("drain and shutdown took %v", time.Since(start))
 	servedAtShutdown := drained.served.Load()
 
 	// The others keep serving.
