@@ -249,6 +249,29 @@ func TestResumptionAfterBundleChange(t *testing.T) {
 	}
 }
 
+// TestClientResumptionAfterBundleChange is the client side: a client
+// whose bundle changed refuses to resume a session with a server whose
+// certificate no longer chains to it.
+func TestClientResumptionAfterBundleChange(t *testing.T) {
+	ca1 := newTestCA(t, "example.org", nil)
+	ca2 := newTestCA(t, "example.org", nil)
+	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
+	csrc := newSwapSource(ca1.svid(t, "spiffe://example.org/client"), ca1.bundle())
+	s, c := configs(t, ssrc, csrc, AuthorizeAny(), AuthorizeAny())
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c.ServerName = "server.test"
+	if r := dial(t, s, c); r.clientErr != nil {
+		t.Fatal(r.clientErr)
+	}
+	if r := dial(t, s, c); r.clientErr != nil || !r.client.DidResume {
+		t.Fatalf("no resumption before the change (%v): the test would prove nothing", r.clientErr)
+	}
+	csrc.setBundles(ca2.bundle())
+	if r := dial(t, s, c); !errors.Is(r.clientErr, ErrUntrusted) {
+		t.Fatalf("client resumption after its bundle changed: %v, want ErrUntrusted", r.clientErr)
+	}
+}
+
 // TestRotationNextHandshake checks that a renewed SVID is presented from
 // the next handshake on.
 func TestRotationNextHandshake(t *testing.T) {
