@@ -262,14 +262,18 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 	if v == "" {
 		return 0, false
 	}
-	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
-		return time.Duration(s) * time.Second, true
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 {
+		// Clamp, so a huge value cannot overflow into a negative wait.
+		return time.Duration(min(s, maxRetryAfterSeconds)) * time.Second, true
 	}
 	if t, err := http.ParseTime(v); err == nil {
 		return max(time.Until(t), 0), true
 	}
 	return 0, false
 }
+
+// maxRetryAfterSeconds bounds a Retry-After wait (a year).
+const maxRetryAfterSeconds = 365 * 24 * 3600
 
 // discard drains a little of resp's body, so the connection can be
 // reused, and closes it.

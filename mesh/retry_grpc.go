@@ -209,7 +209,8 @@ func pushback(trailer metadata.MD) (time.Duration, bool) {
 		return 0, false
 	}
 	if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
-		return time.Duration(ms) * time.Millisecond, true
+		// Clamp, so a huge value cannot overflow into a negative wait.
+		return time.Duration(min(ms, maxRetryAfterSeconds*1000)) * time.Millisecond, true
 	}
 	return -1, true
 }
