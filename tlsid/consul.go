@@ -123,7 +123,9 @@ type ConsulSource struct {
 // NewConsulSource fetches the roots and the leaf certificate of service
 // from the agent of client, failing if either is unusable or ctx ends
 // first, then watches both until [ConsulSource.Close]. It reads
-// [WithConsulWait].
+// [WithConsulWait]. If client's HTTP client has a timeout, it must exceed
+// the wait plus the wait/16 of jitter Consul adds (api.DefaultConfig has
+// none).
 func NewConsulSource(ctx context.Context, client *api.Client, service string, opts ...ConsulOption) (*ConsulSource, error) {
 	if client == nil {
 		return nil, errors.New("tlsid: consul source: nil client")
