@@ -27,10 +27,12 @@ vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
 	cd benchmarks && $(GO) vet ./...
+	cd examples/observability && $(GO) vet ./...
 
 unit:
 	$(GO) test -race -count=1 -timeout 20m ./...
 	cd benchmarks && $(GO) test -race -count=1 -timeout 20m ./...
+	cd examples/observability && $(GO) test -race -count=1 -timeout 5m ./...
 
 ## examples: run every example to completion, each with a time bound.
 examples:
@@ -38,6 +40,7 @@ examples:
 	timeout 60 $(GO) run ./examples/grpc
 	timeout 120 $(GO) run ./examples/consul
 	timeout 60 $(GO) run ./examples/resilience
+	cd examples/observability && timeout 60 $(GO) run .
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -61,6 +62,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		}
 		c.cfg.authorize = a
 	}
+	observeIdentity(c.cfg.telemetry, c.cfg.identity)
 	empty := map[string]*cluster{}
 	c.clusters.Store(&empty)
 	return c, nil
@@ -90,7 +92,8 @@ type cluster struct {
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]
 	stop      func()
-	guard     *guard // breakers, budget, rate limit, retry and hedge policies
+	guard     *guard                 // breakers, budget, rate limit, retry and hedge policies
+	tel       *telemetry.Destination // nil: no telemetry (telemetry.go)
 }
 
 func (cl *cluster) update(u discovery.Update) {
@@ -98,6 +101,7 @@ func (cl *cluster) update(u discovery.Update) {
 		cl.guard.breakers.Update(u.Endpoints)
 	}
 	cl.balancer.Update(u.Endpoints)
+	observeUpdate(cl.tel.Telemetry(), cl.service, u)
 	cl.status.Store(&u)
 	cl.readyOnce.Do(func() { close(cl.ready) })
 }
@@ -143,6 +147,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		ready:    make(chan struct{}),
 		scheme:   "http",
 		guard:    newGuard(service, &c.cfg.resilience),
+		tel:      c.cfg.telemetry.Destination(service, policyName(policy)),
 	}
 	tlsConfig, err := c.tlsConfig(service)
 	if err != nil {
@@ -165,6 +170,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		return nil, fmt.Errorf("mesh: watch %q: %w", service, err)
 	}
 	cl.stop = stop
+	c.observeCluster(cl)
 	return cl, nil
 }
 
@@ -180,7 +186,7 @@ func (c *Client) tlsConfig(service string) (*tls.Config, error) {
 			authorize = a
 		}
 	}
-	cfg, err := tlsid.ClientConfig(c.cfg.identity, authorize)
+	cfg, err := tlsid.ClientConfig(c.cfg.identity, observeAuthorizer(c.cfg.telemetry, telemetry.Client, authorize))
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %q: %w", service, err)
 	}
@@ -219,7 +225,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		closeBody(r)
 		return nil, err
 	}
-	return cl.call(r)
+	return cl.tracedCall(r)
 }
 
 func closeBody(r *http.Request) {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -66,10 +67,12 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	if c.cfg.policy != nil {
 		policy = c.cfg.policy(service)
 	}
-	gc := &grpcCluster{service: service, balancer: balancer.New(policy), guard: newGuard(service, &c.cfg.resilience)}
+	gc := &grpcCluster{service: service, balancer: balancer.New(policy), guard: newGuard(service, &c.cfg.resilience),
+		tel: c.cfg.telemetry.Destination(service, policyName(policy))}
 	all := append([]grpc.DialOption{
 		grpc.WithResolvers(&grpcResolverBuilder{watcher: c.cfg.watcher, cluster: gc}),
-		grpc.WithChainUnaryInterceptor(gc.unary),
+		grpc.WithChainUnaryInterceptor(gc.unaryChain()...),
+		gc.streamChain(),
 		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"` + GRPCBalancerName + `":{}}]}`),
 		grpc.WithTransportCredentials(creds),
 	}, opts...)
@@ -85,7 +88,8 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 type grpcCluster struct {
 	service  string
 	balancer *balancer.Balancer
-	guard    *guard // breakers, budget, rate limit, retry and hedge policies
+	guard    *guard                 // breakers, budget, rate limit, retry and hedge policies
+	tel      *telemetry.Destination // nil: no telemetry (telemetry.go)
 
 	mu     sync.Mutex
 	byAddr map[string]discovery.Endpoint
@@ -225,6 +229,7 @@ func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 		}
 		out = append(out, grpc.Creds(credentials.NewTLS(tlsConfig)))
 	}
+	out = append(out, telemetryGRPCServerOptions(&cfg)...)
 	out = append(out, accessGRPCOptions(&cfg)...)
 	out = append(out, protectGRPCOptions(&cfg)...)
 	return out, nil

@@ -5,6 +5,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -28,7 +29,8 @@ type clientConfig struct {
 	serviceAuthorize func(service string) tlsid.Authorizer
 	policy           func(service string) balancer.Policy
 	logger           *slog.Logger
-	resilience       resilienceConfig // retries, hedging, breakers, rate limits (resilience.go)
+	resilience       resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
+	telemetry        *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
 type serverConfig struct {
@@ -36,7 +38,8 @@ type serverConfig struct {
 	identity  tlsid.Source
 	authorize tlsid.Authorizer
 	logger    *slog.Logger
-	access    *accessConfig // request policies, see access.go
+	access    *accessConfig        // request policies, see access.go
+	telemetry *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
 type clientOptionFunc func(*clientConfig)

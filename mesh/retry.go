@@ -150,7 +150,7 @@ func (cl *cluster) send(ctx context.Context, r *http.Request, ep *balancer.Endpo
 	}
 	a.ep = ep
 	run := func() breaker.Result {
-		a.resp, a.err = cl.transport.RoundTrip(&out)
+		a.resp, a.err = cl.roundTrip(&out, ep)
 		a.result = g.classifyHTTP(ctx, a.resp, a.err)
 		return a.result
 	}

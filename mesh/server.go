@@ -13,6 +13,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -42,7 +43,7 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.http = &http.Server{
-		Handler:           accessHandler(protectHandler(h, &cfg), &cfg),
+		Handler:           cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),
@@ -81,6 +82,8 @@ func newServerConfig(opts []ServerOption) (serverConfig, error) {
 		}
 		cfg.authorize = a
 	}
+	observeIdentity(cfg.telemetry, cfg.identity)
+	cfg.authorize = observeAuthorizer(cfg.telemetry, telemetry.Server, cfg.authorize)
 	return cfg, nil
 }
 

@@ -1,0 +1,218 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"unicode"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/tlsid"
+)
+
+// WithTelemetry records the calls of a client or server with t: spans and
+// RED metrics for every HTTP request and gRPC call (a call span with one
+// child span per attempt on clients, a server span continuing the
+// caller's trace on servers), and mesh events — breaker state changes,
+// discovery errors, endpoint counts, rate-limit and shed rejections,
+// authorization denials, certificate expiry — as metrics, span events and
+// log records (see package telemetry). Without it nothing is recorded and
+// the call path allocates nothing for telemetry. A nil t is ignored.
+func WithTelemetry(t *telemetry.Telemetry) Option {
+	return sharedOption{
+		client: func(c *clientConfig) {
+			if t != nil {
+				c.telemetry = t
+			}
+		},
+		server: func(c *serverConfig) {
+			if t != nil {
+				c.telemetry = t
+			}
+		},
+	}
+}
+
+// policyName is the name of a balancing policy as recorded in
+// weft.balancer.policy: its type name in snake case ("round_robin").
+func policyName(p balancer.Policy) string {
+	if p == nil {
+		return "round_robin"
+	}
+	name := fmt.Sprintf("%T", p)
+	if i := strings.LastIndexByte(name, '.'); i >= 0 {
+		name = name[i+1:]
+	}
+	var b strings.Builder
+	for i, r := range name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte('_')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// observeCluster subscribes the telemetry of cl's destination to its
+// breakers' state changes, until cl is stopped.
+func (c *Client) observeCluster(cl *cluster) {
+	t := c.cfg.telemetry
+	if t == nil || cl.guard == nil || cl.guard.breakers == nil {
+		return
+	}
+	cancel := cl.guard.breakers.Subscribe(func(sc breaker.StateChange) {
+		t.BreakerChanged(context.Background(), sc.Service, sc.Name, sc.From.String(), sc.To.String())
+	})
+	stop := cl.stop
+	cl.stop = func() {
+		cancel()
+		stop()
+	}
+}
+
+// observeUpdate records a discovery update of service: the endpoint
+// count, or the error.
+func observeUpdate(t *telemetry.Telemetry, service string, u discovery.Update) {
+	if t == nil {
+		return
+	}
+	if u.Err != nil {
+		t.DiscoveryError(context.Background(), service, u.Err)
+		return
+	}
+	t.EndpointCounts(service, len(u.Endpoints), 0)
+}
+
+// observeAuthorizer returns authorize, counting and logging the peers it
+// refuses on side; authorize itself without telemetry.
+func observeAuthorizer(t *telemetry.Telemetry, side telemetry.Side, authorize tlsid.Authorizer) tlsid.Authorizer {
+	if t == nil || authorize == nil {
+		return authorize
+	}
+	return func(id spiffeid.ID) error {
+		err := authorize(id)
+		if err != nil {
+			t.AuthorizationDenied(context.Background(), side, id.String(), err)
+		}
+		return err
+	}
+}
+
+// observeIdentity reports the expiry of src's SVIDs through t.
+func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) {
+	if t != nil && src != nil {
+		t.ObserveSVIDs(src)
+	}
+}
+
+// tracedCall is [cluster.call] inside a call span: the logical call, with
+// each attempt a child span (see [cluster.roundTrip]).
+func (cl *cluster) tracedCall(r *http.Request) (*http.Response, error) {
+	if cl.tel == nil {
+		return cl.call(r)
+	}
+	ctx, call := cl.tel.StartHTTP(r.Context(), r)
+	resp, err := cl.call(r.WithContext(ctx))
+	call.EndHTTP(resp, err)
+	observeRejection(cl.tel, ctx, err)
+	return resp, err
+}
+
+// observeRejection records a call the client refused to make.
+func observeRejection(d *telemetry.Destination, ctx context.Context, err error) {
+	if err == nil {
+		return
+	}
+	t := d.Telemetry()
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		t.Rejected(ctx, telemetry.Client, d.Service(), telemetry.RateLimited)
+	case errors.Is(err, ErrCircuitOpen):
+		t.Rejected(ctx, telemetry.Client, d.Service(), telemetry.CircuitOpen)
+	}
+}
+
+// roundTrip sends one attempt, out, to ep: inside an attempt span that
+// carries its trace context to the server, when telemetry is on.
+func (cl *cluster) roundTrip(out *http.Request, ep *balancer.Endpoint) (*http.Response, error) {
+	if cl.tel == nil {
+		return cl.transport.RoundTrip(out)
+	}
+	ctx, att := cl.tel.CallOf(out.Context()).StartAttempt(out.Context(), out)
+	att.SetEndpoint(ep.ID, ep.Addr)
+	if br := cl.guard.breakers.Get(ep.ID); br != nil {
+		att.SetBreakerState(br.State().String())
+	}
+	traced := out.WithContext(ctx)
+	traced.Header = out.Header.Clone()
+	if traced.Header == nil {
+		traced.Header = make(http.Header, 2)
+	}
+	att.InjectHTTP(traced.Header)
+	resp, err := cl.transport.RoundTrip(traced)
+	att.EndHTTP(resp, err)
+	return resp, err
+}
+
+// unaryChain returns the unary client interceptors of a gRPC connection:
+// weft's call interceptor, inside the call span and around the attempt
+// spans when telemetry is on.
+func (gc *grpcCluster) unaryChain() []grpc.UnaryClientInterceptor {
+	if gc.tel == nil {
+		return []grpc.UnaryClientInterceptor{gc.unary}
+	}
+	call := gc.tel.UnaryCallInterceptor()
+	traced := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		err := call(ctx, method, req, reply, cc, invoker, opts...)
+		observeRejection(gc.tel, ctx, err)
+		return err
+	}
+	return []grpc.UnaryClientInterceptor{traced, gc.unary, gc.tel.UnaryAttemptInterceptor(gc.annotate)}
+}
+
+// streamChain returns the stream client interceptor of telemetry, or no
+// option.
+func (gc *grpcCluster) streamChain() grpc.DialOption {
+	if gc.tel == nil {
+		return grpc.EmptyDialOption{}
+	}
+	return grpc.WithChainStreamInterceptor(gc.tel.StreamInterceptor())
+}
+
+// annotate records on a gRPC attempt the endpoint weft pinned it to and
+// that endpoint's breaker state.
+func (gc *grpcCluster) annotate(ctx context.Context, a *telemetry.Attempt) {
+	pin, ok := ctx.Value(pinKey{}).(*grpcPin)
+	if !ok {
+		return
+	}
+	a.SetEndpoint(pin.ep.ID, pin.ep.Addr)
+	if br := gc.guard.breakers.Get(pin.ep.ID); br != nil {
+		a.SetBreakerState(br.State().String())
+	}
+}
+
+// telemetryGRPCServerOptions returns the interceptors that record served
+// gRPC calls, none without telemetry. They come first, so calls refused
+// by access policies or limits are recorded too.
+func telemetryGRPCServerOptions(c *serverConfig) []grpc.ServerOption {
+	t := c.telemetry
+	if t == nil {
+		return nil
+	}
+	return []grpc.ServerOption{
+		grpc.ChainUnaryInterceptor(t.UnaryServerInterceptor(PeerID)),
+		grpc.ChainStreamInterceptor(t.StreamServerInterceptor(PeerID)),
+	}
+}
