@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime"
 	"slices"
 	"sync"
@@ -18,18 +19,21 @@ import (
 // BenchmarkConsulPropagation measures the time from a registration (or a
 // deregistration) returning to a subscriber getting the new set, against a
 // real agent. It reports the median, p99 and worst. Back-to-back changes
-// meet the watch's rate limit (10 queries/s by default, burst 2), so the
-// "rate=100" case shows what is left without it.
+// meet the watch's rate limit (10 queries/s by default, burst 2); the
+// "spaced" case leaves 250 ms between changes, as real changes usually
+// are, and "rate=100" shows what is left with a looser limit.
 //
 //	go test -run '^$' -bench ConsulPropagation -benchtime 200x ./discovery/
 func BenchmarkConsulPropagation(b *testing.B) {
 	a := consultest.Start(b)
 	for _, bc := range []struct {
-		name string
-		opts []ConsulOption
+		name  string
+		opts  []ConsulOption
+		space time.Duration // pause between changes
 	}{
-		{"rate=default", nil},
-		{"rate=100", []ConsulOption{WithRate(rate.Limit(100))}},
+		{"rate=default/back-to-back", nil, 0},
+		{"rate=default/spaced", nil, 250 * time.Millisecond},
+		{"rate=100/back-to-back", []ConsulOption{WithRate(rate.Limit(100))}, 0},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			svc := "bench-prop-" + bc.name
@@ -47,16 +51,26 @@ func BenchmarkConsulPropagation(b *testing.B) {
 				register(b, c, &api.AgentServiceRegistration{ID: id, Name: svc, Address: "127.0.0.1", Port: 1000 + i%1000})
 				_, at := r.waitFor(b, 10*time.Second, "registration", hasIDs(id))
 				lat = append(lat, at.Sub(start))
+				pause(bc.space)
 				start = time.Now()
 				if err := c.Agent().ServiceDeregister(id); err != nil {
 					b.Fatal(err)
 				}
 				_, at = r.waitFor(b, 10*time.Second, "deregistration", hasIDs())
 				lat = append(lat, at.Sub(start))
+				pause(bc.space)
 			}
 			b.StopTimer()
 			reportLatencies(b, lat)
 		})
+	}
+}
+
+// pause spaces changes out, so the watch's token bucket refills: the
+// shape of the workload, not a wait for state.
+func pause(d time.Duration) {
+	if d > 0 {
+		time.Sleep(d)
 	}
 }
 
@@ -145,5 +159,28 @@ func BenchmarkConsulWatchMemory(b *testing.B) {
 			s()
 		}
 		cfg.Transport.CloseIdleConnections()
+	}
+}
+
+// BenchmarkConsulEndpoints measures the conversion of one Consul answer
+// (50 instances) into a set, done on every change of a watched service.
+//
+//	go test -run '^$' -bench ConsulEndpoints ./discovery/
+func BenchmarkConsulEndpoints(b *testing.B) {
+	w := &Consul{cfg: consulConfig{passingOnly: true, zoneKey: "zone"}}
+	entries := make([]*api.ServiceEntry, 50)
+	for i := range entries {
+		entries[i] = &api.ServiceEntry{
+			Node: &api.Node{Address: "10.0.0.1", Meta: map[string]string{"zone": "a"}},
+			Service: &api.AgentService{ID: fmt.Sprintf("i%d", i), Address: fmt.Sprintf("10.0.1.%d", i), Port: 8080,
+				Tags: []string{"v2"}, Meta: map[string]string{"version": "2"}, Weights: api.AgentWeights{Passing: 1}},
+		}
+	}
+	log := slog.New(slog.DiscardHandler)
+	b.ReportAllocs()
+	for b.Loop() {
+		if set := w.endpoints(log, entries); len(set) != 50 {
+			b.Fatal(len(set))
+		}
 	}
 }
