@@ -701,4 +701,125 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 	}
 }
 
-var _ = context.Background
+// TestClientRateLimit: fail fast once the burst is spent (no I/O), or wait
+// for a token within the caller's deadline.
+func TestClientRateLimit(t *testing.T) {
+	env := newTestEnv(t, 0)
+	s := startResServer(t, env, "rl-1")
+	publishServers(t, env, "rl", s)
+	t0 := time.Unix(1_700_000_000, 0)
+	c := env.client(WithClock(func() time.Time { return t0 }), WithRateLimit(func(service string) *ClientRateLimit {
+		if service != "rl" {
+			return nil
+		}
+		return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 1, Burst: 2}}
+	}))
+	hc := c.HTTPClient()
+	for i := 0; i < 2; i++ {
+		if code, _, err := call(t, hc, "GET", "http://rl/", "", nil); err != nil || code != 200 {
+			t.Fatalf("call %d: %d %v", i, code, err)
+		}
+	}
+	_, _, err := call(t, hc, "GET", "http://rl/", "", nil)
+	if !errors.Is(err, ErrRateLimited) || !errors.Is(err, breaker.ErrRateLimited) {
+		t.Fatalf("over the limit: %v, want ErrRateLimited", err)
+	}
+	if n := s.requests.Load(); n != 2 {
+		t.Fatalf("server saw %d requests, want 2", n)
+	}
+
+	// Waiting: 20/s, burst 1. The second call waits about 50 ms for its
+	// token; with a 10 ms deadline it fails at once instead.
+	w := env.client(WithRateLimit(func(string) *ClientRateLimit {
+		return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 20, Burst: 1}, Wait: true}
+	}))
+	hw := w.HTTPClient()
+	if code, _, err := call(t, hw, "GET", "http://rl/", "", nil); code != 200 {
+		t.Fatalf("first: %d %v", code, err)
+	}
+	start := time.Now()
+	if code, _, err := call(t, hw, "GET", "http://rl/", "", nil); code != 200 {
+		t.Fatalf("second: %d %v", code, err)
+	}
+	if took := time.Since(start); took < 30*time.Millisecond {
+		t.Fatalf("second call took %v: it did not wait for a token", took)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://rl/", nil)
+	start = time.Now()
+	if _, err := hw.Do(req); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("short deadline: %v, want ErrRateLimited", err)
+	}
+	if took := time.Since(start); took > 8*time.Millisecond {
+		t.Logf("note: refusal took %v", took)
+	}
+}
+
+// TestDeadlinesBoundAttempts: no retry starts with less than MinRemaining
+// before the caller's deadline; a per-try timeout ends a stalled attempt
+// and the retry goes to another endpoint.
+func TestDeadlinesBoundAttempts(t *testing.T) {
+	env := newTestEnv(t, 0)
+	failing := startResServer(t, env, "failing")
+	failing.failAll.Store(true)
+	publishServers(t, env, "dl", failing)
+	c := env.client(WithRetry(RetryPolicy{Backoff: time.Millisecond, MinRemaining: time.Second}))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://dl/", nil)
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || failing.requests.Load() != 1 {
+		t.Fatalf("%d after %d attempts, want 503 after 1 (less than MinRemaining left)", resp.StatusCode, failing.requests.Load())
+	}
+
+	stall, fast := startResServer(t, env, "stall"), startResServer(t, env, "fast")
+	stall.stallAll.Store(true)
+	publishServers(t, env, "pertry", stall, fast)
+	pc := env.client(
+		WithBalancer(func(string) balancer.Policy { return firstPolicy{} }),
+		WithRetry(RetryPolicy{Backoff: time.Millisecond, PerTryTimeout: 100 * time.Millisecond}),
+	)
+	start := time.Now()
+	code, body, err := call(t, pc.HTTPClient(), "GET", "http://pertry/", "", nil)
+	if err != nil || code != 200 || !strings.HasPrefix(body, "fast") {
+		t.Fatalf("per-try timeout: %d %q %v", code, body, err)
+	}
+	if took := time.Since(start); took < 100*time.Millisecond {
+		t.Fatalf("answered in %v, before the per-try timeout", took)
+	}
+	poll(t, "the timed-out attempt's cancellation", func() bool { return stall.cancelled.Load() == 1 })
+}
+
+// TestRetryBodyCap: a body over the cap is not replayed, so a POST refused
+// at connect with a large body is not retried.
+func TestRetryBodyCap(t *testing.T) {
+	env := newTestEnv(t, 0)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refusing := ln.Addr().String()
+	ln.Close()
+	good := startResServer(t, env, "good")
+	if err := env.discovery.Set("cap", discovery.Endpoint{ID: "refusing", Addr: refusing}, discovery.Endpoint{ID: "good", Addr: good.addr}); err != nil {
+		t.Fatal(err)
+	}
+	c := env.client(
+		WithBalancer(func(string) balancer.Policy { return firstPolicy{} }),
+		WithRetry(RetryPolicy{Backoff: time.Millisecond, MaxBodyBytes: 16}),
+	)
+	if code, _, err := call(t, c.HTTPClient(), "POST", "http://cap/", "", []byte("small")); err != nil || code != 200 {
+		t.Fatalf("small body: %d %v", code, err)
+	}
+	if _, _, err := call(t, c.HTTPClient(), "POST", "http://cap/", "", bytes.Repeat([]byte("x"), 17)); err == nil || !isDialError(err) {
+		t.Fatalf("large body: %v, want the connection refusal", err)
+	}
+	if n := good.requests.Load(); n != 1 {
+		t.Fatalf("good server saw %d requests, want 1", n)
+	}
+}
