@@ -38,13 +38,13 @@ func grpcPaths(tb testing.TB, srv *serverProc, sc *sidecars, skip string) []path
 		{name: "mtls", do: call(dial("passthrough:///"+srv.addr(tb, "grpc-mtls"), mtlsCreds)), cpu: server},
 	}
 	for _, v := range weftVariants() {
-		c := newWeftClient(tb, "bench-grpc", srv.addr(tb, "grpc-weft"), v)
+		c, check := newWeftClient(tb, "bench-grpc", srv.addr(tb, v.listener("grpc")), v)
 		cc, err := c.DialGRPC("bench-grpc")
 		if err != nil {
 			tb.Fatal(err)
 		}
 		tb.Cleanup(func() { _ = cc.Close() })
-		paths = append(paths, path{name: v.name, do: call(cc), cpu: server})
+		paths = append(paths, path{name: v.name, do: call(cc), cpu: server, check: check})
 	}
 	if sc == nil {
 		return append(paths, path{name: "haproxy-1hop", skip: skip}, path{name: "haproxy-2hop", skip: skip})

@@ -18,6 +18,8 @@ type path struct {
 	skip string
 	// cpu lists the processes besides this one whose CPU the call costs.
 	cpu []cpuSource
+	// check, when not nil, is called by TestPaths after the calls.
+	check func() error
 }
 
 // httpTransport is the client transport of the bare rows: pooled
@@ -45,8 +47,8 @@ func httpPaths(tb testing.TB, srv *serverProc, sc *sidecars, skip string) []path
 		{name: "mtls", do: get(mtls, "https://"+srv.addr(tb, "http-mtls")+"/"), cpu: server},
 	}
 	for _, v := range weftVariants() {
-		c := newWeftClient(tb, "bench", srv.addr(tb, "http-weft"), v)
-		paths = append(paths, path{name: v.name, do: get(c.HTTPClient(), "http://bench/"), cpu: server})
+		c, check := newWeftClient(tb, "bench", srv.addr(tb, v.listener("http")), v)
+		paths = append(paths, path{name: v.name, do: get(c.HTTPClient(), "http://bench/"), cpu: server, check: check})
 	}
 	if sc == nil {
 		paths = append(paths, path{name: "haproxy-1hop", skip: skip}, path{name: "haproxy-2hop", skip: skip})
@@ -145,6 +147,11 @@ func TestPaths(t *testing.T) {
 				for range 3 {
 					if err := p.do(ctx); err != nil {
 						t.Fatal(err)
+					}
+				}
+				if p.check != nil {
+					if err := p.check(); err != nil {
+						t.Error(err)
 					}
 				}
 			})

@@ -1,8 +1,9 @@
 // Command benchserver is the server side of weft's comparison benchmarks,
 // run as its own OS process as a real peer would be. It serves the same
 // 64-byte HTTP answer and the demo gRPC method on one listener per row
-// (plaintext, bare mutual TLS, weft), all on 127.0.0.1 with free ports,
-// and prints their addresses as one JSON line on stdout.
+// (plaintext, bare mutual TLS, weft, weft with telemetry), all on
+// 127.0.0.1 with free ports, and prints their addresses as one JSON line
+// on stdout.
 //
 // It is driven over stdin, one command per line: "cpu" prints the CPU
 // time (user + system, in nanoseconds) the process has used so far; end
@@ -13,6 +14,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -21,14 +23,17 @@ import (
 	"os"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/weftmesh/weft/benchmarks/internal/otelmem"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/tlsid"
@@ -102,26 +107,48 @@ func run(dir, trustDomain string) error {
 		}
 		closers = append(closers, func() { _ = hs.Close() })
 	}
-	ws, err := mesh.NewServer(handler, mesh.WithIdentity(src))
+	// weft servers, without telemetry and with it (sampling as the
+	// caller's trace says, spans to an in-memory exporter).
+	otel, err := otelmem.New(sdktrace.ParentBased(sdktrace.AlwaysSample()))
 	if err != nil {
 		return err
 	}
-	ln, err := listen("http-weft")
-	if err != nil {
-		return err
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = otel.Shutdown(ctx)
+	}()
+	withOtel := mesh.WithTelemetry(otel.Telemetry)
+	for name, opts := range map[string][]mesh.ServerOption{
+		"http-weft":      {mesh.WithIdentity(src)},
+		"http-weft-otel": {mesh.WithIdentity(src), withOtel},
+	} {
+		ws, err := mesh.NewServer(handler, opts...)
+		if err != nil {
+			return err
+		}
+		ln, err := listen(name)
+		if err != nil {
+			return err
+		}
+		go func() { _ = ws.Serve(ln) }()
+		closers = append(closers, func() { _ = ws.Close() })
 	}
-	go func() { _ = ws.Serve(ln) }()
-	closers = append(closers, func() { _ = ws.Close() })
 
 	// gRPC rows.
 	weftOpts, err := mesh.GRPCServerOptions(mesh.WithIdentity(src))
 	if err != nil {
 		return err
 	}
+	weftOtelOpts, err := mesh.GRPCServerOptions(mesh.WithIdentity(src), withOtel)
+	if err != nil {
+		return err
+	}
 	for name, opts := range map[string][]grpc.ServerOption{
-		"grpc-plain": nil,
-		"grpc-mtls":  {grpc.Creds(credentials.NewTLS(bareTLS))},
-		"grpc-weft":  weftOpts,
+		"grpc-plain":     nil,
+		"grpc-mtls":      {grpc.Creds(credentials.NewTLS(bareTLS))},
+		"grpc-weft":      weftOpts,
+		"grpc-weft-otel": weftOtelOpts,
 	} {
 		ln, err := listen(name)
 		if err != nil {
