@@ -190,6 +190,15 @@ func testConsulTagsFilterWarning(t *testing.T, a *consultest.Agent) {
 		}
 	}
 
+	r, _ = watch(t, newConsul(t, a.Config(), WithDatacenter("dc1"), WithStale(false)), svc)
+	r.waitFor(t, 5*time.Second, "own datacenter, consistent reads", hasIDs("t-a", "t-b"))
+
+	r, _ = watch(t, newConsul(t, a.Config(), WithDatacenter("nowhere")), svc)
+	u, _ = r.waitFor(t, 5*time.Second, "error for an unknown datacenter", func(u Update) bool { return u.Err != nil })
+	if !errors.Is(u.Err, ErrConsul) || !strings.Contains(u.Err.Error(), "datacenter") {
+		t.Errorf("unknown datacenter: %+v", u)
+	}
+
 	r, _ = watch(t, newConsul(t, a.Config(), WithFilter(`this is not ( an expression`)), svc)
 	u, _ = r.waitFor(t, 5*time.Second, "error for a bad filter", func(u Update) bool { return u.Err != nil })
 	if !errors.Is(u.Err, ErrConsul) || len(u.Endpoints) != 0 {

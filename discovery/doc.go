@@ -7,4 +7,12 @@
 //
 // [Static] is a Watcher whose sets are given by the program and can be
 // changed at run time; it needs no outside service.
+//
+// [Consul] watches a service's healthy instances with Consul's blocking
+// queries, one watch per service shared by every subscriber; when the
+// agent fails it keeps the last good set and reports the error in
+// [Update.Err] and [Consul.Status]. [Register] announces this process in
+// Consul with an HTTP, gRPC or TTL check, and [Registration.Drain] takes
+// it out of service gracefully. [DNS] reads SRV records through any
+// [net.Resolver] (Consul DNS, Kubernetes headless services).
 package discovery

@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"io"
+	"log/slog"
 	"net/http"
 	"sync"
 	"testing"
@@ -105,3 +107,5 @@ func hasIDs(want ...string) func(Update) bool {
 // noKeepAlive is the transport of the tests' counting wrappers: no idle
 // connection (and its goroutines) outlives a test.
 var noKeepAlive = &http.Transport{DisableKeepAlives: true}
+
+func newTextLogger(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
