@@ -1,6 +1,8 @@
 package tlsid
 
 import (
+	"bytes"
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -38,8 +40,10 @@ var (
 // The SVID is read through GetCertificate and the peer verified in
 // VerifyConnection on every handshake, resumed ones included, so a new
 // SVID is presented from the next handshake on and a session resumed
-// after a bundle change is verified against the new bundle (and refused
-// when its certificate no longer chains to it).
+// after a bundle change is verified against the new bundle. Beyond that,
+// session tickets are tied to the bundle they were issued under: after a
+// bundle change the server ignores older tickets, so the client makes a
+// full handshake with its current SVID rather than failing.
 //
 // A client that sends no certificate fails the handshake with
 // [ErrNoPeerID]. The only options read are [WithClock].
@@ -48,13 +52,58 @@ func ServerConfig(src Source, authorize Authorizer, opts ...ConfigOption) (*tls.
 		return nil, fmt.Errorf("tlsid: server config: %w", ErrNilSource)
 	}
 	p := newPeerVerifier(src, authorize, opts)
-	return &tls.Config{
+	cfg := &tls.Config{
 		MinVersion:       tls.VersionTLS13,
 		ClientAuth:       tls.RequestClientCert, // verified in VerifyConnection
 		GetCertificate:   func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return p.certificate() },
 		VerifyConnection: p.verifyConnection,
 		Time:             p.now,
-	}, nil
+	}
+	// Session tickets carry the fingerprint of the bundle the client was
+	// verified against; a ticket from another bundle is ignored, so the
+	// client falls back to a full handshake (and presents its current
+	// SVID) instead of failing. The ticket keys are those of cfg itself,
+	// so the callbacks work on clones (net/http clones the config).
+	cfg.WrapSession = func(cs tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+		if len(cs.PeerCertificates) > 0 {
+			if id, err := peerIDFromCert(cs.PeerCertificates[0]); err == nil {
+				ss.Extra = append(ss.Extra, p.bundleTag(id.TrustDomain()))
+			}
+		}
+		return cfg.EncryptTicket(cs, ss)
+	}
+	cfg.UnwrapSession = func(identity []byte, cs tls.ConnectionState) (*tls.SessionState, error) {
+		ss, err := cfg.DecryptTicket(identity, cs)
+		if err != nil || ss == nil || len(ss.Extra) == 0 {
+			return nil, err
+		}
+		tag := ss.Extra[len(ss.Extra)-1]
+		name, _, ok := bytes.Cut(tag, []byte{0})
+		if !ok {
+			return nil, nil
+		}
+		td, err := spiffeid.TrustDomainFromString(string(name))
+		if err != nil || !bytes.Equal(tag, p.bundleTag(td)) {
+			return nil, nil // another bundle: full handshake
+		}
+		return ss, nil
+	}
+	return cfg, nil
+}
+
+// bundleTag names the current bundle of td: the trust domain, a zero
+// byte and the SHA-256 of its roots. Sessions are tied to it.
+func (p *peerVerifier) bundleTag(td spiffeid.TrustDomain) []byte {
+	tag := append([]byte(td.Name()), 0)
+	b, err := p.src.GetX509BundleForTrustDomain(td)
+	if err != nil || b == nil {
+		return tag
+	}
+	h := sha256.New()
+	for _, c := range b.X509Authorities() {
+		h.Write(c.Raw)
+	}
+	return h.Sum(tag)
 }
 
 // ClientConfig returns a TLS 1.3 client configuration that presents the
@@ -65,6 +114,13 @@ func ServerConfig(src Source, authorize Authorizer, opts ...ConfigOption) (*tls.
 // Host names are not checked: the server's identity is its SPIFFE ID.
 // As with [ServerConfig], the SVID is read and the peer verified on every
 // handshake, resumed ones included.
+//
+// The config has no ClientSessionCache, so the client does not resume
+// sessions. If you set one, know that crypto/tls skips its own freshness
+// check of a cached server certificate when it does not verify chains
+// itself: a session outliving the server's SVID, or one from before a
+// bundle change, is then refused by the verification (the handshake
+// fails) rather than replaced by a full handshake.
 func ClientConfig(src Source, authorize Authorizer, opts ...ConfigOption) (*tls.Config, error) {
 	if src == nil {
 		return nil, fmt.Errorf("tlsid: client config: %w", ErrNilSource)

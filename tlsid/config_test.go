@@ -2,7 +2,9 @@ package tlsid
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync/atomic"
@@ -246,6 +248,65 @@ func TestResumptionAfterBundleChange(t *testing.T) {
 	}
 	if third.got == "hello" {
 		t.Fatal("the client got data over a session the server should have refused")
+	}
+}
+
+// TestBundleChangeForcesFullHandshake checks that session tickets are
+// tied to the bundle: after a change that still trusts the client, the
+// next connection makes a full handshake instead of resuming.
+func TestBundleChangeForcesFullHandshake(t *testing.T) {
+	ca1 := newTestCA(t, "example.org", nil)
+	ca2 := newTestCA(t, "example.org", nil)
+	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
+	csrc := newSwapSource(ca1.svid(t, "spiffe://example.org/client"), ca1.bundle())
+	s, c := configs(t, ssrc, csrc, AuthorizeAny(), AuthorizeAny())
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c.ServerName = "server.test"
+	dial(t, s, c)
+	if r := dial(t, s, c); r.serverErr != nil || !r.server.DidResume {
+		t.Fatalf("no resumption before the change (%v): the test would prove nothing", r.serverErr)
+	}
+	ssrc.setBundles(x509bundle.FromX509Authorities(ca1.td, []*x509.Certificate{ca1.cert, ca2.cert}))
+	r := dial(t, s, c)
+	if r.serverErr != nil || r.clientErr != nil {
+		t.Fatalf("after the change: server %v, client %v", r.serverErr, r.clientErr)
+	}
+	if r.server.DidResume {
+		t.Fatal("a session from the old bundle was resumed")
+	}
+	if r := dial(t, s, c); !r.server.DidResume {
+		t.Fatal("no resumption under the new bundle")
+	}
+}
+
+// TestResumedSessionReauthorized checks that the authorizer runs again on
+// a resumed session, so a peer refused since its first connection cannot
+// resume its way back in.
+func TestResumedSessionReauthorized(t *testing.T) {
+	ca := newTestCA(t, "example.org", nil)
+	ssrc := newSwapSource(ca.svid(t, "spiffe://example.org/server"), ca.bundle())
+	csrc := newSwapSource(ca.svid(t, "spiffe://example.org/client"), ca.bundle())
+	var allow atomic.Bool
+	var calls atomic.Int64
+	allow.Store(true)
+	authz := func(id spiffeid.ID) error {
+		calls.Add(1)
+		if allow.Load() {
+			return nil
+		}
+		return fmt.Errorf("%w: revoked", ErrUnauthorized)
+	}
+	s, c := configs(t, ssrc, csrc, authz, AuthorizeAny())
+	c.ClientSessionCache = tls.NewLRUClientSessionCache(4)
+	c.ServerName = "server.test"
+	dial(t, s, c)
+	before := calls.Load()
+	if r := dial(t, s, c); r.serverErr != nil || !r.server.DidResume || calls.Load() != before+1 {
+		t.Fatalf("resumed: %v, authorizer calls %d → %d", r.serverErr, before, calls.Load())
+	}
+	allow.Store(false)
+	if r := dial(t, s, c); !errors.Is(r.serverErr, ErrUnauthorized) {
+		t.Fatalf("after revocation: %v, want ErrUnauthorized", r.serverErr)
 	}
 }
 
