@@ -153,7 +153,7 @@ func BenchmarkConsulWatchMemory(b *testing.B) {
 		runtime.GC()
 		runtime.ReadMemStats(&after)
 		g1 := runtime.NumGoroutine()
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/n, "heap-B/service")
+		b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/n, "heap-B/service")
 		b.ReportMetric(float64(g1-g0)/n, "goroutines/service")
 		for _, s := range stops {
 			s()
