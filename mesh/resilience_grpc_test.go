@@ -269,3 +269,72 @@ func TestGRPCShedding(t *testing.T) {
 		}
 	}
 }
+
+// TestGRPCHedging: against a gRPC endpoint that stalls, a hedged call of
+// an idempotent method is answered by the other endpoint after the hedge
+// delay, and the stalled attempt is cancelled (the server sees it).
+func TestGRPCHedging(t *testing.T) {
+	env := newTestEnv(t, 0)
+	var entered, cancelled atomic.Int64
+	fast := startGRPCResServer(t, env, "fast")
+	// The stalling server waits for each call to be cancelled.
+	stall := &grpcResServer{name: "stall"}
+	gopts, err := GRPCServerOptions(WithIdentity(env.source(testServerID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gopts = append(gopts, grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		entered.Add(1)
+		<-ctx.Done()
+		cancelled.Add(1)
+		return nil, status.FromContextError(ctx.Err()).Err()
+	}))
+	gs := grpc.NewServer(gopts...)
+	demo.Register(gs, "stall", PeerID)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go gs.Serve(ln)
+	defer gs.Stop()
+	stall.addr = ln.Addr().String()
+	publishGRPC(t, env, "h", stall, fast)
+
+	const delay = 50 * time.Millisecond
+	c := env.client(
+		WithRetry(RetryPolicy{MaxAttempts: 1, IdempotentMethod: idempotentWhoami}),
+		WithHedging(HedgePolicy{Delay: delay}),
+	)
+	cc, err := c.DialGRPC("h")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 20*time.Second)
+	// Connect to both endpoints first: once both are ready, every call
+	// is pinned by weft and hedged.
+	poll(t, "both endpoints ready", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		defer cancel()
+		demo.Whoami(wctx, cc)
+		return fast.calls.Load() > 0 && entered.Load() > 0
+	})
+	poll(t, "warm-up calls cancelled", func() bool { return cancelled.Load() == entered.Load() })
+	warm := entered.Load()
+	for i := 0; i < 6; i++ {
+		start := time.Now()
+		answer, err := demo.Whoami(ctx, cc)
+		took := time.Since(start)
+		if err != nil || !strings.HasPrefix(answer, "fast ") {
+			t.Fatalf("hedged call %d: %q %v", i, answer, err)
+		}
+		if took > delay+2*time.Second {
+			t.Fatalf("hedged call %d took %v", i, took)
+		}
+	}
+	if entered.Load()-warm < 2 {
+		t.Fatalf("only %d calls reached the stalling endpoint", entered.Load()-warm)
+	}
+	poll(t, "every stalled attempt cancelled", func() bool { return cancelled.Load() == entered.Load() })
+	t.Logf("gRPC hedging: %d attempts stalled and were cancelled; 6 calls answered by the fast endpoint", entered.Load()-warm)
+}
