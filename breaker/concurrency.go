@@ -87,7 +87,8 @@ type ConcurrencySettings struct {
 // within Target while the limiter is busy adds 1/limit to the limit
 // (about +1 per round of calls); a call slower than Target, or failed,
 // multiplies it by Backoff (at most once per Target). The limit stays in
-// [Min, Max].
+// [Min, Max]. In the zero value, Target is zero, so every call counts as
+// slow and the limit sinks to Min: set Target.
 type AIMD struct {
 	// Min and Max bound the limit. Zero Min means 1; zero Max means
 	// 10 × the starting limit.

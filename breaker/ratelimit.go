@@ -14,7 +14,8 @@ import (
 var ErrRateLimited = errors.New("breaker: rate limited")
 
 // RateLimit is a token bucket: PerSecond tokens are added each second up
-// to Burst, and each call takes one. The zero value admits nothing.
+// to Burst, and each call takes one. The zero value admits one call and
+// then nothing. It is a plain value, safe to copy and share.
 type RateLimit struct {
 	// PerSecond is the sustained rate of calls.
 	PerSecond float64

@@ -113,7 +113,11 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 // HedgePolicy says which calls a [Client] hedges: after Delay without an
 // answer, a second attempt goes to another endpoint, the first good
 // answer wins and the other attempt is cancelled. Hedges draw on the
-// retry budget. Only idempotent calls with a replayable body are hedged.
+// retry budget. Only idempotent calls with a replayable body are hedged:
+// HTTP GET, HEAD, OPTIONS, PUT and DELETE, and the gRPC unary methods
+// that [RetryPolicy.IdempotentMethod] accepts (so hedging gRPC needs
+// [WithRetry] too). The zero value hedges every idempotent call after the
+// service's observed p95 latency.
 type HedgePolicy struct {
 	// Delay is how long to wait before hedging. Zero means the observed
 	// 95th percentile latency of the service, or [DefaultHedgeDelay]
@@ -125,7 +129,8 @@ type HedgePolicy struct {
 	Route func(service, route string) bool
 }
 
-// ClientRateLimit limits the calls a client makes to one service.
+// ClientRateLimit limits the calls a client makes to one service. The
+// zero value admits one call, then fails every call at once.
 type ClientRateLimit struct {
 	breaker.RateLimit
 	// Wait makes a call wait for a token (within its context's deadline)
@@ -281,9 +286,11 @@ func newGuard(service string, rc *resilienceConfig) *guard {
 	return g
 }
 
-// Breakers returns the circuit breakers of service, or nil when the
-// client has none (no [WithCircuitBreaker], or no call to service yet).
-// Use it to read states or [breaker.Set.Subscribe] to state changes.
+// Breakers returns the circuit breakers the client's HTTP calls to
+// service use, or nil when it has none (no [WithCircuitBreaker], or no
+// call to service yet). Use it to read states or [breaker.Set.Subscribe]
+// to state changes. Each connection of [Client.DialGRPC] has breakers of
+// its own; their changes reach [breaker.Settings.OnStateChange].
 func (c *Client) Breakers(service string) *breaker.Set {
 	if cl := (*c.clusters.Load())[service]; cl != nil && cl.guard != nil {
 		return cl.guard.breakers
