@@ -15,6 +15,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/time/rate"
 )
 
 // ErrConsul reports an answer from Consul's Connect CA that weft cannot
@@ -99,7 +100,7 @@ func WithIntentionsTimeout(d time.Duration) ConsulOption {
 //
 // The watches follow Consul's rules: the index comes from the last
 // answer, is reset when it goes backwards and is never 0; queries are
-// rate limited, back off on errors (1 s × failures², at most 3 min) and
+// rate limited (one a second, burst 2), back off on errors (1 s × failures², at most 3 min) and
 // are cancelled by [ConsulSource.Close].
 //
 // The zero value is not usable; build one with [NewConsulSource]. It is
@@ -211,16 +212,13 @@ func (s *ConsulSource) watch(ctx context.Context, index uint64, fetch func(*api.
 	defer s.wg.Done()
 	index = max(index, 1)
 	failures := 0
-	var last time.Time
+	// A token bucket (one query a second, burst 2), so an agent answering
+	// at once (index unchanged, errors) cannot make the loop spin.
+	limit := rate.NewLimiter(rate.Every(time.Second), 2)
 	for {
-		// At most one query per 100 ms, so an agent answering at once
-		// (index unchanged, errors) cannot make the loop spin.
-		if wait := 100*time.Millisecond - time.Since(last); wait > 0 {
-			if !sleepCtx(ctx, wait) {
-				return
-			}
+		if limit.Wait(ctx) != nil {
+			return
 		}
-		last = time.Now()
 		next, err := fetch(&api.QueryOptions{WaitIndex: index, WaitTime: s.opts.wait}, ctx)
 		if ctx.Err() != nil {
 			return
