@@ -18,7 +18,7 @@ var ErrBadRule = errors.New("tlsid: bad policy rule")
 // peer ID, zero when the call did not come over mutual TLS), with which
 // HTTP method (gRPC calls are "POST") and on which path (the HTTP URL path
 // or the gRPC full method, "/package.Service/Method"), in the canonical
-// form of [CleanPath].
+// form of [CleanPath]. It is plain data, passed by value.
 type Request struct {
 	Peer   spiffeid.ID
 	Method string
@@ -51,6 +51,10 @@ type RequestPolicy interface {
 // matches "/admin" and "/admin/users", not "/administrator"; "/" matches
 // every path. For gRPC, "/pkg.Service" matches every method of the
 // service and "/pkg.Service/Method" one method.
+//
+// The zero Rule is an allow rule that matches every request. A Rule is
+// plain data, compiled by [NewPolicy]; changing it afterwards changes
+// nothing.
 type Rule struct {
 	// Name identifies the rule in errors and logs.
 	Name    string
