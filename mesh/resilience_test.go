@@ -823,3 +823,69 @@ func TestRetryBodyCap(t *testing.T) {
 		t.Fatalf("good server saw %d requests, want 1", n)
 	}
 }
+
+// TestServiceBreaker: with a breaker for the whole service, failures
+// spread over every endpoint trip it before any endpoint's own breaker,
+// and calls then fail fast.
+func TestServiceBreaker(t *testing.T) {
+	env := newTestEnv(t, 0)
+	servers := []*resServer{startResServer(t, env, "a"), startResServer(t, env, "b"), startResServer(t, env, "c")}
+	for _, s := range servers {
+		s.failAll.Store(true)
+	}
+	publishServers(t, env, "svc-down", servers...)
+	c := env.client(WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 3, OpenTimeout: time.Minute}, breaker.WithServiceBreaker()))
+	hc := c.HTTPClient()
+	for i := 0; i < 3; i++ {
+		if code, _, err := call(t, hc, "GET", "http://svc-down/", "", nil); code != 503 {
+			t.Fatalf("call %d: %d %v", i, code, err)
+		}
+	}
+	if _, _, err := call(t, hc, "GET", "http://svc-down/", "", nil); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("after 3 failures over 3 endpoints: %v, want ErrCircuitOpen", err)
+	}
+	set := c.Breakers("svc-down")
+	if set.Service().State() != breaker.Open {
+		t.Fatalf("service breaker %v", set.Service().State())
+	}
+	for _, s := range servers {
+		if st := set.Get(s.name).State(); st != breaker.Closed {
+			t.Fatalf("endpoint %s breaker %v, want closed (one failure each)", s.name, st)
+		}
+	}
+}
+
+// TestRetryAfterHonoured: a 429 with Retry-After is retried no sooner
+// than asked, and not at all when the caller's deadline comes first.
+func TestRetryAfterHonoured(t *testing.T) {
+	env := newTestEnv(t, 0)
+	t0 := time.Unix(1_700_000_000, 0)
+	s := startResServer(t, env, "ra",
+		WithClock(func() time.Time { return t0 }),
+		WithRouteRateLimit("/", breaker.RateLimit{PerSecond: 1, Burst: 1}))
+	publishServers(t, env, "ra", s)
+	c := env.client(WithRetry(RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond}))
+	hc := c.HTTPClient()
+	if code, _, _ := call(t, hc, "GET", "http://ra/", "", nil); code != 200 {
+		t.Fatalf("first call: %d", code)
+	}
+	// The deadline is closer than Retry-After (1 s): one attempt only.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://ra/", nil)
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || s.requests.Load() != 1 {
+		// s.requests counts handler runs: the 429s never reach it.
+		t.Fatalf("short deadline: %d", resp.StatusCode)
+	}
+	// With time to spare, the retry waits out Retry-After.
+	start := time.Now()
+	code, _, _ := call(t, hc, "GET", "http://ra/", "", nil)
+	if took := time.Since(start); code != 429 || took < time.Second {
+		t.Fatalf("retried 429 after %v (status %d), want ≥ 1 s", took, code)
+	}
+}
