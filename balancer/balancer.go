@@ -23,7 +23,8 @@ var ErrNoEndpoints = errors.New("balancer: no endpoints")
 var ErrAllSkipped = errors.New("balancer: every endpoint skipped")
 
 // Info describes the request being balanced. Policies that ignore the
-// request (round robin, least request) do not read it.
+// request (round robin, least request) do not read it. The zero Info is a
+// request with no hash key and nothing skipped.
 type Info struct {
 	// Context is the request's context.
 	Context context.Context
@@ -68,7 +69,9 @@ type Picker interface {
 }
 
 // Endpoint is an endpoint as pickers see it: the discovery endpoint and
-// the load state kept for its ID.
+// the load state kept for its ID. Endpoints are made by [Balancer.Update]
+// and not modified afterwards, so they are safe to share between
+// goroutines; a zero Endpoint has no Load and cannot be picked.
 type Endpoint struct {
 	discovery.Endpoint
 	// Load is the endpoint's load state, shared by every snapshot that
@@ -91,7 +94,8 @@ const (
 	Dropped
 )
 
-// Outcome is what became of a picked request.
+// Outcome is what became of a picked request. The zero Outcome is a
+// success that took no time.
 type Outcome struct {
 	// Latency is the time from the pick to the end of the request.
 	Latency time.Duration

@@ -29,7 +29,7 @@ func TestEmptySetFailsAtOnce(t *testing.T) {
 }
 
 func TestLoadSurvivesRebuildByID(t *testing.T) {
-	b := balancer.New(balancer.LeastRequest())
+	b := balancer.New(balancer.PeakEWMA()) // PeakEWMA tracks latency
 	b.Update(endpoints(3))
 	e, err := b.Pick(balancer.Info{})
 	if err != nil {

@@ -18,7 +18,7 @@ type Load struct {
 	inflight     atomic.Int64
 	ewma         atomic.Uint64 // peak EWMA latency, ns as float64 bits; 0: no history
 	stamp        atomic.Int64  // clock reading of the last EWMA update
-	tau          atomic.Int64  // EWMA decay time constant in ns; 0 means DefaultDecay
+	tau          atomic.Int64  // EWMA decay time constant in ns, set by PeakEWMA; 0: not tracked
 	ejectedUntil atomic.Int64  // clock reading; ejected while now < ejectedUntil
 	clk          *clock
 
@@ -36,7 +36,8 @@ type Load struct {
 func (l *Load) InFlight() int64 { return l.inflight.Load() }
 
 // Latency returns the peak-sensitive latency EWMA, decayed to now, and
-// false when no request has completed yet.
+// false when there is none: latency is tracked while a [PeakEWMA] policy
+// balances the endpoint, once a request has completed.
 func (l *Load) Latency() (time.Duration, bool) {
 	bits := l.ewma.Load()
 	if bits == 0 {
@@ -45,7 +46,8 @@ func (l *Load) Latency() (time.Duration, bool) {
 	return time.Duration(l.decayed(bits, l.clk.nanos(), 1/l.tauNanos())), true
 }
 
-// ConsecutiveFailures returns the number of failures since the last success.
+// ConsecutiveFailures returns the number of failures since the last
+// success, counted while an [Outlier] detector watches the endpoint.
 func (l *Load) ConsecutiveFailures() int64 { return l.consecutive.Load() }
 
 // Ejected reports whether the outlier detector has the endpoint ejected
@@ -62,9 +64,21 @@ func (l *Load) done(o Outcome) {
 	if o.Result == Dropped {
 		return
 	}
+	// Latency is tracked for PeakEWMA (which sets tau), outcomes for an
+	// Outlier detector; without either, Done is one atomic add.
+	d := l.det.Load()
+	tracked := l.tau.Load() != 0
+	if d == nil && !tracked {
+		return
+	}
 	now := l.clk.nanos()
-	l.clk.advance(now)
-	l.observe(now, o.Latency)
+	if tracked {
+		l.clk.advance(now)
+		l.observe(now, o.Latency)
+	}
+	if d == nil {
+		return
+	}
 	var consecutive int64
 	if o.Result == Success {
 		l.successes.Add(1)
@@ -75,9 +89,7 @@ func (l *Load) done(o Outcome) {
 		l.failures.Add(1)
 		consecutive = l.consecutive.Add(1)
 	}
-	if d := l.det.Load(); d != nil {
-		d.observe(l, o.Result, consecutive, now)
-	}
+	d.observe(l, o.Result, consecutive, now)
 }
 
 func (l *Load) tauNanos() float64 {
@@ -100,7 +112,12 @@ func (l *Load) observe(now int64, lat time.Duration) {
 		if old != 0 {
 			cost := math.Float64frombits(old)
 			if rtt <= cost {
-				w := math.Exp(-float64(max(now-l.stamp.Load(), 0)) / tau)
+				w := 1.0
+				if x := float64(max(now-l.stamp.Load(), 0)) / tau; x < 1e-3 {
+					w = 1 - x // exp(-x) within 5e-7, without the call
+				} else {
+					w = math.Exp(-x)
+				}
 				next = cost*w + rtt*(1-w)
 			}
 		}
