@@ -728,21 +728,21 @@ func TestClientRateLimit(t *testing.T) {
 		t.Fatalf("server saw %d requests, want 2", n)
 	}
 
-	// Waiting: 20/s, burst 1. The second call waits about 50 ms for its
-	// token; with a 10 ms deadline it fails at once instead.
+	// Waiting: 10/s, burst 1. The second call waits for its token, 100 ms
+	// after the first took one; with a 10 ms deadline it fails at once.
 	w := env.client(WithRateLimit(func(string) *ClientRateLimit {
-		return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 20, Burst: 1}, Wait: true}
+		return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 10, Burst: 1}, Wait: true}
 	}))
 	hw := w.HTTPClient()
+	start := time.Now()
 	if code, _, err := call(t, hw, "GET", "http://rl/", "", nil); code != 200 {
 		t.Fatalf("first: %d %v", code, err)
 	}
-	start := time.Now()
 	if code, _, err := call(t, hw, "GET", "http://rl/", "", nil); code != 200 {
 		t.Fatalf("second: %d %v", code, err)
 	}
-	if took := time.Since(start); took < 30*time.Millisecond {
-		t.Fatalf("second call took %v: it did not wait for a token", took)
+	if took := time.Since(start); took < 95*time.Millisecond {
+		t.Fatalf("two calls took %v: the second did not wait for a token", took)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
 	defer cancel()
