@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -44,6 +45,7 @@ type accessConfig struct {
 	enforce []tlsid.RequestPolicy
 	audit   []tlsid.RequestPolicy
 	stats   *AccessStats
+	tel     *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
 type serverOptionFunc func(*serverConfig)
@@ -120,6 +122,7 @@ func (a *accessConfig) check(ctx context.Context, r tlsid.Request, logger *slog.
 		if err := p.AuthorizeRequest(ctx, r); err != nil {
 			if errors.Is(err, tlsid.ErrUnauthorized) {
 				a.stats.denied.Add(1)
+				a.tel.AuthorizationDenied(ctx, telemetry.Server, r.Peer.String(), err)
 				logger.LogAttrs(ctx, slog.LevelDebug, "mesh: access denied", accessAttrs(r, err)...)
 				return deny
 			}
@@ -160,6 +163,7 @@ func newAccess(c *serverConfig) *accessConfig {
 	if a.stats == nil {
 		a.stats = &AccessStats{}
 	}
+	a.tel = c.telemetry
 	return a
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/breaker"
+	"github.com/weftmesh/weft/telemetry"
 )
 
 // protectConfig is the server-side protection configured by options.
@@ -80,6 +81,7 @@ type protector struct {
 	peers  *breaker.KeyedLimiter    // nil: no peer limit
 	conc   *breaker.ConcurrencyLimiter
 	now    func() time.Time
+	tel    *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
 // newProtector returns the protector of c, nil when c configures none.
@@ -125,10 +127,12 @@ func protectHandler(h http.Handler, c *serverConfig) http.Handler {
 	if p == nil {
 		return h
 	}
+	p.tel = c.telemetry
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if p.routes != nil || p.peers != nil {
 			ok, wait := p.rateLimit(r.URL.Path, func() string { return httpPeerKey(r) }, p.now())
 			if !ok {
+				p.tel.Rejected(r.Context(), telemetry.Server, "", telemetry.RateLimited)
 				w.Header().Set("Retry-After", retryAfterSeconds(wait))
 				http.Error(w, "rate limited", http.StatusTooManyRequests)
 				return
@@ -137,6 +141,7 @@ func protectHandler(h http.Handler, c *serverConfig) http.Handler {
 		if p.conc != nil {
 			prio := breaker.ParsePriority(r.Header.Get(PriorityHeader))
 			if err := p.conc.Acquire(r.Context(), prio); err != nil {
+				p.tel.Rejected(r.Context(), telemetry.Server, "", telemetry.Shed)
 				http.Error(w, "overloaded", http.StatusServiceUnavailable)
 				return
 			}
@@ -154,6 +159,7 @@ func protectGRPCOptions(c *serverConfig) []grpc.ServerOption {
 	if p == nil {
 		return nil
 	}
+	p.tel = c.telemetry
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 			release, err := p.admitGRPC(ctx, info.FullMethod)
@@ -181,6 +187,7 @@ func (p *protector) admitGRPC(ctx context.Context, method string) (release func(
 	if p.routes != nil || p.peers != nil {
 		ok, wait := p.rateLimit(method, func() string { return grpcPeerKey(ctx) }, p.now())
 		if !ok {
+			p.tel.Rejected(ctx, telemetry.Server, "", telemetry.RateLimited)
 			ms := int64(math.Ceil(float64(wait) / float64(time.Millisecond)))
 			_ = grpc.SetTrailer(ctx, metadata.Pairs(RetryPushbackKey, strconv.FormatInt(ms, 10)))
 			return nil, status.Errorf(codes.ResourceExhausted, "mesh: rate limited, retry in %d ms", ms)
@@ -196,6 +203,7 @@ func (p *protector) admitGRPC(ctx context.Context, method string) (release func(
 		}
 	}
 	if err := p.conc.Acquire(ctx, prio); err != nil {
+		p.tel.Rejected(ctx, telemetry.Server, "", telemetry.Shed)
 		return nil, status.Error(codes.Unavailable, "mesh: overloaded, call shed")
 	}
 	start := time.Now()

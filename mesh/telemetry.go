@@ -149,18 +149,20 @@ func (cl *cluster) roundTrip(out *http.Request, ep *balancer.Endpoint) (*http.Re
 	if cl.tel == nil {
 		return cl.transport.RoundTrip(out)
 	}
-	ctx, att := cl.tel.CallOf(out.Context()).StartAttempt(out.Context(), out)
+	_, att := cl.tel.CallOf(out.Context()).StartAttempt(out.Context(), out)
 	att.SetEndpoint(ep.ID, ep.Addr)
 	if br := cl.guard.breakers.Get(ep.ID); br != nil {
 		att.SetBreakerState(br.State().String())
 	}
-	traced := out.WithContext(ctx)
-	traced.Header = out.Header.Clone()
-	if traced.Header == nil {
-		traced.Header = make(http.Header, 2)
+	// out is the attempt's own copy of the caller's request: its headers
+	// are copied before the trace context is added, the caller's stay
+	// untouched. The attempt's span goes out in the headers only.
+	out.Header = out.Header.Clone()
+	if out.Header == nil {
+		out.Header = make(http.Header, 2)
 	}
-	att.InjectHTTP(traced.Header)
-	resp, err := cl.transport.RoundTrip(traced)
+	att.InjectHTTP(out.Header)
+	resp, err := cl.transport.RoundTrip(out)
 	att.EndHTTP(resp, err)
 	return resp, err
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -70,24 +71,38 @@ func (s *otelSetup) telemetry(b *testing.B) *telemetry.Telemetry {
 	return t
 }
 
-// benchRatios keeps the ns/op of the last run of each sub-benchmark, to
-// report the others as multiples of "bare".
+// benchRatios keeps the wall and CPU time per call of the last run of
+// each sub-benchmark, to report the others as multiples of "bare". CPU
+// time (user+system of the whole process: client, server, exporters) is
+// the steadier figure on a shared machine, where wall time mostly
+// measures waiting for a core.
 type benchRatios struct {
-	mu sync.Mutex
-	ns map[string]float64
+	mu   sync.Mutex
+	wall map[string]float64
+	cpu  map[string]float64
 }
 
-func (r *benchRatios) report(b *testing.B, name string) {
-	ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+func (r *benchRatios) report(b *testing.B, name string, cpu time.Duration) {
+	wall := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+	cpuNs := float64(cpu.Nanoseconds()) / float64(b.N)
+	b.ReportMetric(cpuNs, "cpu-ns/op")
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.ns == nil {
-		r.ns = map[string]float64{}
+	if r.wall == nil {
+		r.wall, r.cpu = map[string]float64{}, map[string]float64{}
 	}
-	r.ns[name] = ns
-	if bare, ok := r.ns["bare"]; ok && name != "bare" {
-		b.ReportMetric(ns/bare, "x-bare")
+	r.wall[name], r.cpu[name] = wall, cpuNs
+	if name != "bare" && r.wall["bare"] > 0 && r.cpu["bare"] > 0 {
+		b.ReportMetric(wall/r.wall["bare"], "x-bare")
+		b.ReportMetric(cpuNs/r.cpu["bare"], "cpu-x-bare")
 	}
+}
+
+// cpuTime returns the CPU time the process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 type benchTLS struct {
@@ -163,8 +178,7 @@ func BenchmarkTelemetryHTTP(b *testing.B) {
 		tr := &http.Transport{TLSClientConfig: ccfg}
 		defer tr.CloseIdleConnections()
 		hc := &http.Client{Transport: tr}
-		benchHTTP(b, hc, "https://"+addr+"/")
-		ratios.report(b, "bare")
+		ratios.report(b, "bare", benchHTTP(b, hc, "https://"+addr+"/"))
 	})
 
 	weft := func(name string, setup func(*testing.B) (client, server []Option)) {
@@ -185,8 +199,7 @@ func BenchmarkTelemetryHTTP(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer c.Close()
-			benchHTTP(b, c.HTTPClient(), "http://b/")
-			ratios.report(b, name)
+			ratios.report(b, name, benchHTTP(b, c.HTTPClient(), "http://b/"))
 		})
 	}
 	weft("weft", func(*testing.B) ([]Option, []Option) { return nil, nil })
@@ -211,12 +224,11 @@ func BenchmarkTelemetryHTTP(b *testing.B) {
 		defer tr.CloseIdleConnections()
 		hc := &http.Client{Transport: otelhttp.NewTransport(tr,
 			otelhttp.WithTracerProvider(s.tp), otelhttp.WithMeterProvider(s.mp), otelhttp.WithPropagators(prop))}
-		benchHTTP(b, hc, "https://"+addr+"/")
-		ratios.report(b, "contrib-sampled")
+		ratios.report(b, "contrib-sampled", benchHTTP(b, hc, "https://"+addr+"/"))
 	})
 }
 
-func benchHTTP(b *testing.B, hc *http.Client, url string) {
+func benchHTTP(b *testing.B, hc *http.Client, url string) time.Duration {
 	ctx := context.Background()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
@@ -225,10 +237,12 @@ func benchHTTP(b *testing.B, hc *http.Client, url string) {
 	drain(b, hc, req) // connect before timing
 	b.ReportAllocs()
 	b.ResetTimer()
+	start := cpuTime()
 	for range b.N {
 		drain(b, hc, req)
 	}
 	b.StopTimer()
+	return cpuTime() - start
 }
 
 func BenchmarkTelemetryGRPC(b *testing.B) {
@@ -245,8 +259,7 @@ func BenchmarkTelemetryGRPC(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer cc.Close()
-		benchGRPC(b, cc)
-		ratios.report(b, "bare")
+		ratios.report(b, "bare", benchGRPC(b, cc))
 	})
 
 	weft := func(name string, setup func(*testing.B) (client, server []Option)) {
@@ -274,8 +287,7 @@ func BenchmarkTelemetryGRPC(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer cc.Close()
-			benchGRPC(b, cc)
-			ratios.report(b, name)
+			ratios.report(b, name, benchGRPC(b, cc))
 		})
 	}
 	weft("weft", func(*testing.B) ([]Option, []Option) { return nil, nil })
@@ -303,24 +315,25 @@ func BenchmarkTelemetryGRPC(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer cc.Close()
-		benchGRPC(b, cc)
-		ratios.report(b, "contrib-sampled")
+		ratios.report(b, "contrib-sampled", benchGRPC(b, cc))
 	})
 }
 
-func benchGRPC(b *testing.B, cc *grpc.ClientConn) {
+func benchGRPC(b *testing.B, cc *grpc.ClientConn) time.Duration {
 	ctx := context.Background()
 	if _, err := demo.Whoami(ctx, cc); err != nil { // connect before timing
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
 	b.ResetTimer()
+	start := cpuTime()
 	for range b.N {
 		if _, err := demo.Whoami(ctx, cc); err != nil {
 			b.Fatal(err)
 		}
 	}
 	b.StopTimer()
+	return cpuTime() - start
 }
 
 func toServer(opts []Option) []ServerOption {

@@ -774,6 +774,99 @@ func TestTelemetryKeepsSecrets(t *testing.T) {
 	}
 }
 
+// TestTelemetryServerRefusals checks that a server's refusals are
+// recorded: a peer refused at the TLS handshake, a request denied by an
+// access policy, a request over a rate limit.
+func TestTelemetryServerRefusals(t *testing.T) {
+	r := newTelRig(t)
+	policy, err := tlsid.NewPolicy(tlsid.Rule{Name: "no-admin", Deny: true, Paths: []string{"/admin"}}, tlsid.Rule{Name: "rest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tel := r.telemetry()
+	srv := func(opts ...ServerOption) string {
+		src, _ := r.ca.Source(telBID)
+		s, err := NewServer(backend(), append([]ServerOption{WithIdentity(src), WithTelemetry(tel), WithLogger(r.logger())}, opts...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { defer close(done); _ = s.Serve(ln) }()
+		t.Cleanup(func() { s.Close(); <-done })
+		return ln.Addr().String()
+	}
+	onlyA := srv(WithAuthorizer(tlsid.AuthorizeID(telAID)))
+	guarded := srv(WithAccessPolicy(policy), WithRouteRateLimit("/hello", breaker.RateLimit{PerSecond: 0.001, Burst: 1}))
+	if err := r.disc.Set("only-a", discovery.Endpoint{ID: "only-a-1", Addr: onlyA}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.disc.Set("guarded", discovery.Endpoint{ID: "guarded-1", Addr: guarded}); err != nil {
+		t.Fatal(err)
+	}
+	hc := r.client(telClientID).HTTPClient()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://only-a/hello", nil)
+	if resp, err := hc.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a refused peer got an answer")
+	}
+	for path, want := range map[string]int{"/admin": 403, "/hello": 200} {
+		if code, _ := telGet(t, hc, "http://guarded"+path, nil); code != want {
+			t.Fatalf("%s: status %d, want %d", path, code, want)
+		}
+	}
+	if code, _ := telGet(t, hc, "http://guarded/hello", nil); code != http.StatusTooManyRequests {
+		t.Fatalf("over the rate limit: status %d", code)
+	}
+
+	sums := map[string]int64{}
+	var rm metricdata.ResourceMetrics
+	if err := r.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if s, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range s.DataPoints {
+					key := m.Name
+					for _, k := range []attribute.Key{telemetry.SideKey, telemetry.RejectReasonKey} {
+						if v, ok := dp.Attributes.Value(k); ok {
+							key += " " + v.AsString()
+						}
+					}
+					sums[key] += dp.Value
+				}
+			}
+		}
+	}
+	// The handshake refusal is counted once per handshake attempt; the
+	// client may have tried more than one connection.
+	if sums["weft.authorization.denials server"] < 2 {
+		t.Errorf("authorization denials %v, want the handshake refusal and the access policy denial", sums)
+	}
+	if sums["weft.request.rejections server rate_limit"] != 1 {
+		t.Errorf("rate-limit rejections %v, want 1", sums)
+	}
+	var denied bool
+	for _, s := range r.spans.Ended() {
+		if v, _ := spanAttr(s, telemetry.AuthzDecisionKey); v.AsString() == "deny" && s.SpanKind() == trace.SpanKindServer {
+			code, _ := spanAttr(s, "http.response.status_code")
+			denied = code.AsInt64() == 403
+		}
+	}
+	if !denied {
+		t.Error("no server span with weft.authorization.decision=deny and status 403")
+	}
+	if logs := r.logs.String(); !strings.Contains(logs, "weft.authorization.denied") || !strings.Contains(logs, telClientID.String()) {
+		t.Error("the denials were not logged with the peer's ID")
+	}
+}
+
 // pollUntil polls cond every 50 ms until it holds or max passes.
 func pollUntil(t *testing.T, max time.Duration, what string, cond func() bool) {
 	t.Helper()

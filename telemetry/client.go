@@ -28,10 +28,11 @@ type Destination struct {
 	service string
 	policy  string
 
-	callAttrs  []attribute.KeyValue     // weft.service, weft.balancer.policy
-	callStart  []trace.SpanStartOption  // kind internal, callAttrs
-	attStart   []trace.SpanStartOption  // kind client
-	callNames  [len(httpMethods)]string // "GET payments"
+	callAttrs  []attribute.KeyValue                      // weft.service, weft.balancer.policy
+	httpStart  [len(httpMethods)][]trace.SpanStartOption // call spans: kind internal, callAttrs, method
+	rpcStart   []trace.SpanStartOption                   // call spans: kind internal, callAttrs, rpc.system.name
+	attStart   []trace.SpanStartOption                   // kind client
+	callNames  [len(httpMethods)]string                  // "GET payments"
 	httpSeries cowMap[httpSeries, []metric.RecordOption]
 	rpcSeries  cowMap[rpcSeries, []metric.RecordOption]
 	routes     *boundedSet
@@ -65,7 +66,11 @@ func (t *Telemetry) Destination(service, policy string) *Destination {
 	}
 	d := &Destination{t: t, service: service, policy: policy, routes: newBoundedSet(maxRoutes)}
 	d.callAttrs = []attribute.KeyValue{ServiceKey.String(service), PolicyKey.String(policy)}
-	d.callStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal), trace.WithAttributes(d.callAttrs...)}
+	internal := trace.WithSpanKind(trace.SpanKindInternal)
+	for i, m := range httpMethods {
+		d.httpStart[i] = []trace.SpanStartOption{internal, trace.WithAttributes(append(d.callAttrs[:2:2], keyHTTPMethod.String(m))...)}
+	}
+	d.rpcStart = []trace.SpanStartOption{internal, trace.WithAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC)...)}
 	d.attStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 	for i, m := range httpMethods {
 		if i == 0 {
@@ -116,12 +121,9 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 	}
 	mi := methodIndex(r.Method)
 	c := &Call{d: d, start: time.Now(), method: mi, rawHTTP: r.Method}
-	ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
-	if c.span.IsRecording() {
-		c.span.SetAttributes(keyHTTPMethod.String(httpMethods[mi]))
-		if mi == 0 {
-			c.span.SetAttributes(keyHTTPMethodOrig.String(r.Method))
-		}
+	ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.httpStart[mi]...)
+	if mi == 0 && c.span.IsRecording() {
+		c.span.SetAttributes(keyHTTPMethodOrig.String(r.Method))
 	}
 	return context.WithValue(ctx, callKey{}, c), c
 }
@@ -134,9 +136,9 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 		return ctx, nil
 	}
 	c := &Call{d: d, start: time.Now(), rpc: strings.TrimPrefix(fullMethod, "/")}
-	ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
+	ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.rpcStart...)
 	if c.span.IsRecording() {
-		c.span.SetAttributes(rpcSystemGRPC, keyRPCMethod.String(c.rpc))
+		c.span.SetAttributes(keyRPCMethod.String(c.rpc))
 	}
 	return context.WithValue(ctx, callKey{}, c), c
 }
@@ -167,6 +169,8 @@ type Attempt struct {
 	start time.Time
 	n     int32
 	route string
+	// attrs collects the span's attributes until End sets them at once.
+	attrs []attribute.KeyValue
 }
 
 // StartAttempt starts an attempt of c, numbered from 1 in the order
@@ -198,7 +202,7 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 	}
 	a.ctx, a.span = d.t.tracer.Start(ctx, name, d.attStart...)
 	if a.span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 12)
+		attrs := make([]attribute.KeyValue, 0, 16)
 		attrs = append(attrs, d.callAttrs...)
 		attrs = append(attrs, AttemptKey.Int(int(a.n)), RetryKey.Bool(retry), HedgeKey.Bool(hedge))
 		if c.rpc != "" {
@@ -219,7 +223,7 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 				attrs = append(attrs, keyURLFull.String(r.URL.Scheme+"://"+r.URL.Host+r.URL.EscapedPath()))
 			}
 		}
-		a.span.SetAttributes(attrs...)
+		a.attrs = attrs
 	}
 	return a.ctx, a
 }
@@ -236,25 +240,25 @@ func (a *Attempt) InjectHTTP(h http.Header) {
 // SetEndpoint records the endpoint the balancer chose for the attempt:
 // its ID and its address (host:port).
 func (a *Attempt) SetEndpoint(id, addr string) {
-	if a == nil || !a.span.IsRecording() {
+	if a == nil || a.attrs == nil {
 		return
 	}
 	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
-		a.span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(addr))
+		a.attrs = append(a.attrs, EndpointKey.String(id), keyServerAddr.String(addr))
 		return
 	}
 	p, _ := strconv.Atoi(port)
-	a.span.SetAttributes(EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
+	a.attrs = append(a.attrs, EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
 }
 
 // SetBreakerState records the state of the chosen endpoint's circuit
 // breaker when it admitted the attempt: "closed", "half-open" or "open".
 func (a *Attempt) SetBreakerState(state string) {
-	if a == nil || !a.span.IsRecording() {
+	if a == nil || a.attrs == nil {
 		return
 	}
-	a.span.SetAttributes(BreakerStateKey.String(breakerState(state)))
+	a.attrs = append(a.attrs, BreakerStateKey.String(breakerState(state)))
 }
 
 // EndHTTP ends the attempt with its response or error. Only the status
@@ -265,8 +269,8 @@ func (a *Attempt) EndHTTP(resp *http.Response, err error) {
 	}
 	a.c.inflight.Add(-1)
 	code, errT := httpOutcome(resp, err, 400)
-	if a.span.IsRecording() {
-		endSpanHTTP(a.span, code, errT, err)
+	if a.attrs != nil {
+		a.span.SetAttributes(appendHTTPOutcome(a.span, a.attrs, code, errT, err)...)
 	}
 	a.span.End()
 	d := a.c.d
@@ -284,8 +288,8 @@ func (a *Attempt) EndGRPC(err error) {
 	}
 	a.c.inflight.Add(-1)
 	code := grpcCode(err)
-	if a.span.IsRecording() {
-		endSpanGRPC(a.span, code, err)
+	if a.attrs != nil {
+		a.span.SetAttributes(appendGRPCOutcome(a.span, a.attrs, code, err)...)
 	}
 	a.span.End()
 	d := a.c.d
@@ -303,7 +307,8 @@ func (c *Call) EndHTTP(resp *http.Response, err error) {
 	}
 	if c.span.IsRecording() {
 		code, errT := httpOutcome(resp, err, 400)
-		endSpanHTTP(c.span, code, errT, err)
+		var buf [2]attribute.KeyValue
+		c.span.SetAttributes(appendHTTPOutcome(c.span, buf[:0], code, errT, err)...)
 	}
 	c.span.End()
 }
@@ -314,7 +319,8 @@ func (c *Call) EndGRPC(err error) {
 		return
 	}
 	if c.span.IsRecording() {
-		endSpanGRPC(c.span, grpcCode(err), err)
+		var buf [2]attribute.KeyValue
+		c.span.SetAttributes(appendGRPCOutcome(c.span, buf[:0], grpcCode(err), err)...)
 	}
 	c.span.End()
 }
@@ -344,22 +350,27 @@ func httpOutcome(resp *http.Response, err error, errorFrom int) (int, string) {
 	return code, ""
 }
 
-func endSpanHTTP(span trace.Span, code int, errT string, err error) {
+// appendHTTPOutcome appends the outcome attributes of an HTTP span to
+// attrs and sets the span's status on error.
+func appendHTTPOutcome(span trace.Span, attrs []attribute.KeyValue, code int, errT string, err error) []attribute.KeyValue {
 	if code > 0 {
-		span.SetAttributes(keyHTTPStatus.Int(code))
+		attrs = append(attrs, keyHTTPStatus.Int(code))
 	}
 	if errT != "" {
-		span.SetAttributes(keyErrorType.String(errT))
+		attrs = append(attrs, keyErrorType.String(errT))
 		span.SetStatus(otelcodes.Error, Redact(err))
 	}
+	return attrs
 }
 
-func endSpanGRPC(span trace.Span, code codes.Code, err error) {
-	span.SetAttributes(keyRPCStatus.String(grpcCodeName(code)))
+// appendGRPCOutcome is appendHTTPOutcome for gRPC.
+func appendGRPCOutcome(span trace.Span, attrs []attribute.KeyValue, code codes.Code, err error) []attribute.KeyValue {
+	attrs = append(attrs, keyRPCStatus.String(grpcCodeName(code)))
 	if code != codes.OK {
-		span.SetAttributes(keyErrorType.String(grpcCodeName(code)))
+		attrs = append(attrs, keyErrorType.String(grpcCodeName(code)))
 		span.SetStatus(otelcodes.Error, Redact(err))
 	}
+	return attrs
 }
 
 // recordOptions builds the record options of one HTTP series.

@@ -147,13 +147,18 @@ func (t *Telemetry) RetryBudgetExhausted(ctx context.Context, service string) {
 
 // Rejected records a request refused on side for reason
 // (weft.request.rejections). service is the destination service on the
-// client side, the served service on the server side.
+// client side; on the server side it may be "" (not recorded).
 func (t *Telemetry) Rejected(ctx context.Context, side Side, service string, reason RejectReason) {
 	if t == nil {
 		return
 	}
-	t.inst.rejections.Add(context.Background(), 1, set(SideKey.String(side.bounded()), ServiceKey.String(service), RejectReasonKey.String(reason.bounded())))
-	t.event(ctx, slog.LevelDebug, "weft.request.rejected", SideKey.String(side.bounded()), ServiceKey.String(service), RejectReasonKey.String(reason.bounded()))
+	var buf [3]attribute.KeyValue
+	kv := append(buf[:0], SideKey.String(side.bounded()), RejectReasonKey.String(reason.bounded()))
+	if service != "" {
+		kv = append(kv, ServiceKey.String(service))
+	}
+	t.inst.rejections.Add(context.Background(), 1, set(kv...))
+	t.event(ctx, slog.LevelDebug, "weft.request.rejected", kv...)
 }
 
 // AuthorizationDenied records that authorization refused peer (a SPIFFE

@@ -71,12 +71,14 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, span := t.tracer.Start(ctx, name, serverStart...)
 	recording := span.IsRecording()
+	var attrs []attribute.KeyValue
 	if recording {
 		scheme := "http"
 		if r.TLS != nil {
 			scheme = "https"
 		}
-		attrs := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath())}
+		attrs = make([]attribute.KeyValue, 0, 12)
+		attrs = append(attrs, keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath()))
 		if mi == 0 {
 			attrs = append(attrs, keyHTTPMethodOrig.String(truncate(r.Method, 32)))
 		}
@@ -88,7 +90,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
 			}
 		}
+		// Set now: an authorization denial later in the chain overrides
+		// the decision.
 		span.SetAttributes(attrs...)
+		attrs = attrs[:0]
 	}
 	rw := &statusWriter{ResponseWriter: w}
 	r = r.WithContext(ctx)
@@ -113,9 +118,9 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if recording {
 			if route != "" {
 				span.SetName(name + " " + route)
-				span.SetAttributes(keyHTTPRoute.String(route))
+				attrs = append(attrs, keyHTTPRoute.String(route))
 			}
-			endSpanHTTP(span, code, errT, nil)
+			span.SetAttributes(appendHTTPOutcome(span, attrs, code, errT, nil)...)
 		}
 		span.End()
 		opts := h.series.get(serverHTTPSeries{method: mi, code: uint16(code), errT: errT, route: route, tls: r.TLS != nil}, func() []metric.RecordOption {
@@ -258,8 +263,10 @@ func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Cont
 		name = "grpc"
 	}
 	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	var attrs []attribute.KeyValue
 	if span.IsRecording() {
-		attrs := []attribute.KeyValue{rpcSystemGRPC, keyRPCMethod.String(method)}
+		attrs = make([]attribute.KeyValue, 0, 8)
+		attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(method))
 		if method == other {
 			attrs = append(attrs, keyRPCMethodOrig.String(truncate(raw, 256)))
 		}
@@ -268,12 +275,15 @@ func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Cont
 				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
 			}
 		}
+		// Set now: an authorization denial later in the chain overrides
+		// the decision.
 		span.SetAttributes(attrs...)
+		attrs = attrs[:0]
 	}
 	return ctx, func(err error) {
 		code := grpcCode(err)
-		if span.IsRecording() {
-			endSpanGRPC(span, code, err)
+		if attrs != nil {
+			span.SetAttributes(appendGRPCOutcome(span, attrs, code, err)...)
 		}
 		span.End()
 		opts := s.series.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
