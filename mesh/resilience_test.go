@@ -168,7 +168,7 @@ func TestCircuitBreakerSemantics(t *testing.T) {
 	changes := make(chan breaker.StateChange, 64)
 	c := env.client(WithCircuitBreaker(breaker.Settings{
 		ConsecutiveFailures: 3,
-		OpenTimeout:         200 * time.Millisecond,
+		OpenTimeout:         time.Second, // long enough for the open-state checks on a slow machine
 		HalfOpenProbes:      2,
 		OnStateChange:       func(ch breaker.StateChange) { changes <- ch },
 	}))
