@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/weftmesh/weft/discovery"
 )
 
@@ -67,6 +69,31 @@ func BenchmarkConcurrencyLimiter(b *testing.B) {
 				b.Fatal(err)
 			}
 			l.Release(time.Millisecond, true)
+		}
+	})
+}
+
+// BenchmarkGobreaker compares gobreaker's two ways of guarding a call,
+// single-threaded: Execute (what Breaker.Do uses) and the two-step
+// Allow/done.
+func BenchmarkGobreaker(b *testing.B) {
+	b.Run("execute", func(b *testing.B) {
+		cb := gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{})
+		fn := func() (struct{}, error) { return struct{}{}, nil }
+		b.ReportAllocs()
+		for b.Loop() {
+			_, _ = cb.Execute(fn)
+		}
+	})
+	b.Run("two-step", func(b *testing.B) {
+		cb := gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{})
+		b.ReportAllocs()
+		for b.Loop() {
+			done, err := cb.Allow()
+			if err != nil {
+				b.Fatal(err)
+			}
+			done(nil)
 		}
 	})
 }
