@@ -63,6 +63,9 @@ func WithPeerRateLimit(l breaker.RateLimit, maxPeers int) ServerOption {
 // sheddable and is refused at once — 503 Service Unavailable (HTTP) or
 // Unavailable (gRPC) — when in-flight calls reach the part of the limit
 // outside the critical reserve.
+//
+// Like the rate limits, the limit is per server: [NewServer] and each call
+// of [GRPCServerOptions] build limiters of their own from the options.
 func WithConcurrencyLimit(s breaker.ConcurrencySettings) ServerOption {
 	return protectOption(func(c *serverConfig) {
 		c.protect.conc = &s
