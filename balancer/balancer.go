@@ -154,9 +154,19 @@ func New(policy Policy, opts ...Option) *Balancer {
 func (b *Balancer) Update(eps []discovery.Endpoint) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	loads := make(map[string]*Load, len(eps))
 	snap := &snapshot{endpoints: make([]*Endpoint, len(eps))}
 	vals := make([]Endpoint, len(eps))
+	if prev := b.picker.Load(); prev != nil && sameIDs(prev.endpoints, eps) {
+		// The common push: the same instances, some attribute changed.
+		// Their loads are taken in order, without the map.
+		for i := range eps {
+			vals[i] = Endpoint{Endpoint: eps[i], Load: prev.endpoints[i].Load}
+			snap.endpoints[i] = &vals[i]
+		}
+		b.publish(snap)
+		return
+	}
+	loads := make(map[string]*Load, len(eps))
 	var fresh []Load
 	for i := range eps {
 		l := b.loads[eps[i].ID]
@@ -175,10 +185,28 @@ func (b *Balancer) Update(eps []discovery.Endpoint) {
 		snap.endpoints[i] = &vals[i]
 	}
 	b.loads = loads
+	b.publish(snap)
+}
+
+// publish builds the picker of snap and makes it current. b.mu is held.
+func (b *Balancer) publish(snap *snapshot) {
 	if len(snap.endpoints) > 0 {
 		snap.picker = b.policy.Build(snap.endpoints)
 	}
 	b.picker.Store(snap)
+}
+
+// sameIDs reports whether eps has the IDs of prev, in the same order.
+func sameIDs(prev []*Endpoint, eps []discovery.Endpoint) bool {
+	if len(prev) != len(eps) || len(eps) == 0 {
+		return false
+	}
+	for i := range eps {
+		if prev[i].ID != eps[i].ID {
+			return false
+		}
+	}
+	return true
 }
 
 // Endpoints returns the current snapshot. It must not be modified.

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/discovery"
 )
 
 var benchSizes = []int{3, 100, 10_000}
@@ -125,23 +126,36 @@ func BenchmarkPickSkip(b *testing.B) {
 	}
 }
 
-// BenchmarkRebuild measures Balancer.Update with 10 000 endpoints whose
-// IDs stay the same (load state reused), as on a discovery push.
+// BenchmarkRebuild measures Balancer.Update with 10 000 endpoints: with
+// the same IDs (load state reused in order, as on a push that changes an
+// attribute) and with one endpoint replaced (load state found by ID).
 func BenchmarkRebuild(b *testing.B) {
-	eps := endpoints(10_000)
+	eps := endpoints(10_001)
 	for i := range eps {
 		eps[i].Zone = []string{"z1", "z2", "z3"}[i%3]
 		eps[i].Weight = uint32(i%4 + 1)
 	}
+	sets := [2][]discovery.Endpoint{eps[:10_000], eps[1:]}
 	for _, p := range benchPolicies() {
-		b.Run(p.name+"/n=10000", func(b *testing.B) {
+		b.Run(p.name+"/n=10000/same", func(b *testing.B) {
 			bal := balancer.New(p.new())
-			bal.Update(eps)
+			bal.Update(sets[0])
 			b.ReportAllocs()
-			b.ResetTimer()
+			cpu := startCPU()
 			for b.Loop() {
-				bal.Update(eps)
+				bal.Update(sets[0])
 			}
+			cpu.report(b)
+		})
+		b.Run(p.name+"/n=10000/replace-one", func(b *testing.B) {
+			bal := balancer.New(p.new())
+			bal.Update(sets[0])
+			b.ReportAllocs()
+			cpu := startCPU()
+			for i := 0; b.Loop(); i++ {
+				bal.Update(sets[(i+1)%2])
+			}
+			cpu.report(b)
 		})
 	}
 }

@@ -24,22 +24,29 @@ func (p maglev) Build(eps []*Endpoint) Picker {
 		m = nextPrime(len(eps))
 	}
 	n := len(eps)
-	offset := make([]uint64, n)
+	// Endpoint i's permutation is offset_i, offset_i + skip_i, ... mod m;
+	// pos holds where it stands, so the fill needs no division.
+	pos := make([]uint64, n)
 	skip := make([]uint64, n)
-	next := make([]uint64, n)
 	weight := make([]float64, n)
 	target := make([]float64, n)
 	var maxW float64
+	mm := uint64(m)
 	for i, e := range eps {
 		h := hashKey(e.ID)
-		offset[i] = h % uint64(m)
-		skip[i] = mix64(h^0x5851f42d4c957f2d)%uint64(m-1) + 1
+		pos[i] = h % mm
+		skip[i] = mix64(h^0x5851f42d4c957f2d)%(mm-1) + 1
 		weight[i] = float64(e.EffectiveWeight())
 		maxW = max(maxW, weight[i])
 	}
 	table := make([]int32, m)
 	for i := range table {
 		table[i] = -1
+	}
+	advance := func(i int) {
+		if pos[i] += skip[i]; pos[i] >= mm {
+			pos[i] -= mm
+		}
 	}
 	filled := 0
 	for iteration := 0.0; filled < m; iteration++ {
@@ -50,13 +57,11 @@ func (p maglev) Build(eps []*Endpoint) Picker {
 				continue
 			}
 			target[i] += maxW
-			c := (offset[i] + skip[i]*next[i]) % uint64(m)
-			for table[c] >= 0 {
-				next[i]++
-				c = (offset[i] + skip[i]*next[i]) % uint64(m)
+			for table[pos[i]] >= 0 {
+				advance(i)
 			}
-			table[c] = int32(i)
-			next[i]++
+			table[pos[i]] = int32(i)
+			advance(i)
 			filled++
 		}
 	}
