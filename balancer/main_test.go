@@ -66,6 +66,10 @@ func allPolicies() []namedPolicy {
 		{"ZoneAware(RoundRobin)", func(opts ...balancer.Option) balancer.Policy {
 			return balancer.ZoneAware("z1", balancer.RoundRobin(opts...), opts...)
 		}},
+		{"Outlier(ZoneAware(PeakEWMA))", func(opts ...balancer.Option) balancer.Policy {
+			return balancer.Outlier(balancer.ZoneAware("z1", balancer.PeakEWMA(opts...), opts...),
+				append(opts, balancer.WithMaxEjected(0.5), balancer.WithConsecutiveFailures(2))...)
+		}},
 		{"Subset(Random)", func(opts ...balancer.Option) balancer.Policy {
 			return balancer.Subset(balancer.MatchTags("canary"), balancer.Random(opts...), balancer.WithFallback())
 		}},

@@ -74,7 +74,10 @@ type zonePicker struct {
 	countedShare atomic.Uint64
 }
 
-const allLocal = ^uint64(0)
+const (
+	allLocal = ^uint64(0)
+	counting = -1 // countedUntil while one goroutine recounts
+)
 
 // localShare returns the share of requests to keep local, in 1/2⁶⁴.
 func (p *zonePicker) localShare() uint64 {
@@ -90,10 +93,10 @@ func (p *zonePicker) localShare() uint64 {
 		return allLocal
 	}
 	until := p.countedUntil.Load()
-	if p.counted.Load() == st && now < until {
+	if until == counting || p.counted.Load() == st && now < until {
 		return p.countedShare.Load()
 	}
-	if !p.countedUntil.CompareAndSwap(until, 0) {
+	if !p.countedUntil.CompareAndSwap(until, counting) {
 		return p.countedShare.Load() // another goroutine is counting
 	}
 	healthy := 0
