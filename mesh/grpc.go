@@ -186,7 +186,7 @@ func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 		return res, err
 	}
 	start := time.Now()
-	ep, err := p.balancer.Pick(balancer.Info{Context: info.Ctx, Method: info.FullMethodName, Skip: p.guard.skipOpen})
+	ep, err := p.pickUnpinned(info)
 	if err != nil {
 		return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
 	}

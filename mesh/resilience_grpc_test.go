@@ -97,6 +97,13 @@ func TestGRPCRetriesAndBreakers(t *testing.T) {
 	}
 	defer cc.Close()
 	ctx := testContext(t, 20*time.Second)
+	// Until the channel has ready connections, the first calls are picked
+	// by gRPC's own picker (weft's, without pinning); once the good
+	// endpoints are ready, no call may fail.
+	poll(t, "the good endpoints ready", func() bool {
+		demo.Whoami(ctx, cc)
+		return a.calls.Load() > 0 && b.calls.Load() > 0
+	})
 	for i := 0; i < 300; i++ {
 		answer, err := demo.Whoami(ctx, cc)
 		if err != nil {

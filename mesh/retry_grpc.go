@@ -25,9 +25,13 @@ import (
 // routing of one attempt between two parts of weft, not configuration.
 type pinKey struct{}
 
-// grpcPin is the endpoint chosen for one gRPC attempt.
+// grpcPin is the endpoint chosen for one gRPC attempt. With ep nil, the
+// connection's picker chooses, avoiding tried when it can, and records
+// its choice in picked.
 type grpcPin struct {
 	ep       *balancer.Endpoint
+	tried    []*balancer.Endpoint
+	picked   atomic.Pointer[balancer.Endpoint]
 	notReady atomic.Bool // the picker had no ready connection to ep: nothing was sent
 }
 
@@ -113,10 +117,12 @@ func (gc *grpcCluster) attemptGRPC(ctx context.Context, method string, req, repl
 		ep, err := gc.pickGRPC(ctx, method, tried, refused)
 		if errors.Is(err, balancer.ErrNoEndpoints) {
 			// No connection is ready yet (the channel was idle): let the
-			// connection's picker choose once one is.
+			// connection's picker choose once one is. It keeps the
+			// breakers' and the balancer's accounts of this attempt.
+			pin := &grpcPin{tried: tried}
 			var trailer metadata.MD
-			err := invoker(actx, method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
-			a := grpcAttemptResult{err: err, made: true, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
+			err := invoker(context.WithValue(actx, pinKey{}, pin), method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
+			a := grpcAttemptResult{err: err, ep: pin.picked.Load(), made: true, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
 			a.pushback, a.hasPushback = pushback(trailer)
 			return a
 		}
@@ -297,7 +303,7 @@ func (gc *grpcCluster) hedgedGRPC(ctx context.Context, method string, req any, r
 // endpoint; ok is false for calls without a pin.
 func (p *grpcPicker) pinned(info grpcbalancer.PickInfo) (res grpcbalancer.PickResult, err error, ok bool) {
 	pin, ok := info.Ctx.Value(pinKey{}).(*grpcPin)
-	if !ok {
+	if !ok || pin.ep == nil {
 		return res, nil, false
 	}
 	sc, ready := p.subConns[pin.ep.ID]
@@ -306,4 +312,26 @@ func (p *grpcPicker) pinned(info grpcbalancer.PickInfo) (res grpcbalancer.PickRe
 		return res, status.Errorf(codes.Unavailable, "mesh: endpoint %q has no ready connection", pin.ep.ID), true
 	}
 	return grpcbalancer.PickResult{SubConn: sc}, nil, true
+}
+
+// pickUnpinned picks for a call weft did not pin: avoiding open breakers
+// and, for a retry, the endpoints already tried when there is another;
+// the choice is recorded for the interceptor.
+func (p *grpcPicker) pickUnpinned(info grpcbalancer.PickInfo) (*balancer.Endpoint, error) {
+	pin, _ := info.Ctx.Value(pinKey{}).(*grpcPin)
+	skip := p.guard.skipOpen
+	if pin != nil && len(pin.tried) > 0 {
+		skip = skipping(skip, pin.tried, nil)
+	}
+	ep, err := p.balancer.Pick(balancer.Info{Context: info.Ctx, Method: info.FullMethodName, Skip: skip})
+	if errors.Is(err, balancer.ErrAllSkipped) && pin != nil && len(pin.tried) > 0 {
+		ep, err = p.balancer.Pick(balancer.Info{Context: info.Ctx, Method: info.FullMethodName, Skip: p.guard.skipOpen})
+	}
+	if err != nil {
+		return nil, err
+	}
+	if pin != nil {
+		pin.picked.Store(ep)
+	}
+	return ep, nil
 }
