@@ -147,7 +147,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		ready:    make(chan struct{}),
 		scheme:   "http",
 		guard:    newGuard(service, &c.cfg.resilience),
-		tel:      c.cfg.telemetry.Destination(service, policyName(policy)),
+		tel:      c.destination(service, policy),
 	}
 	tlsConfig, err := c.tlsConfig(service)
 	if err != nil {

@@ -68,7 +68,7 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 		policy = c.cfg.policy(service)
 	}
 	gc := &grpcCluster{service: service, balancer: balancer.New(policy), guard: newGuard(service, &c.cfg.resilience),
-		tel: c.cfg.telemetry.Destination(service, policyName(policy))}
+		tel: c.destination(service, policy)}
 	all := append([]grpc.DialOption{
 		grpc.WithResolvers(&grpcResolverBuilder{watcher: c.cfg.watcher, cluster: gc}),
 		grpc.WithChainUnaryInterceptor(gc.unaryChain()...),

@@ -41,6 +41,14 @@ func WithTelemetry(t *telemetry.Telemetry) Option {
 	}
 }
 
+// destination returns the telemetry of calls to service, nil without
+// telemetry. Calls have a span of their own, above their attempts' spans,
+// when the client may retry or hedge them.
+func (c *Client) destination(service string, policy balancer.Policy) *telemetry.Destination {
+	rc := &c.cfg.resilience
+	return c.cfg.telemetry.Destination(service, policyName(policy), rc.retry != nil || rc.hedge != nil)
+}
+
 // policyName is the name of a balancing policy as recorded in
 // weft.balancer.policy: its type name in snake case ("round_robin").
 func policyName(p balancer.Policy) string {
@@ -196,8 +204,8 @@ func (gc *grpcCluster) streamChain() grpc.DialOption {
 // that endpoint's breaker state.
 func (gc *grpcCluster) annotate(ctx context.Context, a *telemetry.Attempt) {
 	pin, ok := ctx.Value(pinKey{}).(*grpcPin)
-	if !ok {
-		return
+	if !ok || pin.ep == nil {
+		return // not pinned: gRPC's picker chooses once a connection is ready
 	}
 	a.SetEndpoint(pin.ep.ID, pin.ep.Addr)
 	if br := gc.guard.breakers.Get(pin.ep.ID); br != nil {

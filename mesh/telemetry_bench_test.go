@@ -45,11 +45,32 @@ import (
 type otelSetup struct {
 	tp  *sdktrace.TracerProvider
 	mp  *sdkmetric.MeterProvider
-	exp *tracetest.InMemoryExporter
+	exp *recycledExporter
+}
+
+// recycledExporter is an in-memory exporter emptied every few thousand
+// spans, so that the benchmark measures recording and exporting spans,
+// not a heap growing with every span ever made (which the garbage
+// collector would scan on every cycle).
+type recycledExporter struct {
+	*tracetest.InMemoryExporter
+	mu sync.Mutex
+	n  int
+}
+
+func (e *recycledExporter) ExportSpans(ctx context.Context, spans []sdktrace.ReadOnlySpan) error {
+	err := e.InMemoryExporter.ExportSpans(ctx, spans)
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.n += len(spans); e.n >= 4096 {
+		e.Reset()
+		e.n = 0
+	}
+	return err
 }
 
 func newOtelSetup(b *testing.B, sampled bool) *otelSetup {
-	s := &otelSetup{exp: tracetest.NewInMemoryExporter()}
+	s := &otelSetup{exp: &recycledExporter{InMemoryExporter: tracetest.NewInMemoryExporter()}}
 	sampler := sdktrace.NeverSample()
 	if sampled {
 		sampler = sdktrace.AlwaysSample()

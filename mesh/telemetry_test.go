@@ -260,16 +260,15 @@ func spanAttr(s sdktrace.ReadOnlySpan, k attribute.Key) (attribute.Value, bool) 
 
 func str(s string) attribute.Value { return attribute.StringValue(s) }
 
-// clientHops are the spans of one client call of service with one
-// attempt to endpoint service+"-1".
+// clientHops are the spans of one client call of service, without
+// retries, to endpoint service+"-1": its one attempt, a client span that
+// carries the call's attributes.
 func clientHops(name, service string) []hop {
 	return []hop{
-		{trace.SpanKindInternal, name + " " + service, map[attribute.Key]attribute.Value{
-			telemetry.ServiceKey: str(service), telemetry.PolicyKey: str("round_robin"),
-		}},
 		{trace.SpanKindClient, name, map[attribute.Key]attribute.Value{
-			telemetry.ServiceKey: str(service), telemetry.EndpointKey: str(service + "-1"),
-			telemetry.AttemptKey: attribute.IntValue(1), telemetry.RetryKey: attribute.BoolValue(false),
+			telemetry.ServiceKey: str(service), telemetry.PolicyKey: str("round_robin"),
+			telemetry.EndpointKey: str(service + "-1"),
+			telemetry.AttemptKey:  attribute.IntValue(1), telemetry.RetryKey: attribute.BoolValue(false),
 			telemetry.HedgeKey: attribute.BoolValue(false), telemetry.BreakerStateKey: str("closed"),
 			"server.address": str("127.0.0.1"),
 		}},

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"strconv"
@@ -28,11 +29,11 @@ type Destination struct {
 	service string
 	policy  string
 
-	callAttrs  []attribute.KeyValue                      // weft.service, weft.balancer.policy
-	httpStart  [len(httpMethods)][]trace.SpanStartOption // call spans: kind internal, callAttrs, method
-	rpcStart   []trace.SpanStartOption                   // call spans: kind internal, callAttrs, rpc.system.name
-	attStart   []trace.SpanStartOption                   // kind client
-	callNames  [len(httpMethods)]string                  // "GET payments"
+	callAttrs  []attribute.KeyValue     // weft.service, weft.balancer.policy
+	callStart  []trace.SpanStartOption  // call spans: kind internal
+	single     bool                     // calls have one attempt: no call span
+	attStart   []trace.SpanStartOption  // kind client
+	callNames  [len(httpMethods)]string // "GET payments"
 	httpSeries cowMap[httpSeries, []metric.RecordOption]
 	rpcSeries  cowMap[rpcSeries, []metric.RecordOption]
 	routes     *boundedSet
@@ -52,25 +53,30 @@ type rpcSeries struct {
 
 // Destination returns the recorder of calls to service, whose endpoints
 // are balanced by policy (a name such as "round_robin", recorded as
-// weft.balancer.policy). Calls with the same service and policy return
-// the same Destination. A nil t returns nil.
-func (t *Telemetry) Destination(service, policy string) *Destination {
+// weft.balancer.policy).
+//
+// retries says whether a call may make more than one attempt (retries or
+// hedging are configured). When it may, each call is an internal span
+// with a client span per attempt under it; when it may not, the call's
+// only attempt is its only span, a client span that carries the call's
+// attributes too — the structure of the semantic conventions for a
+// request that is not resent, one span cheaper.
+//
+// Calls with the same arguments return the same Destination. A nil t
+// returns nil.
+func (t *Telemetry) Destination(service, policy string, retries bool) *Destination {
 	if t == nil {
 		return nil
 	}
-	key := service + "\x00" + policy
+	key := fmt.Sprintf("%s\x00%s\x00%v", service, policy, retries)
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if d := t.dests[key]; d != nil {
 		return d
 	}
-	d := &Destination{t: t, service: service, policy: policy, routes: newBoundedSet(maxRoutes)}
+	d := &Destination{t: t, service: service, policy: policy, single: !retries, routes: newBoundedSet(maxRoutes)}
 	d.callAttrs = []attribute.KeyValue{ServiceKey.String(service), PolicyKey.String(policy)}
-	internal := trace.WithSpanKind(trace.SpanKindInternal)
-	for i, m := range httpMethods {
-		d.httpStart[i] = []trace.SpanStartOption{internal, trace.WithAttributes(append(d.callAttrs[:2:2], keyHTTPMethod.String(m))...)}
-	}
-	d.rpcStart = []trace.SpanStartOption{internal, trace.WithAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC)...)}
+	d.callStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
 	d.attStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
 	for i, m := range httpMethods {
 		if i == 0 {
@@ -99,8 +105,9 @@ func (d *Destination) Service() string {
 }
 
 // Call is one logical client call: a span of kind internal under which
-// each attempt (the first, retries, hedges) is a client span of its own.
-// A nil *Call records nothing. Its methods are safe for concurrent use by
+// each attempt (the first, retries, hedges) is a client span of its own,
+// or, for a destination without retries, no span of its own (see
+// [Telemetry.Destination]). A nil *Call records nothing. Its methods are safe for concurrent use by
 // the call's attempts.
 type Call struct {
 	d        *Destination
@@ -121,9 +128,15 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 	}
 	mi := methodIndex(r.Method)
 	c := &Call{d: d, start: time.Now(), method: mi, rawHTTP: r.Method}
-	ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.httpStart[mi]...)
-	if mi == 0 && c.span.IsRecording() {
-		c.span.SetAttributes(keyHTTPMethodOrig.String(r.Method))
+	if !d.single {
+		ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
+		if c.span.IsRecording() {
+			attrs := append(d.callAttrs[:2:2], keyHTTPMethod.String(httpMethods[mi]))
+			if mi == 0 {
+				attrs = append(attrs, keyHTTPMethodOrig.String(r.Method))
+			}
+			c.span.SetAttributes(attrs...)
+		}
 	}
 	return context.WithValue(ctx, callKey{}, c), c
 }
@@ -136,9 +149,11 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 		return ctx, nil
 	}
 	c := &Call{d: d, start: time.Now(), rpc: strings.TrimPrefix(fullMethod, "/")}
-	ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.rpcStart...)
-	if c.span.IsRecording() {
-		c.span.SetAttributes(keyRPCMethod.String(c.rpc))
+	if !d.single {
+		ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
+		if c.span.IsRecording() {
+			c.span.SetAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC, keyRPCMethod.String(c.rpc))...)
+		}
 	}
 	return context.WithValue(ctx, callKey{}, c), c
 }
@@ -302,7 +317,7 @@ func (a *Attempt) EndGRPC(err error) {
 
 // EndHTTP ends the logical call with the response or error it returns.
 func (c *Call) EndHTTP(resp *http.Response, err error) {
-	if c == nil {
+	if c == nil || c.span == nil {
 		return
 	}
 	if c.span.IsRecording() {
@@ -315,7 +330,7 @@ func (c *Call) EndHTTP(resp *http.Response, err error) {
 
 // EndGRPC ends the logical call with the error it returns (nil for OK).
 func (c *Call) EndGRPC(err error) {
-	if c == nil {
+	if c == nil || c.span == nil {
 		return
 	}
 	if c.span.IsRecording() {
@@ -323,15 +338,6 @@ func (c *Call) EndGRPC(err error) {
 		c.span.SetAttributes(appendGRPCOutcome(c.span, buf[:0], grpcCode(err), err)...)
 	}
 	c.span.End()
-}
-
-// Event adds a mesh event (a retry scheduled, a budget exhausted, a
-// breaker refusing) to the call's span.
-func (c *Call) Event(name string, attrs ...attribute.KeyValue) {
-	if c == nil || !c.span.IsRecording() {
-		return
-	}
-	c.span.AddEvent(name, trace.WithAttributes(attrs...))
 }
 
 // httpOutcome returns the status code and the error.type of an HTTP

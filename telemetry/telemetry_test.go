@@ -158,7 +158,7 @@ func TestHTTPSpansAndMetrics(t *testing.T) {
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 	srv := httptest.NewServer(r.tel.Handler(mux, nil))
 	defer srv.Close()
-	dst := r.tel.Destination("users", "round_robin")
+	dst := r.tel.Destination("users", "round_robin", true)
 	cases := []struct {
 		method, path string
 		want         int
@@ -254,7 +254,7 @@ func TestRetryAttemptsAreChildSpans(t *testing.T) {
 		}
 	}), nil))
 	defer srv.Close()
-	dst := r.tel.Destination("flaky", "round_robin")
+	dst := r.tel.Destination("flaky", "round_robin", true)
 	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
 	ctx, call := dst.StartHTTP(req.Context(), req)
 	var resp *http.Response
@@ -344,7 +344,7 @@ func TestBoundedSeries(t *testing.T) {
 	mux.HandleFunc("/echo/", func(http.ResponseWriter, *http.Request) {})
 	srv := httptest.NewServer(r.tel.Handler(mux, nil))
 	defer srv.Close()
-	dst := r.tel.Destination("items", "round_robin")
+	dst := r.tel.Destination("items", "round_robin", false)
 	rng := rand.New(rand.NewPCG(1, 2))
 	methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
 	client := srv.Client()
@@ -407,7 +407,7 @@ func TestGRPC(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(ln) }()
 	defer func() { srv.Stop(); <-done }()
-	dst := r.tel.Destination("demo", "round_robin")
+	dst := r.tel.Destination("demo", "round_robin", true)
 	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)))
 	if err != nil {
@@ -566,7 +566,7 @@ func FuzzRedact(f *testing.F) {
 // *Telemetry) costs no allocation on the call path.
 func TestNilIsFree(t *testing.T) {
 	var tel *telemetry.Telemetry
-	dst := tel.Destination("svc", "round_robin")
+	dst := tel.Destination("svc", "round_robin", true)
 	req := httptest.NewRequest("GET", "http://svc/x", nil)
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -603,7 +603,7 @@ func TestDefaults(t *testing.T) {
 	if !slices.Equal(fields, []string{"baggage", "traceparent", "tracestate"}) {
 		t.Errorf("default propagator fields %v, want traceparent, tracestate, baggage", fields)
 	}
-	if tel.Destination("a", "p") != tel.Destination("a", "p") {
+	if tel.Destination("a", "p", true) != tel.Destination("a", "p", true) || tel.Destination("a", "p", true) == tel.Destination("a", "p", false) {
 		t.Error("Destination not reused")
 	}
 	var _ propagation.TextMapPropagator = tel.Propagator()

@@ -1,0 +1,165 @@
+package telemetry_test
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"google.golang.org/grpc"
+
+	"github.com/weftmesh/weft/telemetry"
+)
+
+// discardExporter counts spans and keeps none, so the benchmarks measure
+// recording, not a growing heap.
+type discardExporter struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (e *discardExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.mu.Lock()
+	e.n += len(spans)
+	e.mu.Unlock()
+	return nil
+}
+
+func (e *discardExporter) Shutdown(context.Context) error { return nil }
+
+// benchTelemetry returns nil (telemetry off), or a Telemetry with every
+// span sampled or none, spans exported through a batcher, metrics to a
+// manual reader.
+func benchTelemetry(b *testing.B, mode string) *telemetry.Telemetry {
+	if mode == "off" {
+		return nil
+	}
+	sampler := sdktrace.NeverSample()
+	if mode == "sampled" {
+		sampler = sdktrace.AlwaysSample()
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(&discardExporter{}), sdktrace.WithSampler(sampler))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	b.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(mp))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tel
+}
+
+var modes = []string{"off", "unsampled", "sampled"}
+
+type benchMode struct {
+	name, sampling string
+	retries        bool
+}
+
+// benchModes are the client set-ups: telemetry off, unsampled, sampled;
+// with retries (a call span and an attempt span) and without (one span).
+func benchModes() []benchMode {
+	var out []benchMode
+	for _, m := range modes {
+		out = append(out, benchMode{m, m, false})
+		if m != "off" {
+			out = append(out, benchMode{m + "-retries", m, true})
+		}
+	}
+	return out
+}
+
+// BenchmarkHTTPClient records one client call with one attempt, as mesh
+// does around an HTTP round trip (without the round trip).
+func BenchmarkHTTPClient(b *testing.B) {
+	for _, mode := range benchModes() {
+		b.Run(mode.name, func(b *testing.B) {
+			dst := benchTelemetry(b, mode.sampling).Destination("payments", "round_robin", mode.retries)
+			req := httptest.NewRequest(http.MethodGet, "http://payments/charge", nil)
+			resp := &http.Response{StatusCode: http.StatusOK}
+			h := http.Header{}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for range b.N {
+				cctx, call := dst.StartHTTP(ctx, req)
+				_, att := call.StartAttempt(cctx, req)
+				att.SetEndpoint("payments-1", "10.0.0.1:8443")
+				att.SetBreakerState("closed")
+				att.InjectHTTP(h)
+				att.EndHTTP(resp, nil)
+				call.EndHTTP(resp, nil)
+			}
+		})
+	}
+}
+
+// BenchmarkHTTPServer records one served request (the handler does
+// nothing).
+func BenchmarkHTTPServer(b *testing.B) {
+	for _, mode := range modes {
+		b.Run(mode, func(b *testing.B) {
+			mux := http.NewServeMux()
+			mux.HandleFunc("GET /charge/{id}", func(http.ResponseWriter, *http.Request) {})
+			h := benchTelemetry(b, mode).Handler(mux, nil)
+			req := httptest.NewRequest(http.MethodGet, "http://payments/charge/42", nil)
+			req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			for range b.N {
+				h.ServeHTTP(w, req)
+			}
+		})
+	}
+}
+
+// BenchmarkGRPCClient records one unary gRPC call with one attempt
+// through the call and attempt interceptors (the invoker does nothing).
+func BenchmarkGRPCClient(b *testing.B) {
+	for _, mode := range benchModes() {
+		b.Run(mode.name, func(b *testing.B) {
+			dst := benchTelemetry(b, mode.sampling).Destination("payments", "round_robin", mode.retries)
+			invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
+			call, attempt := dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)
+			if call == nil {
+				call = func(ctx context.Context, m string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+					return inv(ctx, m, req, reply, cc, opts...)
+				}
+				attempt = call
+			}
+			chained := func(ctx context.Context, m string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
+				return attempt(ctx, m, req, reply, cc, invoker, opts...)
+			}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for range b.N {
+				_ = call(ctx, "/pay.Pay/Charge", nil, nil, nil, chained)
+			}
+		})
+	}
+}
+
+// BenchmarkGRPCServer records one served unary call.
+func BenchmarkGRPCServer(b *testing.B) {
+	for _, mode := range modes {
+		b.Run(mode, func(b *testing.B) {
+			intercept := benchTelemetry(b, mode).UnaryServerInterceptor(nil)
+			handler := func(context.Context, any) (any, error) { return nil, nil }
+			if intercept == nil {
+				intercept = func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+					return h(ctx, req)
+				}
+			}
+			info := &grpc.UnaryServerInfo{FullMethod: "/pay.Pay/Charge"}
+			ctx := context.Background()
+			b.ReportAllocs()
+			for range b.N {
+				_, _ = intercept(ctx, nil, info, handler)
+			}
+		})
+	}
+}
