@@ -889,3 +889,29 @@ func TestRetryAfterHonoured(t *testing.T) {
 		t.Fatalf("retried 429 after %v (status %d), want ≥ 1 s", took, code)
 	}
 }
+
+// TestHedgeDelayFromObservedLatency: without a fixed delay, hedging waits
+// the default until 20 calls were observed, then their 95th percentile.
+func TestHedgeDelayFromObservedLatency(t *testing.T) {
+	g := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{}})
+	if d := g.hedgeDelay(); d != DefaultHedgeDelay {
+		t.Fatalf("delay %v before any observation, want %v", d, DefaultHedgeDelay)
+	}
+	for i := 1; i <= 100; i++ {
+		g.latency.observe(time.Duration(i) * time.Millisecond)
+	}
+	if d := g.hedgeDelay(); d != 96*time.Millisecond {
+		t.Fatalf("delay %v after 1..100 ms, want the p95, 96ms", d)
+	}
+	// The window keeps the last 256 samples: 300 slow ones replace them.
+	for i := 0; i < 300; i++ {
+		g.latency.observe(time.Second)
+	}
+	if d := g.hedgeDelay(); d != time.Second {
+		t.Fatalf("delay %v after 300 samples of 1s", d)
+	}
+	fixed := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{Delay: 7 * time.Millisecond}})
+	if d := fixed.hedgeDelay(); d != 7*time.Millisecond || fixed.latency != nil {
+		t.Fatalf("fixed delay %v", d)
+	}
+}
