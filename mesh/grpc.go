@@ -119,6 +119,7 @@ func (b *grpcResolverBuilder) Build(target resolver.Target, cc resolver.ClientCo
 	service := target.Endpoint()
 	gc := b.cluster
 	stop, err := b.watcher.Watch(service, func(u discovery.Update) {
+		observeUpdate(gc.tel.Telemetry(), service, u)
 		byAddr := make(map[string]discovery.Endpoint, len(u.Endpoints))
 		addrs := make([]resolver.Address, 0, len(u.Endpoints))
 		for _, e := range u.Endpoints {

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/tlsid"
 )
 
 func TestMain(m *testing.M) {
@@ -607,4 +609,50 @@ func TestDefaults(t *testing.T) {
 		t.Error("Destination not reused")
 	}
 	var _ propagation.TextMapPropagator = tel.Propagator()
+}
+
+// TestObserveSVIDs checks that the expiry of a renewing SVID source is
+// reported at each collection and that a renewal is logged, with an
+// injected clock.
+func TestObserveSVIDs(t *testing.T) {
+	r := newRig(t)
+	var mu sync.Mutex
+	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ca, err := tlsid.NewDevCA("example.org", tlsid.WithClock(clock), tlsid.WithSVIDTTL(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := r.tel.ObserveSVIDs(src)
+	defer stop()
+	expiry := func() int64 {
+		g := r.metric(t, "weft.certificate.expiry").Data.(metricdata.Gauge[int64])
+		if len(g.DataPoints) != 1 {
+			t.Fatalf("%d expiry series, want 1", len(g.DataPoints))
+		}
+		return g.DataPoints[0].Value
+	}
+	first := expiry()
+	if want := now.Add(time.Hour).Unix(); first < want-120 || first > want {
+		t.Errorf("expiry %d, want about %d", first, want)
+	}
+	if strings.Contains(r.logs.String(), "weft.certificate.rotated") {
+		t.Error("rotation logged before any renewal")
+	}
+	mu.Lock()
+	now = now.Add(55 * time.Minute) // past the 50–90% renewal point
+	mu.Unlock()
+	if second := expiry(); second <= first {
+		t.Errorf("expiry %d after renewal, want later than %d", second, first)
+	}
+	if !strings.Contains(r.logs.String(), "weft.certificate.rotated") {
+		t.Error("renewal not logged")
+	}
+	if strings.Contains(r.logs.String(), "PRIVATE KEY") {
+		t.Error("key material logged")
+	}
 }
