@@ -279,3 +279,37 @@ var (
 
 // rpcSystemGRPC is rpc.system.name="grpc".
 var rpcSystemGRPC = keyRPCSystem.String("grpc")
+
+// headerCarrier is [propagation.HeaderCarrier] without the key
+// canonicalization on every Get and Set for the keys of the default
+// propagators (traceparent, tracestate, baggage).
+type headerCarrier http.Header
+
+func canonicalKey(key string) string {
+	switch key {
+	case "traceparent":
+		return "Traceparent"
+	case "tracestate":
+		return "Tracestate"
+	case "baggage":
+		return "Baggage"
+	}
+	return http.CanonicalHeaderKey(key)
+}
+
+func (c headerCarrier) Get(key string) string {
+	if v := c[canonicalKey(key)]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c headerCarrier) Set(key, value string) { c[canonicalKey(key)] = []string{value} }
+
+func (c headerCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -13,7 +13,6 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 )
@@ -249,7 +248,7 @@ func (a *Attempt) InjectHTTP(h http.Header) {
 	if a == nil {
 		return
 	}
-	a.c.d.t.prop.Inject(a.ctx, propagation.HeaderCarrier(h))
+	a.c.d.t.prop.Inject(a.ctx, headerCarrier(h))
 }
 
 // SetEndpoint records the endpoint the balancer chose for the attempt:
