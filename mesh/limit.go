@@ -83,6 +83,7 @@ type protector struct {
 	routes map[string]*rate.Limiter // nil: no route limits
 	peers  *breaker.KeyedLimiter    // nil: no peer limit
 	conc   *breaker.ConcurrencyLimiter
+	timed  bool // the concurrency limit adapts to latency: time each call
 	now    func() time.Time
 	tel    *telemetry.Telemetry // nil: none (telemetry.go)
 }
@@ -107,6 +108,7 @@ func newProtector(c *protectConfig) *protector {
 	}
 	if c.conc != nil {
 		p.conc = breaker.NewConcurrencyLimiter(*c.conc)
+		p.timed = c.conc.Adaptive != nil
 	}
 	return p
 }
@@ -148,8 +150,7 @@ func protectHandler(h http.Handler, c *serverConfig) http.Handler {
 				http.Error(w, "overloaded", http.StatusServiceUnavailable)
 				return
 			}
-			start := time.Now()
-			defer func() { p.conc.Release(time.Since(start), true) }()
+			defer p.release(p.start())
 		}
 		h.ServeHTTP(w, r)
 	})
@@ -209,8 +210,26 @@ func (p *protector) admitGRPC(ctx context.Context, method string) (release func(
 		p.tel.Rejected(ctx, telemetry.Server, "", telemetry.Shed)
 		return nil, status.Error(codes.Unavailable, "mesh: overloaded, call shed")
 	}
-	start := time.Now()
-	return func() { p.conc.Release(time.Since(start), true) }, nil
+	start := p.start()
+	return func() { p.release(start) }, nil
+}
+
+// start returns the start time of an admitted call when the concurrency
+// limit needs latencies, and the zero time otherwise (a clock read saved).
+func (p *protector) start() time.Time {
+	if p.timed {
+		return time.Now()
+	}
+	return time.Time{}
+}
+
+// release ends an admitted call that started at start.
+func (p *protector) release(start time.Time) {
+	var rtt time.Duration
+	if p.timed {
+		rtt = time.Since(start)
+	}
+	p.conc.Release(rtt, true)
 }
 
 // httpPeerKey is the rate-limit key of r's caller: its SPIFFE ID, or its
