@@ -84,7 +84,7 @@ func (cl *cluster) hedged(ctx context.Context, req, orig *http.Request, tried []
 				continue
 			}
 			hedgeSent = true
-			if !g.budget.TryRetry(g.now()) {
+			if !retryAllowed(ctx, g, cl.tel) {
 				continue
 			}
 			r2, err := replay(orig)

@@ -79,7 +79,7 @@ func (cl *cluster) call(r *http.Request) (*http.Response, error) {
 		if ra, ok := retryAfter(a.resp); ok {
 			wait = max(wait, ra)
 		}
-		if !roomFor(ctx, wait, pol.MinRemaining) || !g.budget.TryRetry(g.now()) {
+		if !roomFor(ctx, wait, pol.MinRemaining) || !retryAllowed(ctx, g, cl.tel) {
 			return a.resp, a.err
 		}
 		discard(a.resp)

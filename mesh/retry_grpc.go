@@ -90,7 +90,7 @@ func (gc *grpcCluster) unary(ctx context.Context, method string, req, reply any,
 			}
 			wait = max(wait, a.pushback)
 		}
-		if !roomFor(ctx, wait, pol.MinRemaining) || !g.budget.TryRetry(g.now()) {
+		if !roomFor(ctx, wait, pol.MinRemaining) || !retryAllowed(ctx, g, gc.tel) {
 			return a.err
 		}
 		if err := waitRetry(ctx, wait); err != nil {
@@ -292,7 +292,7 @@ func (gc *grpcCluster) hedgedGRPC(ctx context.Context, method string, req any, r
 				continue
 			}
 			hedgeSent = true
-			if g.budget.TryRetry(g.now()) && launch(append(slices.Clip(tried), first)) != nil {
+			if retryAllowed(ctx, g, gc.tel) && launch(append(slices.Clip(tried), first)) != nil {
 				pending++
 			}
 		}

@@ -137,6 +137,17 @@ func (cl *cluster) tracedCall(r *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// retryAllowed asks g's retry budget for a retry or a hedge and records
+// a refusal (weft.retry.budget_exhausted, and an event on the call's
+// span).
+func retryAllowed(ctx context.Context, g *guard, tel *telemetry.Destination) bool {
+	if g.budget.TryRetry(g.now()) {
+		return true
+	}
+	tel.Telemetry().RetryBudgetExhausted(ctx, g.service)
+	return false
+}
+
 // observeRejection records a call the client refused to make.
 func observeRejection(d *telemetry.Destination, ctx context.Context, err error) {
 	if err == nil {

@@ -455,6 +455,57 @@ func TestTelemetryHTTPRetry(t *testing.T) {
 	}
 }
 
+// TestTelemetryRetryBudget checks that a retry refused by the retry
+// budget is counted and shows on the call's span.
+func TestTelemetryRetryBudget(t *testing.T) {
+	r := newTelRig(t)
+	r.serveHTTP("sick", telBID, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "sick", http.StatusServiceUnavailable)
+	}))
+	hc := r.client(telClientID, WithRetry(RetryPolicy{Backoff: time.Millisecond, MaxBackoff: time.Millisecond,
+		Budget: breaker.BudgetSettings{Ratio: -1, PerSecond: -1}})).HTTPClient()
+	if code, _ := telGet(t, hc, "http://sick/x", nil); code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d", code)
+	}
+	var call sdktrace.ReadOnlySpan
+	attempts := 0
+	for _, s := range r.spans.Ended() {
+		switch s.SpanKind() {
+		case trace.SpanKindInternal:
+			call = s
+		case trace.SpanKindClient:
+			attempts++
+		}
+	}
+	if call == nil || attempts != 1 {
+		t.Fatalf("call span %v, %d attempts; want a call span and 1 attempt (no budget for a retry)", call != nil, attempts)
+	}
+	var event bool
+	for _, e := range call.Events() {
+		event = event || e.Name == "weft.retry.budget_exhausted"
+	}
+	if !event {
+		t.Error("no weft.retry.budget_exhausted event on the call span")
+	}
+	var rm metricdata.ResourceMetrics
+	if err := r.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var exhausted int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == "weft.retry.budget_exhausted" {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					exhausted += dp.Value
+				}
+			}
+		}
+	}
+	if exhausted != 1 {
+		t.Errorf("weft.retry.budget_exhausted = %d, want 1", exhausted)
+	}
+}
+
 // TestTelemetryHTTPHedge checks that a hedge is its own attempt span,
 // marked weft.hedge=true, under the call span.
 func TestTelemetryHTTPHedge(t *testing.T) {
