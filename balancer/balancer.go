@@ -120,6 +120,7 @@ func (e *Endpoint) Done(o Outcome) {
 type Balancer struct {
 	policy Policy
 	clock  *clock
+	count  bool // count requests in flight: the policy reads them
 	picker atomic.Pointer[snapshot]
 
 	mu    sync.Mutex // serialises Update
@@ -142,6 +143,7 @@ func New(policy Policy, opts ...Option) *Balancer {
 	cfg := newConfig(opts)
 	return &Balancer{
 		policy: policy,
+		count:  readsInFlight(policy),
 		clock:  newClock(cfg.now),
 		loads:  make(map[string]*Load),
 	}
@@ -178,7 +180,7 @@ func (b *Balancer) Update(eps []discovery.Endpoint) {
 				fresh = make([]Load, len(eps)-i)
 			}
 			l, fresh = &fresh[0], fresh[1:]
-			l.clk = b.clock
+			l.clk, l.counted = b.clock, b.count
 		}
 		loads[eps[i].ID] = l
 		vals[i] = Endpoint{Endpoint: eps[i], Load: l}
@@ -239,6 +241,20 @@ func (b *Balancer) Pick(info Info) (*Endpoint, error) {
 	}
 	e.Load.begin()
 	return e, nil
+}
+
+// inFlightReader is implemented by the policies of this package, which
+// say whether they (or the policies they wrap) read [Load.InFlight].
+// Policies from elsewhere are assumed to read it.
+type inFlightReader interface {
+	readsInFlight() bool
+}
+
+func readsInFlight(p Policy) bool {
+	if r, ok := p.(inFlightReader); ok {
+		return r.readsInFlight()
+	}
+	return true
 }
 
 // next returns the first endpoint after skipped, in snapshot order, that

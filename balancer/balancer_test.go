@@ -283,3 +283,47 @@ func failAll(t *testing.T, b *balancer.Balancer, id string, n int) {
 }
 
 var _ = discovery.Endpoint{}
+
+// firstPolicy is a policy from outside the package: it always picks the
+// first endpoint.
+type firstPolicy struct{}
+
+func (firstPolicy) Build(eps []*balancer.Endpoint) balancer.Picker { return firstPicker(eps) }
+
+type firstPicker []*balancer.Endpoint
+
+func (p firstPicker) Pick(balancer.Info) (*balancer.Endpoint, error) { return p[0], nil }
+
+func TestInFlightIsCountedWhenThePolicyReadsIt(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		policy balancer.Policy
+		counts bool
+	}{
+		{"RoundRobin", balancer.RoundRobin(), false},
+		{"RingHash", balancer.RingHash(methodKey), false},
+		{"LeastRequest", balancer.LeastRequest(), true},
+		{"PeakEWMA", balancer.PeakEWMA(), true},
+		{"Outlier(LeastRequest)", balancer.Outlier(balancer.LeastRequest()), true},
+		{"Outlier(ZoneAware(Subset(Random)))", balancer.Outlier(balancer.ZoneAware("z", balancer.Subset(nil, balancer.Random()))), false},
+		{"a policy from elsewhere", firstPolicy{}, true},
+	} {
+		b := balancer.New(c.policy)
+		b.Update(endpoints(1))
+		e, err := b.Pick(balancer.Info{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := int64(0)
+		if c.counts {
+			want = 1
+		}
+		if got := e.Load.InFlight(); got != want {
+			t.Errorf("%s: in flight after a pick = %d, want %d", c.name, got, want)
+		}
+		e.Done(balancer.Outcome{})
+		if got := e.Load.InFlight(); got != 0 {
+			t.Errorf("%s: in flight after done = %d, want 0", c.name, got)
+		}
+	}
+}

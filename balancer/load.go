@@ -10,8 +10,9 @@ import (
 // peak-sensitive latency EWMA, recent outcomes and outlier ejection. A
 // [Balancer] keeps one Load per endpoint ID across rebuilds.
 //
-// The zero value is ready to use and reads the wall clock; a Balancer
-// makes its Loads with its own clock ([WithClock]). Its methods are safe
+// The zero value is ready to use, reads the wall clock and does not count
+// requests in flight; a Balancer makes its Loads with its own clock
+// ([WithClock]), counting in flight as its policy needs. Its methods are safe
 // for concurrent use and take no lock.
 type Load struct {
 	// Read on the pick path: kept together at the front.
@@ -21,6 +22,7 @@ type Load struct {
 	tau          atomic.Int64  // EWMA decay time constant in ns, set by PeakEWMA; 0: not tracked
 	ejectedUntil atomic.Int64  // clock reading; ejected while now < ejectedUntil
 	clk          *clock
+	counted      bool // in-flight requests are counted (set before first use)
 
 	consecutive atomic.Int64 // consecutive failures
 	successes   atomic.Int64 // since the last outlier sweep
@@ -29,10 +31,14 @@ type Load struct {
 
 	det atomic.Pointer[detector] // the outlier detector watching this load
 
-	_ [128 - 11*8]byte // 128 bytes: in a slab, the hot fields share one cache line
+	_ [128 - 12*8]byte // 128 bytes: in a slab, the hot fields share one cache line
 }
 
-// InFlight returns the number of picked requests not yet done.
+// InFlight returns the number of picked requests not yet done. It is
+// counted when the Balancer's policy balances on it ([LeastRequest],
+// [PeakEWMA], wrappers around them, and every policy from outside this
+// package); with the others it stays 0, so their picks and Done write no
+// shared counter.
 func (l *Load) InFlight() int64 { return l.inflight.Load() }
 
 // Latency returns the peak-sensitive latency EWMA, decayed to now, and
@@ -57,10 +63,16 @@ func (l *Load) Ejected() bool {
 	return u != 0 && l.clk.nanos() < u
 }
 
-func (l *Load) begin() { l.inflight.Add(1) }
+func (l *Load) begin() {
+	if l.counted {
+		l.inflight.Add(1)
+	}
+}
 
 func (l *Load) done(o Outcome) {
-	l.inflight.Add(-1)
+	if l.counted {
+		l.inflight.Add(-1)
+	}
 	if o.Result == Dropped {
 		return
 	}

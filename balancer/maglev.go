@@ -18,6 +18,8 @@ type maglev struct {
 	cfg config
 }
 
+func (maglev) readsInFlight() bool { return false }
+
 func (p maglev) Build(eps []*Endpoint) Picker {
 	m := p.cfg.tableSize
 	if m < len(eps) {

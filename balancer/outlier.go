@@ -48,6 +48,8 @@ type outlier struct {
 	cfg   config
 }
 
+func (o *outlier) readsInFlight() bool { return readsInFlight(o.inner) }
+
 func (o *outlier) Build(eps []*Endpoint) Picker {
 	var d *detector
 	for _, e := range eps {

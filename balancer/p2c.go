@@ -8,6 +8,8 @@ func LeastRequest(opts ...Option) Policy { return leastRequest{cfg: newConfig(op
 
 type leastRequest struct{ cfg config }
 
+func (leastRequest) readsInFlight() bool { return true }
+
 func (p leastRequest) Build(eps []*Endpoint) Picker {
 	return &leastRequestPicker{endpoints: eps, loads: loadsOf(eps), rng: newRNG(&p.cfg)}
 }
@@ -91,6 +93,8 @@ func pair(eps []*Endpoint, r *rng, info *Info) (a, b int) {
 func PeakEWMA(opts ...Option) Policy { return peakEWMA{cfg: newConfig(opts)} }
 
 type peakEWMA struct{ cfg config }
+
+func (peakEWMA) readsInFlight() bool { return true }
 
 func (p peakEWMA) Build(eps []*Endpoint) Picker {
 	for _, e := range eps {

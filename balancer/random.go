@@ -8,6 +8,8 @@ func Random(opts ...Option) Policy { return random{cfg: newConfig(opts)} }
 
 type random struct{ cfg config }
 
+func (random) readsInFlight() bool { return false }
+
 func (p random) Build(eps []*Endpoint) Picker {
 	return &randomPicker{endpoints: eps, rng: newRNG(&p.cfg)}
 }
@@ -53,6 +55,8 @@ func draw(eps []*Endpoint, r *rng, info *Info, other int) int {
 func WeightedRandom(opts ...Option) Policy { return weightedRandom{cfg: newConfig(opts)} }
 
 type weightedRandom struct{ cfg config }
+
+func (weightedRandom) readsInFlight() bool { return false }
 
 func (p weightedRandom) Build(eps []*Endpoint) Picker {
 	n := len(eps)

@@ -29,6 +29,8 @@ type ringHash struct {
 	density atomic.Uint64 // float64 bits: points per unit of weight
 }
 
+func (*ringHash) readsInFlight() bool { return false }
+
 func (p *ringHash) Build(eps []*Endpoint) Picker {
 	var sum float64
 	for _, e := range eps {

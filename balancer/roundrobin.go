@@ -15,6 +15,8 @@ func RoundRobin(opts ...Option) Policy { return roundRobin{cfg: newConfig(opts)}
 
 type roundRobin struct{ cfg config }
 
+func (roundRobin) readsInFlight() bool { return false }
+
 func (p roundRobin) Build(eps []*Endpoint) Picker {
 	rr := &roundRobinPicker{endpoints: eps, n: newDivider(len(eps))}
 	rr.next.Store(uint32(newRNG(&p.cfg).intn(len(eps))))
@@ -72,6 +74,8 @@ func WeightedRoundRobin(opts ...Option) Policy {
 }
 
 type weightedRoundRobin struct{ cfg config }
+
+func (weightedRoundRobin) readsInFlight() bool { return false }
 
 const strideMax = math.MaxUint16
 

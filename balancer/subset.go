@@ -67,6 +67,8 @@ type subset struct {
 	cfg   config
 }
 
+func (s subset) readsInFlight() bool { return readsInFlight(s.inner) }
+
 func (s subset) Build(eps []*Endpoint) Picker {
 	if s.match == nil {
 		return s.inner.Build(eps)

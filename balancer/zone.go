@@ -31,6 +31,8 @@ type zoneAware struct {
 	cfg   config
 }
 
+func (z zoneAware) readsInFlight() bool { return readsInFlight(z.inner) }
+
 func (z zoneAware) Build(eps []*Endpoint) Picker {
 	var local []*Endpoint
 	if z.zone != "" {
