@@ -35,10 +35,17 @@ import (
 //	weft-sampled    mesh with telemetry, every span sampled to an in-memory exporter
 //	contrib-sampled bare plus otelhttp / otelgrpc on both sides, every span sampled
 //
-// Each sub-benchmark after "bare" reports its time as a multiple of the
-// bare call's ("x-bare"), so one run gives the ratios:
+// Each sub-benchmark after "bare" reports its wall time ("x-bare") and
+// its process CPU time ("cpu-x-bare") as multiples of the bare call's, so
+// one run gives the ratios:
 //
-//	go test -run='^$' -bench=BenchmarkTelemetry -benchtime=3000x -count=3 ./mesh
+//	go test -run='^$' -bench=BenchmarkTelemetry -benchtime=3000x ./mesh
+//
+// On a shared machine, repeat whole runs (not -count, which runs each
+// set-up back to back) and take the median of the ratios:
+//
+//	go test -c -o /tmp/mesh.test ./mesh && cd mesh &&
+//	for i in 1 2 3 4 5 6 7 8; do /tmp/mesh.test -test.run='^$' -test.bench=BenchmarkTelemetry -test.benchtime=3000x; done
 
 // otelSetup is an SDK for a benchmark: sampled or not, spans to an
 // in-memory exporter through a batcher, metrics to a manual reader.
