@@ -106,8 +106,10 @@ func (d *Destination) Service() string {
 // Call is one logical client call: a span of kind internal under which
 // each attempt (the first, retries, hedges) is a client span of its own,
 // or, for a destination without retries, no span of its own (see
-// [Telemetry.Destination]). A nil *Call records nothing. Its methods are safe for concurrent use by
-// the call's attempts.
+// [Telemetry.Destination]). Get one from [Destination.StartHTTP] or
+// [Destination.StartGRPC]; the zero value is not usable, and a nil *Call
+// records nothing. Its methods are safe for concurrent use by the call's
+// attempts (hedges run side by side); End it once, after its attempts.
 type Call struct {
 	d        *Destination
 	span     trace.Span
@@ -174,8 +176,10 @@ func (d *Destination) CallOf(ctx context.Context) *Call {
 }
 
 // Attempt is one attempt of a [Call]: a client span and one
-// measurement of the request duration metric. A nil *Attempt records
-// nothing.
+// measurement of the request duration metric. Get one from
+// [Call.StartAttempt]; the zero value is not usable, and a nil *Attempt
+// records nothing. An Attempt belongs to the goroutine that makes the
+// attempt: its methods are not for concurrent use. End it once.
 type Attempt struct {
 	c     *Call
 	ctx   context.Context
