@@ -19,7 +19,7 @@ const module = "github.com/weftmesh/weft/"
 var allowedImports = map[string][]string{
 	"mesh":      {"balancer", "breaker", "discovery", "telemetry", "tlsid"},
 	"balancer":  {"discovery"},
-	"breaker":   {},
+	"breaker":   {"discovery"},
 	"discovery": {},
 	"telemetry": {},
 	"tlsid":     {},
