@@ -190,7 +190,7 @@ func accessHandler(h http.Handler, c *serverConfig) http.Handler {
 		if clean != "/" && strings.HasSuffix(r.URL.Path, "/") {
 			routed = clean + "/"
 		}
-		if routed != r.URL.Path || r.URL.RawPath != "" {
+		if (routed != r.URL.Path || r.URL.RawPath != "") && r.URL.Path != "*" { // "OPTIONS *" stays as is
 			r2 := new(http.Request)
 			*r2 = *r
 			u := *r.URL
