@@ -327,3 +327,37 @@ func TestInFlightIsCountedWhenThePolicyReadsIt(t *testing.T) {
 		}
 	}
 }
+
+func TestNilArgumentsAndOddInput(t *testing.T) {
+	policies := map[string]balancer.Policy{
+		"New(nil)":          nil,
+		"Outlier(nil)":      balancer.Outlier(nil, nil, balancer.WithClock(nil)),
+		"ZoneAware(z, nil)": balancer.ZoneAware("z", nil),
+		"Subset(nil, nil)":  balancer.Subset(nil, nil),
+		"RingHash(nil)":     balancer.RingHash(nil),
+		"Maglev(nil)":       balancer.Maglev(nil, balancer.WithTableSize(-5)),
+		"options out of range": balancer.Outlier(balancer.PeakEWMA(balancer.WithDecay(-1), balancer.WithDefaultLatency(0)),
+			balancer.WithMaxEjected(7), balancer.WithPanicThreshold(-1), balancer.WithConsecutiveFailures(0),
+			balancer.WithEjectionTime(-1, -1), balancer.WithInterval(0), balancer.WithZoneMinHealthy(2)),
+	}
+	odd := []discovery.Endpoint{
+		{ID: "dup", Addr: "10.0.0.1:1", Weight: 1 << 31},
+		{ID: "dup", Addr: "10.0.0.2:1"}, // a duplicate ID shares its load
+		{ID: "max", Addr: "10.0.0.3:1", Weight: ^uint32(0)},
+		{ID: "", Addr: ""},
+	}
+	for name, p := range policies {
+		b := balancer.New(p, nil)
+		b.Update(odd)
+		for i := range 100 {
+			e, err := b.Pick(balancer.Info{Method: keyOf(i)})
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			e.Done(balancer.Outcome{Result: balancer.Failure})
+		}
+		if eps := b.Endpoints(); eps[0].Load != eps[1].Load {
+			t.Errorf("%s: endpoints with the same ID have different loads", name)
+		}
+	}
+}
