@@ -259,3 +259,36 @@ func TestNilOptionsAreIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// An instance that leaves discovery and then stops is never the cause of
+// a failed gRPC call, even with no retry policy: an attempt whose chosen
+// endpoint has no ready connection goes to a ready one instead.
+func TestGRPCInstanceLeavesThenStops(t *testing.T) {
+	env := newTestEnv(t, 3)
+	cc, err := env.client().DialGRPC("demo-grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 20*time.Second)
+	seen := map[string]bool{}
+	for i := 0; i < 500 && len(seen) < 3; i++ {
+		answer, err := demo.Whoami(ctx, cc)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		seen[strings.Fields(answer)[0]] = true
+	}
+	gone := env.instances[0]
+	env.publish(env.instances[1:]...)
+	gone.grpc.GracefulStop()
+	for i := 0; i < 200; i++ {
+		answer, err := demo.Whoami(ctx, cc)
+		if err != nil {
+			t.Fatalf("call %d after %s left: %v", i, gone.name, err)
+		}
+		if strings.HasPrefix(answer, gone.name+" ") {
+			t.Fatalf("call %d answered by stopped %s", i, gone.name)
+		}
+	}
+}

@@ -116,20 +116,18 @@ func (gc *grpcCluster) attemptGRPC(ctx context.Context, method string, req, repl
 	for range 3 {
 		ep, err := gc.pickGRPC(ctx, method, tried, refused)
 		if errors.Is(err, balancer.ErrNoEndpoints) {
-			// No connection is ready yet (the channel was idle): let the
-			// connection's picker choose once one is. It keeps the
-			// breakers' and the balancer's accounts of this attempt.
-			pin := &grpcPin{tried: tried}
-			var trailer metadata.MD
-			err := invoker(context.WithValue(actx, pinKey{}, pin), method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
-			a := grpcAttemptResult{err: err, ep: pin.picked.Load(), made: true, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
-			a.pushback, a.hasPushback = pushback(trailer)
-			return a
+			// No connection is ready yet (the channel was idle).
+			return gc.unpinnedGRPC(ctx, actx, method, req, reply, cc, invoker, tried, opts)
 		}
 		if err != nil {
 			return grpcAttemptResult{err: &grpcError{code: codes.Unavailable, err: err}}
 		}
 		a, admitted := gc.sendGRPC(ctx, actx, method, req, reply, cc, invoker, ep, opts)
+		if admitted && !a.sent {
+			// ep has no ready connection: it is leaving the set, or not
+			// connected yet. Nothing was sent, so the call is not a retry.
+			return gc.unpinnedGRPC(ctx, actx, method, req, reply, cc, invoker, tried, opts)
+		}
 		if admitted {
 			return a
 		}
@@ -139,6 +137,20 @@ func (gc *grpcCluster) attemptGRPC(ctx context.Context, method string, req, repl
 		refused = append(refused, ep)
 	}
 	return grpcAttemptResult{err: &grpcError{code: codes.Unavailable, err: fmt.Errorf("mesh: %q: %w", gc.service, ErrCircuitOpen)}}
+}
+
+// unpinnedGRPC makes one attempt of a unary call without choosing its
+// endpoint here: the connection's picker chooses among the ready
+// connections, once one is ready, and keeps the breakers' and the
+// balancer's accounts of the attempt. ctx is the caller's context, actx
+// the attempt's.
+func (gc *grpcCluster) unpinnedGRPC(ctx, actx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, tried []*balancer.Endpoint, opts []grpc.CallOption) grpcAttemptResult {
+	pin := &grpcPin{tried: tried}
+	var trailer metadata.MD
+	err := invoker(context.WithValue(actx, pinKey{}, pin), method, req, reply, cc, append(slices.Clip(opts), grpc.Trailer(&trailer))...)
+	a := grpcAttemptResult{err: err, ep: pin.picked.Load(), made: true, sent: true, result: gc.guard.classifyGRPC(ctx, err)}
+	a.pushback, a.hasPushback = pushback(trailer)
+	return a
 }
 
 // pickGRPC picks the endpoint of an attempt.
@@ -177,6 +189,10 @@ func (gc *grpcCluster) sendGRPC(ctx, actx context.Context, method string, req, r
 	run := func() breaker.Result {
 		a.err = invoker(pctx, method, req, reply, cc, opts...)
 		a.result = g.classifyGRPC(ctx, a.err)
+		if pin.notReady.Load() {
+			// Nothing reached ep: its breaker and load learn nothing.
+			a.result = breaker.Excluded
+		}
 		return a.result
 	}
 	var refused error
