@@ -14,6 +14,21 @@
 //
 // Configuration is by functional options. An [Option] applies to clients
 // and servers alike; [ClientOption] and [ServerOption] to one side only.
+// The zero configuration is safe: plaintext until [WithIdentity] gives an
+// identity, then mutual TLS 1.3 that admits peers of the same trust domain
+// unless [WithAuthorizer] says otherwise.
+//
+// The options by concern:
+//
+//   - where and to whom: [WithDiscovery], [WithBalancer], [WithIdentity],
+//     [WithAuthorizer], [WithServerAuthorizer];
+//   - resilience on the client: [WithRetry], [WithHedging],
+//     [WithCircuitBreaker], [WithRateLimit], [WithHTTPClassifier],
+//     [WithGRPCClassifier];
+//   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
+//     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit];
+//   - what happened: [WithTelemetry], [WithLogger];
+//   - tests: [WithClock].
 //
 // # The gRPC balancer registration
 //
