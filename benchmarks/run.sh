@@ -8,16 +8,28 @@
 # shared machine hits all rows alike.
 #
 # Environment:
-#   COUNT      rounds (default 5; at least 5 for the published figures)
-#   BENCHTIME  -benchtime per row and round (default 1s)
-#   BENCH      -bench regexp (default: every benchmark)
-#   OUT        file for the raw results (default results/<UTC date>.txt)
-#   GO         go command (default go)
+#   COUNT            rounds (default 5; at least 5 for the published figures)
+#   BENCH            -bench regexp of the call benchmarks (default: the
+#                    paths and the tail, which run to another process or
+#                    through real servers)
+#   BENCHTIME        their -benchtime per row and round (default 1s: the
+#                    proxies' CPU is read in 10 ms ticks)
+#   MICRO            -bench regexp of the microbenchmarks (default: the
+#                    decision, authorization and rebuild benchmarks; empty
+#                    to skip them). BenchmarkPick (pick_test.go) is left
+#                    out by default: building grpc-go's pickers over 10 000
+#                    endpoints takes ~90 s per round; add it with
+#                    MICRO='^Benchmark(Decision|Authorize|Rebuild|Pick)$'.
+#   MICRO_BENCHTIME  their -benchtime (default 200ms)
+#   OUT              file for the raw results (default results/<UTC date>.txt)
+#   GO               go command (default go)
 set -eu
 cd "$(dirname "$0")"
 COUNT=${COUNT:-5}
+BENCH=${BENCH:-^Benchmark(HTTP|GRPC|Tail)\$}
 BENCHTIME=${BENCHTIME:-1s}
-BENCH=${BENCH:-.}
+MICRO=${MICRO-^Benchmark(Decision|Authorize|Rebuild)\$}
+MICRO_BENCHTIME=${MICRO_BENCHTIME:-200ms}
 GO=${GO:-go}
 mkdir -p results
 OUT=${OUT:-results/$(date -u +%Y-%m-%dT%H%MZ).txt}
@@ -43,7 +55,7 @@ export WEFT_BENCHSERVER="$work/benchserver"
 {
 	echo "# weft benchmarks, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc 2>/dev/null || echo '?') CPUs, $($GO version)"
 	command -v haproxy >/dev/null 2>&1 && echo "# $(haproxy -v | head -1)"
-	echo "# COUNT=$COUNT BENCHTIME=$BENCHTIME BENCH=$BENCH"
+	echo "# COUNT=$COUNT BENCH=$BENCH BENCHTIME=$BENCHTIME MICRO=$MICRO MICRO_BENCHTIME=$MICRO_BENCHTIME"
 } >"$OUT"
 i=1
 while [ "$i" -le "$COUNT" ]; do
@@ -51,6 +63,10 @@ while [ "$i" -le "$COUNT" ]; do
 	# Every other round runs the paths in reverse order.
 	WEFT_BENCH_REVERSE=$((1 - i % 2)) "$work/bench.test" -test.run '^$' -test.bench "$BENCH" -test.count 1 \
 		-test.benchtime "$BENCHTIME" -test.benchmem >>"$OUT"
+	if [ -n "$MICRO" ]; then
+		"$work/bench.test" -test.run '^$' -test.bench "$MICRO" -test.count 1 \
+			-test.benchtime "$MICRO_BENCHTIME" -test.benchmem >>"$OUT"
+	fi
 	i=$((i + 1))
 done
 
