@@ -13,7 +13,7 @@ export WEFT_CONSUL := $(CONSUL)
 .PHONY: test tools vet unit examples bench fuzz
 
 ## test: install what the tests need, then vet and race-test every module and run the examples.
-test: tools vet unit examples
+test: tools vet examples unit
 
 ## tools: build the Consul agent the tests run against (once; reused after).
 tools: $(CONSUL)
