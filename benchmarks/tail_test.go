@@ -26,6 +26,7 @@ const (
 	tailServers   = 5
 	tailCallers   = 4 // × GOMAXPROCS concurrent callers
 	tailSlowIndex = 2
+	tailWarmup    = 50 // calls before measuring
 )
 
 // tailPolicies are the policies compared under a slow server.
@@ -77,6 +78,13 @@ func BenchmarkTail(b *testing.B) {
 				hc := c.HTTPClient()
 				ctx := context.Background()
 				slowOn.Store(slow == "one")
+				// Warm up: the policy learns the servers before the
+				// measured calls, as a long-running client would have.
+				for range tailWarmup {
+					if err := httpGet(ctx, hc, "http://tail/"); err != nil {
+						b.Fatal(err)
+					}
+				}
 				slowHits.Store(0)
 				var mu sync.Mutex
 				var all []time.Duration
