@@ -154,32 +154,43 @@ func (cl *cluster) send(ctx context.Context, r *http.Request, ep *balancer.Endpo
 		a.result = g.classifyHTTP(ctx, a.resp, a.err)
 		return a.result
 	}
+	if !g.through(ep, start, run) {
+		return a, false
+	}
+	a.sent = a.err == nil || !isDialError(a.err)
+	return a, true
+}
+
+// through makes the attempt run to ep through ep's circuit breaker, and
+// the service's when there is one, then finishes the pick of ep with the
+// attempt's outcome and feeds the latency of a success to the hedge delay.
+// It reports false, without calling run, when a breaker refused; ep is
+// then done as dropped.
+func (g *guard) through(ep *balancer.Endpoint, start time.Time, run func() breaker.Result) bool {
+	var result breaker.Result
 	var refused error
-	if g.breakers == nil {
-		run()
-	} else if br := g.breakers.Get(ep.ID); br == nil {
-		run()
+	if br := g.breakers.Get(ep.ID); br == nil {
+		result = run()
 	} else if svc := g.breakers.Service(); svc == nil {
-		refused = br.Do(run)
+		refused = br.Do(func() breaker.Result { result = run(); return result })
 	} else {
 		refused = svc.Do(func() breaker.Result {
-			if refused = br.Do(run); refused != nil {
+			if refused = br.Do(func() breaker.Result { result = run(); return result }); refused != nil {
 				return breaker.Excluded
 			}
-			return a.result
+			return result
 		})
 	}
 	if refused != nil {
 		ep.Done(balancer.Outcome{Result: balancer.Dropped})
-		return a, false
+		return false
 	}
 	latency := time.Since(start)
-	ep.Done(balancer.Outcome{Latency: latency, Result: balancerResult(a.result)})
-	if g.latency != nil && a.result == breaker.Success {
+	ep.Done(balancer.Outcome{Latency: latency, Result: balancerResult(result)})
+	if g.latency != nil && result == breaker.Success {
 		g.latency.observe(latency)
 	}
-	a.sent = a.err == nil || !isDialError(a.err)
-	return a, true
+	return true
 }
 
 // skipping returns a skip function that also rules out the endpoints of

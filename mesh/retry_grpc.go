@@ -195,27 +195,8 @@ func (gc *grpcCluster) sendGRPC(ctx, actx context.Context, method string, req, r
 		}
 		return a.result
 	}
-	var refused error
-	if br := g.breakers.Get(ep.ID); br == nil {
-		run()
-	} else if svc := g.breakers.Service(); svc == nil {
-		refused = br.Do(run)
-	} else {
-		refused = svc.Do(func() breaker.Result {
-			if refused = br.Do(run); refused != nil {
-				return breaker.Excluded
-			}
-			return a.result
-		})
-	}
-	if refused != nil {
-		ep.Done(balancer.Outcome{Result: balancer.Dropped})
+	if !g.through(ep, start, run) {
 		return a, false
-	}
-	latency := time.Since(start)
-	ep.Done(balancer.Outcome{Latency: latency, Result: balancerResult(a.result)})
-	if g.latency != nil && a.result == breaker.Success {
-		g.latency.observe(latency)
 	}
 	a.made = true
 	a.sent = !pin.notReady.Load()
