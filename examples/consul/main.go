@@ -2,8 +2,10 @@
 // starts `consul agent -dev` on loopback (from .bin/consul, or
 // $WEFT_CONSUL), registers three instances of the demo service with TTL
 // health checks, calls them over mutual TLS through a mesh.Client whose
-// discovery is the Consul watcher, then drains one instance and shows the
-// next calls go to the other two.
+// discovery is the Consul watcher, with identities from Consul's Connect
+// CA and Consul's intentions enforced by the servers: a deny intention
+// makes the calls fail with 403, removing it restores them. It then
+// drains one instance and shows the next calls go to the other two.
 //
 //	make tools                 # builds .bin/consul once
 //	go run ./examples/consul
@@ -25,7 +27,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
@@ -42,7 +43,10 @@ func main() {
 	}
 }
 
-const service = "demo"
+const (
+	service       = "demo"
+	clientService = "consul-example"
+)
 
 // instance is one running, registered copy of the demo service.
 type instance struct {
@@ -63,15 +67,29 @@ func run(ctx context.Context, out io.Writer) error {
 	consulCfg := api.DefaultNonPooledConfig()
 	consulCfg.Address = agent.addr
 
-	ca, err := tlsid.NewDevCA("example.org")
+	// Identities from Consul's Connect CA: the leaf certificates of the
+	// "demo" and "consul-example" services, renewed and rotated by Consul.
+	consulClient, err := api.NewClient(consulCfg)
 	if err != nil {
 		return err
 	}
-	serverSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/demo"))
+	serverSrc, err := tlsid.NewConsulSource(ctx, consulClient, service)
 	if err != nil {
 		return err
 	}
-	clientSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/consul-example"))
+	defer serverSrc.Close()
+	clientSrc, err := tlsid.NewConsulSource(ctx, consulClient, clientService)
+	if err != nil {
+		return err
+	}
+	defer clientSrc.Close()
+	svid, err := clientSrc.GetX509SVID()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "identities from Consul's CA, trust domain %s; this client is %s\n", clientSrc.TrustDomain(), svid.ID)
+	// The servers ask Consul's intentions about every caller (cached 1 s).
+	intentions, err := tlsid.NewConsulIntentions(consulClient, service, tlsid.WithIntentionsTTL(time.Second))
 	if err != nil {
 		return err
 	}
@@ -87,16 +105,13 @@ func run(ctx context.Context, out io.Writer) error {
 		}
 	}()
 	for i := 1; i <= 3; i++ {
-		in, err := start(ctx, consulCfg, serverSrc, fmt.Sprintf("demo-%d", i))
+		in, err := start(ctx, consulCfg, serverSrc, intentions, fmt.Sprintf("demo-%d", i))
 		if err != nil {
 			return err
 		}
 		instances = append(instances, in)
 		fmt.Fprintf(out, "registered %s at %s\n", in.name, in.addr)
 	}
-
-	// (The identity work adds a Consul intention here: a deny from this
-	// client's service to "demo", and a call that shows it refused.)
 
 	watcher, err := discovery.NewConsul(consulCfg)
 	if err != nil {
@@ -110,6 +125,26 @@ func run(ctx context.Context, out io.Writer) error {
 	hc := client.HTTPClient()
 
 	if _, err := calls(ctx, out, hc, 6); err != nil {
+		return err
+	}
+
+	// An operator denies consul-example → demo; within the cache TTL the
+	// servers refuse the calls with 403. Removing the intention restores
+	// them.
+	if _, err := consulClient.Connect().IntentionUpsert(&api.Intention{
+		SourceName: clientService, DestinationName: service, Action: api.IntentionActionDeny,
+	}, nil); err != nil {
+		return fmt.Errorf("create intention: %w", err)
+	}
+	fmt.Fprintf(out, "intention: deny %s → %s\n", clientService, service)
+	if err := waitStatus(ctx, out, hc, http.StatusForbidden); err != nil {
+		return err
+	}
+	if _, err := consulClient.Connect().IntentionDeleteExact(clientService, service, nil); err != nil {
+		return fmt.Errorf("delete intention: %w", err)
+	}
+	fmt.Fprintf(out, "intention removed\n")
+	if err := waitStatus(ctx, out, hc, http.StatusOK); err != nil {
 		return err
 	}
 
@@ -134,6 +169,35 @@ func run(ctx context.Context, out io.Writer) error {
 		return fmt.Errorf("%s answered %d calls after it was drained", drained.name, answered[drained.name])
 	}
 	return nil
+}
+
+// waitStatus calls the demo service until it answers with status want,
+// at most 50 times, 100 ms apart.
+func waitStatus(ctx context.Context, out io.Writer, hc *http.Client, want int) error {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for i := 0; i < 50; i++ {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/", nil)
+		if err != nil {
+			return err
+		}
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode == want {
+			fmt.Fprintf(out, "  call answered %s\n", resp.Status)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return fmt.Errorf("calls never answered %d", want)
 }
 
 // calls makes n calls to the demo service, prints who answered and
@@ -170,8 +234,8 @@ func calls(ctx context.Context, out io.Writer, hc *http.Client, n int) (map[stri
 	return count, nil
 }
 
-func start(ctx context.Context, cfg *api.Config, src tlsid.Source, name string) (*instance, error) {
-	srv, err := mesh.NewServer(demo.Handler(name, mesh.PeerID), mesh.WithIdentity(src))
+func start(ctx context.Context, cfg *api.Config, src tlsid.Source, policy tlsid.RequestPolicy, name string) (*instance, error) {
+	srv, err := mesh.NewServer(demo.Handler(name, mesh.PeerID), mesh.WithIdentity(src), mesh.WithAccessPolicy(policy))
 	if err != nil {
 		return nil, err
 	}
