@@ -144,7 +144,7 @@ func New(policy Policy, opts ...Option) *Balancer {
 	return &Balancer{
 		policy: policy,
 		count:  readsInFlight(policy),
-		clock:  newClock(cfg.now),
+		clock:  newClock(cfg.now, cfg.onEject),
 		loads:  make(map[string]*Load),
 	}
 }

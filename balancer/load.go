@@ -162,10 +162,13 @@ func (l *Load) decayed(bits uint64, now int64, invTau float64) float64 {
 // coarse is a cheaper reading for the pick path: the latest time an
 // outcome was reported, kept within a millisecond while outcomes arrive.
 type clock struct {
-	now    func() time.Time // nil: the monotonic clock since epoch
-	epoch  time.Time
-	_      [64]byte // keep last off the line of the fields above
-	latest atomic.Int64
+	now   func() time.Time // nil: the monotonic clock since epoch
+	epoch time.Time
+	// onEject is the balancer's ejection hook ([WithEjectionHook]); the
+	// clock is the one state every Load of a balancer shares.
+	onEject func(Ejection)
+	_       [64]byte // keep last off the line of the fields above
+	latest  atomic.Int64
 }
 
 // coarseStep is how far the real time runs ahead of coarse readings
@@ -199,11 +202,18 @@ func (c *clock) coarse() int64 {
 	return c.nanos()
 }
 
-func newClock(now func() time.Time) *clock {
+func newClock(now func() time.Time, onEject func(Ejection)) *clock {
 	if now == nil {
-		return &clock{epoch: time.Now()}
+		return &clock{epoch: time.Now(), onEject: onEject}
 	}
-	return &clock{now: now, epoch: now()}
+	return &clock{now: now, epoch: now(), onEject: onEject}
+}
+
+// ejected tells the balancer's ejection hook, if any, of e.
+func (c *clock) ejected(e Ejection) {
+	if c != nil && c.onEject != nil {
+		c.onEject(e)
+	}
 }
 
 func (c *clock) nanos() int64 {

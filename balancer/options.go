@@ -48,7 +48,8 @@ type optionFunc func(*config)
 func (f optionFunc) apply(c *config) { f(c) }
 
 type config struct {
-	now func() time.Time
+	now     func() time.Time
+	onEject func(Ejection)
 
 	seed   uint64
 	seeded bool
@@ -104,6 +105,31 @@ func WithClock(now func() time.Time) Option {
 	return optionFunc(func(c *config) {
 		if now != nil {
 			c.now = now
+		}
+	})
+}
+
+// Ejection reports that outlier detection ([Outlier]) took an endpoint
+// out of rotation.
+type Ejection struct {
+	// ID is the endpoint's ID.
+	ID string
+	// Duration is how long the endpoint stays out; it comes back on its
+	// own at the first pick after that.
+	Duration time.Duration
+}
+
+// WithEjectionHook sets a function told of every ejection an [Outlier]
+// policy of the [Balancer] makes, for telemetry and logs. It is called
+// after the ejection took effect, outside the balancer's locks, from the
+// goroutine whose reported outcome led to it, so it must not block; it
+// is called concurrently when outcomes are. Re-admission is lazy (the
+// first pick after the ejection time) and is not reported. Read by
+// [New]; a nil function is ignored.
+func WithEjectionHook(fn func(Ejection)) Option {
+	return optionFunc(func(c *config) {
+		if fn != nil {
+			c.onEject = fn
 		}
 	})
 }

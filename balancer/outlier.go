@@ -189,16 +189,22 @@ func (d *detector) observe(l *Load, r Result, consecutive, now int64) {
 // maximum share of ejected endpoints is reached.
 func (d *detector) eject(l *Load, now int64) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
-	if !d.ejectLocked(l, now) {
-		return
+	e, ok := d.ejectLocked(l, now)
+	if ok {
+		d.publish(now)
 	}
-	d.publish(now)
+	d.mu.Unlock()
+	if ok {
+		l.clk.ejected(e)
+	}
 }
 
-func (d *detector) ejectLocked(l *Load, now int64) bool {
+// ejectLocked ejects l, reporting which endpoint for how long, unless l
+// left the set, is ejected already, or the maximum share of ejected
+// endpoints is reached. d.mu is held.
+func (d *detector) ejectLocked(l *Load, now int64) (Ejection, bool) {
 	if _, ok := d.members[l]; !ok || l.ejectedUntil.Load() > now {
-		return false
+		return Ejection{}, false
 	}
 	ejected := 0
 	for _, e := range d.eps {
@@ -207,7 +213,7 @@ func (d *detector) ejectLocked(l *Load, now int64) bool {
 		}
 	}
 	if ejected >= max(1, int(d.cfg.maxEjected*float64(len(d.eps)))) {
-		return false
+		return Ejection{}, false
 	}
 	times := l.ejections.Add(1)
 	dur := min(time.Duration(times)*d.cfg.baseEjection, d.cfg.maxEjection)
@@ -216,14 +222,33 @@ func (d *detector) ejectLocked(l *Load, now int64) bool {
 	}
 	l.ejectedUntil.Store(now + int64(dur))
 	l.consecutive.Store(0)
-	return true
+	e := Ejection{Duration: dur}
+	for _, ep := range d.eps {
+		if ep.Load == l {
+			e.ID = ep.ID
+			break
+		}
+	}
+	return e, true
 }
 
 // sweep runs once per interval: it decays the ejection multiplier of
 // admitted endpoints and applies success-rate ejection.
 func (d *detector) sweep(now int64) {
 	d.mu.Lock()
-	defer d.mu.Unlock()
+	ejections := d.sweepLocked(now)
+	var clk *clock
+	if len(d.eps) > 0 {
+		clk = d.eps[0].Load.clk
+	}
+	d.mu.Unlock()
+	for _, e := range ejections {
+		clk.ejected(e)
+	}
+}
+
+// sweepLocked is sweep with d.mu held; it returns the ejections it made.
+func (d *detector) sweepLocked(now int64) []Ejection {
 	d.rates = d.rates[:0]
 	for _, e := range d.eps {
 		l := e.Load
@@ -240,7 +265,7 @@ func (d *detector) sweep(now int64) {
 		d.rates = append(d.rates, rate)
 	}
 	if d.cfg.srMinRequests <= 0 {
-		return
+		return nil
 	}
 	var n, sum, sq float64
 	for _, r := range d.rates {
@@ -251,18 +276,22 @@ func (d *detector) sweep(now int64) {
 		}
 	}
 	if n < float64(d.cfg.srMinHosts) {
-		return
+		return nil
 	}
 	mean := sum / n
 	stdev := math.Sqrt(max(sq/n-mean*mean, 0))
 	threshold := mean - d.cfg.srStdevFactor*stdev
-	changed := false
+	var ejections []Ejection
 	for i, r := range d.rates {
-		if r >= 0 && r < threshold && d.ejectLocked(d.eps[i].Load, now) {
-			changed = true
+		if r < 0 || r >= threshold {
+			continue
+		}
+		if e, ok := d.ejectLocked(d.eps[i].Load, now); ok {
+			ejections = append(ejections, e)
 		}
 	}
-	if changed {
+	if len(ejections) > 0 {
 		d.publish(now)
 	}
+	return ejections
 }

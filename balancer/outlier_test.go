@@ -286,3 +286,26 @@ func TestZoneAware(t *testing.T) {
 		t.Fatalf("after the ejections: %v, want every pick local", seen)
 	}
 }
+
+func TestOutlierEjectionHook(t *testing.T) {
+	clk := newFakeClock()
+	var got []balancer.Ejection
+	b := balancer.New(balancer.Outlier(balancer.RoundRobin()), clk.option(),
+		balancer.WithEjectionHook(func(e balancer.Ejection) { got = append(got, e) }))
+	b.Update(endpoints(10))
+
+	failAll(t, b, "ep-3", 4)
+	if len(got) != 0 {
+		t.Fatalf("hook called before the threshold: %v", got)
+	}
+	failAll(t, b, "ep-3", 1)
+	if len(got) != 1 || got[0].ID != "ep-3" || got[0].Duration != 30*time.Second {
+		t.Fatalf("after 5 failures: hook got %+v, want one 30 s ejection of ep-3", got)
+	}
+	// Second ejection of the same endpoint: twice the base time.
+	clk.Advance(30 * time.Second)
+	failAll(t, b, "ep-3", 5)
+	if len(got) != 2 || got[1].ID != "ep-3" || got[1].Duration != 60*time.Second {
+		t.Fatalf("second ejection: hook got %+v", got)
+	}
+}

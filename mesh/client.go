@@ -101,7 +101,7 @@ func (cl *cluster) update(u discovery.Update) {
 		cl.guard.breakers.Update(u.Endpoints)
 	}
 	cl.balancer.Update(u.Endpoints)
-	observeUpdate(cl.tel.Telemetry(), cl.service, u)
+	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)
 	cl.readyOnce.Do(func() { close(cl.ready) })
 }
@@ -142,13 +142,13 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		policy = c.cfg.policy(service)
 	}
 	cl := &cluster{
-		service:  service,
-		balancer: balancer.New(policy),
-		ready:    make(chan struct{}),
-		scheme:   "http",
-		guard:    newGuard(service, &c.cfg.resilience),
-		tel:      c.destination(service, policy),
+		service: service,
+		ready:   make(chan struct{}),
+		scheme:  "http",
+		guard:   newGuard(service, &c.cfg.resilience),
+		tel:     c.destination(service, policy),
 	}
+	cl.balancer = balancer.New(policy, ejectionHook(c.cfg.telemetry, service, &cl.balancer)...)
 	tlsConfig, err := c.tlsConfig(service)
 	if err != nil {
 		return nil, err

@@ -67,8 +67,8 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	if c.cfg.policy != nil {
 		policy = c.cfg.policy(service)
 	}
-	gc := &grpcCluster{service: service, balancer: balancer.New(policy), guard: newGuard(service, &c.cfg.resilience),
-		tel: c.destination(service, policy)}
+	gc := &grpcCluster{service: service, guard: newGuard(service, &c.cfg.resilience), tel: c.destination(service, policy)}
+	gc.balancer = balancer.New(policy, ejectionHook(c.cfg.telemetry, service, &gc.balancer)...)
 	all := append([]grpc.DialOption{
 		grpc.WithResolvers(&grpcResolverBuilder{watcher: c.cfg.watcher, cluster: gc}),
 		grpc.WithChainUnaryInterceptor(gc.unaryChain()...),
@@ -119,7 +119,7 @@ func (b *grpcResolverBuilder) Build(target resolver.Target, cc resolver.ClientCo
 	service := target.Endpoint()
 	gc := b.cluster
 	stop, err := b.watcher.Watch(service, func(u discovery.Update) {
-		observeUpdate(gc.tel.Telemetry(), service, u)
+		observeUpdate(gc.tel.Telemetry(), service, u, gc.balancer)
 		byAddr := make(map[string]discovery.Endpoint, len(u.Endpoints))
 		addrs := make([]resolver.Address, 0, len(u.Endpoints))
 		for _, e := range u.Endpoints {

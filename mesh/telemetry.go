@@ -22,7 +22,8 @@ import (
 // RED metrics for every HTTP request and gRPC call (a call span with one
 // child span per attempt on clients, a server span continuing the
 // caller's trace on servers), and mesh events — breaker state changes,
-// discovery errors, endpoint counts, rate-limit and shed rejections,
+// outlier ejections (with an [balancer.Outlier] policy), discovery
+// errors, endpoint counts, rate-limit and shed rejections,
 // authorization denials, certificate expiry — as metrics, span events and
 // log records (see package telemetry). Without it nothing is recorded and
 // the call path allocates nothing for telemetry. A nil t is ignored.
@@ -90,8 +91,8 @@ func (c *Client) observeCluster(cl *cluster) {
 }
 
 // observeUpdate records a discovery update of service: the endpoint
-// count, or the error.
-func observeUpdate(t *telemetry.Telemetry, service string, u discovery.Update) {
+// counts (ejected ones as b knows them), or the error.
+func observeUpdate(t *telemetry.Telemetry, service string, u discovery.Update, b *balancer.Balancer) {
 	if t == nil {
 		return
 	}
@@ -99,7 +100,33 @@ func observeUpdate(t *telemetry.Telemetry, service string, u discovery.Update) {
 		t.DiscoveryError(context.Background(), service, u.Err)
 		return
 	}
-	t.EndpointCounts(service, len(u.Endpoints), 0)
+	t.EndpointCounts(service, len(u.Endpoints), ejectedCount(b))
+}
+
+// ejectionHook returns the balancer options that record the outlier
+// ejections of service with t — the event, and the endpoint counts as
+// they stand — reading the balancer through b when one happens; none
+// without telemetry.
+func ejectionHook(t *telemetry.Telemetry, service string, b **balancer.Balancer) []balancer.Option {
+	if t == nil {
+		return nil
+	}
+	return []balancer.Option{balancer.WithEjectionHook(func(e balancer.Ejection) {
+		t.Ejected(context.Background(), service, e.ID, e.Duration)
+		t.EndpointCounts(service, len((*b).Endpoints()), ejectedCount(*b))
+	})}
+}
+
+// ejectedCount counts the endpoints of b that outlier detection has
+// ejected now.
+func ejectedCount(b *balancer.Balancer) int {
+	n := 0
+	for _, e := range b.Endpoints() {
+		if e.Load.Ejected() {
+			n++
+		}
+	}
+	return n
 }
 
 // observeAuthorizer returns authorize, counting and logging the peers it
