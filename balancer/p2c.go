@@ -54,11 +54,7 @@ func pair(eps []*Endpoint, r *rng, info *Info) (a, b int) {
 		}
 		return 0, -1
 	}
-	a = r.intn(n)
-	b = r.intn(n - 1)
-	if b >= a {
-		b++
-	}
+	a, b = r.pair(n)
 	if info.Skip == nil {
 		return a, b
 	}

@@ -34,6 +34,20 @@ func (r *rng) intn(n int) int {
 	return int(hi)
 }
 
+// pair returns two distinct numbers in [0, n), n > 1, from one draw: the
+// first from the high half of the draw's product with n, the second from
+// the low half, which is itself close to uniform (the bias is below
+// n²/2⁶⁴).
+func (r *rng) pair(n int) (a, b int) {
+	hi, lo := bits.Mul64(r.uint64(), uint64(n))
+	hi2, _ := bits.Mul64(lo, uint64(n-1))
+	a, b = int(hi), int(hi2)
+	if b >= a {
+		b++
+	}
+	return a, b
+}
+
 // float64 returns a number in [0, 1).
 func (r *rng) float64() float64 {
 	return float64(r.uint64()>>11) / (1 << 53)
