@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,7 +23,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
@@ -45,26 +42,9 @@ type telRig struct {
 	mp     *sdkmetric.MeterProvider
 	spans  *tracetest.SpanRecorder
 	reader *sdkmetric.ManualReader
-	logs   *telBuffer
+	logs   *lockedBuffer
 	ca     *tlsid.DevCA
 	disc   *discovery.Static
-}
-
-type telBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *telBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *telBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 var (
@@ -75,7 +55,7 @@ var (
 
 func newTelRig(t testing.TB) *telRig {
 	t.Helper()
-	r := &telRig{t: t, spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader(), logs: &telBuffer{}, disc: &discovery.Static{}}
+	r := &telRig{t: t, spans: tracetest.NewSpanRecorder(), reader: sdkmetric.NewManualReader(), logs: &lockedBuffer{}, disc: &discovery.Static{}}
 	r.tp = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(r.spans), sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	r.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(r.reader))
 	t.Cleanup(func() {
@@ -572,51 +552,18 @@ func (p telFirstPicker) Pick(balancer.Info) (*balancer.Endpoint, error) { return
 // registerForward registers, on s, the demo method answered by calling
 // the demo method of cc.
 func registerForward(s *grpc.Server, cc grpc.ClientConnInterface) {
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "weft.demo.v1.Demo",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "Whoami",
-			Handler: func(_ any, ctx context.Context, dec func(any) error, intercept grpc.UnaryServerInterceptor) (any, error) {
-				in := new(wrapperspb.StringValue)
-				if err := dec(in); err != nil {
-					return nil, err
-				}
-				handle := func(ctx context.Context, _ any) (any, error) {
-					answer, err := demo.Whoami(ctx, cc)
-					if err != nil {
-						return nil, err
-					}
-					return wrapperspb.String(answer), nil
-				}
-				return intercept(ctx, in, &grpc.UnaryServerInfo{Server: struct{}{}, FullMethod: demo.WhoamiMethod}, handle)
-			},
-		}},
-	}, struct{}{})
+	demo.RegisterFunc(s, func(ctx context.Context) (string, error) { return demo.Whoami(ctx, cc) })
 }
 
 // registerFlaky registers the demo method failing its first call with
 // Unavailable.
 func registerFlaky(s *grpc.Server, n *atomic.Int32) {
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "weft.demo.v1.Demo",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "Whoami",
-			Handler: func(_ any, ctx context.Context, dec func(any) error, intercept grpc.UnaryServerInterceptor) (any, error) {
-				in := new(wrapperspb.StringValue)
-				if err := dec(in); err != nil {
-					return nil, err
-				}
-				return intercept(ctx, in, &grpc.UnaryServerInfo{Server: struct{}{}, FullMethod: demo.WhoamiMethod}, func(context.Context, any) (any, error) {
-					if n.Add(1) == 1 {
-						return nil, status.Error(codes.Unavailable, "try again")
-					}
-					return wrapperspb.String("ok"), nil
-				})
-			},
-		}},
-	}, struct{}{})
+	demo.RegisterFunc(s, func(context.Context) (string, error) {
+		if n.Add(1) == 1 {
+			return "", status.Error(codes.Unavailable, "try again")
+		}
+		return "ok", nil
+	})
 }
 
 func dial(t *testing.T, c *Client, service string) *grpc.ClientConn {

@@ -45,8 +45,17 @@ func Handler(instance string, peer PeerFunc) http.Handler {
 	})
 }
 
-// Register adds the demo gRPC service of instance to s.
+// Register adds the demo gRPC service of instance to s: every call is
+// answered with [Answer].
 func Register(s *grpc.Server, instance string, peer PeerFunc) {
+	RegisterFunc(s, func(ctx context.Context) (string, error) {
+		return Answer(ctx, instance, peer), nil
+	})
+}
+
+// RegisterFunc adds the demo gRPC service to s with answer as the body of
+// its method, through the server's interceptors.
+func RegisterFunc(s *grpc.Server, answer func(context.Context) (string, error)) {
 	s.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "weft.demo.v1.Demo",
 		HandlerType: (*any)(nil),
@@ -58,7 +67,11 @@ func Register(s *grpc.Server, instance string, peer PeerFunc) {
 					return nil, err
 				}
 				handle := func(ctx context.Context, _ any) (any, error) {
-					return wrapperspb.String(Answer(ctx, instance, peer)), nil
+					out, err := answer(ctx)
+					if err != nil {
+						return nil, err
+					}
+					return wrapperspb.String(out), nil
 				}
 				if intercept == nil {
 					return handle(ctx, in)
