@@ -33,7 +33,7 @@ func (cl *cluster) hedged(ctx context.Context, req, orig *http.Request, tried []
 		idx := len(cancels)
 		cancels = append(cancels, cancel)
 		go func() {
-			a, admitted := cl.send(ctx, r.WithContext(actx), ep)
+			a, admitted := cl.send(ctx, actx, r, ep)
 			if !admitted {
 				a.err = fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)
 			}

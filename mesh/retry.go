@@ -26,10 +26,10 @@ type attemptResult struct {
 // call is one logical HTTP call to cl's service: the client rate limit,
 // then attempts — one, or more when retries or hedging are on — until one
 // gives an answer worth returning, the policy or the budget says stop, or
-// the caller's context ends. r is not modified.
-func (cl *cluster) call(r *http.Request) (*http.Response, error) {
+// ctx ends. ctx is the call's context: r's own, or one derived from it
+// (by telemetry). r is not modified.
+func (cl *cluster) call(ctx context.Context, r *http.Request) (*http.Response, error) {
 	g := cl.guard
-	ctx := r.Context()
 	if g.limiter != nil || g.budget != nil {
 		now := g.now()
 		if err := g.admit(ctx, now); err != nil {
@@ -41,7 +41,7 @@ func (cl *cluster) call(r *http.Request) (*http.Response, error) {
 		}
 	}
 	if g.retry == nil && g.hedge == nil {
-		a := cl.attempt(ctx, r, g.skipOpen, nil)
+		a := cl.attempt(ctx, ctx, r, g.skipOpen, nil)
 		return a.resp, a.err
 	}
 
@@ -63,14 +63,14 @@ func (cl *cluster) call(r *http.Request) (*http.Response, error) {
 			a = cl.hedged(ctx, req, r, tried)
 		case pol != nil && pol.PerTryTimeout > 0:
 			actx, cancel := context.WithTimeout(ctx, pol.PerTryTimeout)
-			a = cl.attempt(ctx, req.WithContext(actx), g.skipOpen, tried)
+			a = cl.attempt(ctx, actx, req, g.skipOpen, tried)
 			if a.resp != nil {
 				a.resp.Body = &cancelBody{ReadCloser: a.resp.Body, cancel: cancel}
 			} else {
 				cancel()
 			}
 		default:
-			a = cl.attempt(ctx, req, g.skipOpen, tried)
+			a = cl.attempt(ctx, ctx, req, g.skipOpen, tried)
 		}
 		if pol == nil || n >= maxAttempts || !shouldRetryHTTP(ctx, a, idempotent, replayable) {
 			return a.resp, a.err
@@ -98,10 +98,10 @@ func (cl *cluster) call(r *http.Request) (*http.Response, error) {
 
 // attempt sends r to one endpoint of the service: picked by the balancer
 // among those skip does not rule out (open breakers) and, when there is
-// one, not in tried. ctx is the caller's context, which judges outcomes;
-// r carries the attempt's own. It makes no network I/O when no endpoint
-// is available.
-func (cl *cluster) attempt(ctx context.Context, r *http.Request, skip func(*balancer.Endpoint) bool, tried []*balancer.Endpoint) attemptResult {
+// one, not in tried. ctx is the call's context, which judges outcomes;
+// actx is the attempt's own (ctx, or one derived from it). It makes no
+// network I/O when no endpoint is available.
+func (cl *cluster) attempt(ctx, actx context.Context, r *http.Request, skip func(*balancer.Endpoint) bool, tried []*balancer.Endpoint) attemptResult {
 	g := cl.guard
 	var refused []*balancer.Endpoint // endpoints whose half-open breaker refused
 	for range 3 {
@@ -122,7 +122,7 @@ func (cl *cluster) attempt(ctx context.Context, r *http.Request, skip func(*bala
 			}
 			return attemptResult{err: fmt.Errorf("mesh: %q: %w", cl.service, err)}
 		}
-		a, admitted := cl.send(ctx, r, ep)
+		a, admitted := cl.send(ctx, actx, r, ep)
 		if admitted {
 			return a
 		}
@@ -135,12 +135,13 @@ func (cl *cluster) attempt(ctx context.Context, r *http.Request, skip func(*bala
 	return attemptResult{err: fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)}
 }
 
-// send sends r to ep through ep's circuit breaker. It reports false, and
-// does no I/O, when a breaker refused the call; ep is then done.
-func (cl *cluster) send(ctx context.Context, r *http.Request, ep *balancer.Endpoint) (a attemptResult, admitted bool) {
+// send sends r to ep through ep's circuit breaker, as a copy of r that
+// carries the attempt's context actx; ctx is the call's. It reports false,
+// and does no I/O, when a breaker refused the call; ep is then done.
+func (cl *cluster) send(ctx, actx context.Context, r *http.Request, ep *balancer.Endpoint) (a attemptResult, admitted bool) {
 	g := cl.guard
 	start := time.Now()
-	out := *r
+	out := r.WithContext(actx) // the one copy of r an attempt makes
 	u := *r.URL
 	u.Scheme = cl.scheme
 	u.Host = ep.Addr
@@ -150,7 +151,7 @@ func (cl *cluster) send(ctx context.Context, r *http.Request, ep *balancer.Endpo
 	}
 	a.ep = ep
 	run := func() breaker.Result {
-		a.resp, a.err = cl.roundTrip(&out, ep)
+		a.resp, a.err = cl.roundTrip(out, ep)
 		a.result = g.classifyHTTP(ctx, a.resp, a.err)
 		return a.result
 	}

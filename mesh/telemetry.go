@@ -155,10 +155,10 @@ func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) {
 // each attempt a child span (see [cluster.roundTrip]).
 func (cl *cluster) tracedCall(r *http.Request) (*http.Response, error) {
 	if cl.tel == nil {
-		return cl.call(r)
+		return cl.call(r.Context(), r)
 	}
 	ctx, call := cl.tel.StartHTTP(r.Context(), r)
-	resp, err := cl.call(r.WithContext(ctx))
+	resp, err := cl.call(ctx, r)
 	call.EndHTTP(resp, err)
 	observeRejection(cl.tel, ctx, err)
 	return resp, err
