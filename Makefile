@@ -3,10 +3,9 @@
 GO      ?= go
 BIN     := $(CURDIR)/.bin
 CONSUL  := $(BIN)/consul
-# Consul is built from the Go module proxy alone: some of its nested
-# modules are not in the checksum database, and only the proxy is
-# reachable from build machines.
-CONSUL_ENV := GOFLAGS=-mod=mod GOSUMDB=off GOPROXY=https://proxy.golang.org
+# Consul is built from the Go module proxy: some of its nested modules
+# are not in the checksum database, so sums come from the module itself.
+CONSUL_ENV := GOFLAGS=-mod=mod GOSUMDB=off
 
 export WEFT_CONSUL := $(CONSUL)
 
