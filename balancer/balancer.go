@@ -170,6 +170,10 @@ func (b *Balancer) Update(eps []discovery.Endpoint) {
 	}
 	loads := make(map[string]*Load, len(eps))
 	var fresh []Load
+	var joined int64 // endpoints of the first set start warm
+	if len(b.loads) > 0 {
+		joined = max(b.clock.nanos(), 1)
+	}
 	for i := range eps {
 		l := b.loads[eps[i].ID]
 		if l == nil {
@@ -180,7 +184,7 @@ func (b *Balancer) Update(eps []discovery.Endpoint) {
 				fresh = make([]Load, len(eps)-i)
 			}
 			l, fresh = &fresh[0], fresh[1:]
-			l.clk, l.counted = b.clock, b.count
+			l.clk, l.counted, l.joined = b.clock, b.count, joined
 		}
 		loads[eps[i].ID] = l
 		vals[i] = Endpoint{Endpoint: eps[i], Load: l}

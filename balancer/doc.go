@@ -19,7 +19,9 @@
 //   - [LeastRequest]: the power of two choices on requests in flight;
 //   - [PeakEWMA]: the power of two choices on latency × (in flight + 1),
 //     as in Finagle and linkerd2-proxy — the policy that keeps the tail
-//     fast when one endpoint turns slow;
+//     fast when one endpoint turns slow; estimates decay towards zero
+//     with time, and an endpoint with no latency sample is tried at once,
+//     one probe at a time, so new endpoints are never starved;
 //   - [RingHash] and [Maglev]: consistent hashing of a request key
 //     ([HeaderKey], [CookieKey] or any [KeyFunc]), for affinity.
 //
@@ -33,6 +35,15 @@
 //     threshold, and readmits them on its own.
 //
 // Wrap in this order: Outlier(ZoneAware(zone, Subset(match, policy))).
+//
+// # New endpoints
+//
+// Every policy gives an endpoint that joins its share at once: a new
+// endpoint next to busy ones gets at least a third of the calls under the
+// P2C policies, its share of turns under the others. [WithSlowStart]
+// instead ramps a new endpoint's weight up over a window, as Envoy's
+// slow_start_config does, for servers that need to warm up (caches, JIT);
+// every policy but the hash policies reads it.
 //
 // # Skipping endpoints
 //

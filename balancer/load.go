@@ -31,7 +31,13 @@ type Load struct {
 
 	det atomic.Pointer[detector] // the outlier detector watching this load
 
-	_ [128 - 12*8]byte // 128 bytes: in a slab, the hot fields share one cache line
+	// joined is the clock reading when the endpoint joined a balancer
+	// that already had endpoints (for [WithSlowStart]); 0 for endpoints
+	// of the first set and for Loads made elsewhere. Set before the Load
+	// is published, read-only after.
+	joined int64
+
+	_ [128 - 13*8]byte // 128 bytes: in a slab, the hot fields share one cache line
 }
 
 // InFlight returns the number of picked requests not yet done. It is

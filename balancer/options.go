@@ -7,8 +7,12 @@ import "time"
 const (
 	// DefaultDecay is the time constant of [PeakEWMA]'s latency EWMA.
 	DefaultDecay = 10 * time.Second
-	// DefaultLatency is [PeakEWMA]'s latency estimate for an endpoint
-	// with no history.
+	// DefaultLatency was [PeakEWMA]'s constant cost for an endpoint with
+	// no history.
+	//
+	// Deprecated: a constant cost that never decays starved new
+	// endpoints; PeakEWMA now tries an endpoint with no latency sample at
+	// once, one probe at a time, and does not read this value.
 	DefaultLatency = 30 * time.Millisecond
 	// DefaultRingSize is [RingHash]'s minimum number of points on the ring.
 	DefaultRingSize = 1024
@@ -56,6 +60,7 @@ type config struct {
 
 	decay          time.Duration
 	defaultLatency time.Duration
+	slowStart      SlowStart
 	ringSize       int
 	tableSize      int
 
@@ -153,8 +158,11 @@ func WithDecay(d time.Duration) Option {
 	})
 }
 
-// WithDefaultLatency sets [PeakEWMA]'s latency estimate for endpoints
-// with no history (default [DefaultLatency]). Values ≤ 0 are ignored.
+// WithDefaultLatency set [PeakEWMA]'s constant cost for endpoints with
+// no history.
+//
+// Deprecated: PeakEWMA tries an endpoint with no latency sample at once,
+// one probe at a time, and ignores this option.
 func WithDefaultLatency(d time.Duration) Option {
 	return optionFunc(func(c *config) {
 		if d > 0 {

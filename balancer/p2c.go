@@ -1,9 +1,11 @@
 package balancer
 
+import "math"
+
 // LeastRequest returns a policy that samples two distinct endpoints at
 // random and picks the one with fewer requests in flight (the power of two
 // choices), ties going to the first. Skipped endpoints are never sampled.
-// It reads [WithSeed].
+// It reads [WithSeed] and [WithSlowStart].
 func LeastRequest(opts ...Option) Policy { return leastRequest{cfg: newConfig(opts)} }
 
 type leastRequest struct{ cfg config }
@@ -11,7 +13,7 @@ type leastRequest struct{ cfg config }
 func (leastRequest) readsInFlight() bool { return true }
 
 func (p leastRequest) Build(eps []*Endpoint) Picker {
-	return &leastRequestPicker{endpoints: eps, loads: loadsOf(eps), rng: newRNG(&p.cfg)}
+	return withSlowStart(&p.cfg, eps, &leastRequestPicker{endpoints: eps, loads: loadsOf(eps), rng: newRNG(&p.cfg)})
 }
 
 // loadsOf returns the endpoints' loads, so P2C compares candidates
@@ -78,14 +80,20 @@ func pair(eps []*Endpoint, r *rng, info *Info) (a, b int) {
 // latency EWMA × (requests in flight + 1), as in Finagle and
 // linkerd2-proxy. A latency above the estimate replaces it at once; lower
 // latencies pull it down with a time constant of [WithDecay] (default
-// [DefaultDecay]), and the estimate decays towards zero while the endpoint
-// is not picked, so a slow endpoint is probed again now and then rather
-// than starved forever. An endpoint with no history costs
-// [WithDefaultLatency] (default [DefaultLatency]). Skipped endpoints are
-// never sampled. It reads [WithSeed], [WithDecay], [WithDefaultLatency];
-// its clock is the [Balancer]'s ([WithClock]). To spare a clock read per
-// pick, costs are decayed to the time of the latest reported outcome,
-// which trails the clock by at most a millisecond while outcomes arrive.
+// [DefaultDecay]), and every estimate decays towards zero with the time
+// since its last update, so an endpoint that is not picked becomes cheap
+// again and is probed rather than starved.
+//
+// An endpoint with no latency sample yet (new, or back after it left the
+// set) is tried at once, one probe at a time, as in Finagle: it costs
+// nothing while no request to it is in flight, and a prohibitive penalty
+// per request in flight until the first one completes with a latency.
+//
+// Skipped endpoints are never sampled. It reads [WithSeed], [WithDecay]
+// and [WithSlowStart]; its clock is the [Balancer]'s ([WithClock]). To
+// spare a clock read per pick, costs are decayed to the time of the
+// latest reported outcome, which trails the clock by at most a
+// millisecond while outcomes arrive.
 func PeakEWMA(opts ...Option) Policy { return peakEWMA{cfg: newConfig(opts)} }
 
 type peakEWMA struct{ cfg config }
@@ -98,14 +106,13 @@ func (p peakEWMA) Build(eps []*Endpoint) Picker {
 			e.Load.tau.Store(int64(p.cfg.decay))
 		}
 	}
-	return &peakEWMAPicker{
+	return withSlowStart(&p.cfg, eps, &peakEWMAPicker{
 		endpoints: eps,
 		loads:     loadsOf(eps),
 		clk:       eps[0].Load.clk,
 		rng:       newRNG(&p.cfg),
-		noHistory: float64(p.cfg.defaultLatency),
 		invTau:    1 / float64(p.cfg.decay),
-	}
+	})
 }
 
 type peakEWMAPicker struct {
@@ -113,9 +120,15 @@ type peakEWMAPicker struct {
 	loads     []*Load
 	clk       *clock
 	rng       *rng
-	noHistory float64
 	invTau    float64
 }
+
+// probePenalty is the cost of each request in flight to an endpoint with
+// no latency sample (Finagle's Penalty, Long.MaxValue >> 16 ns): above any
+// cost an endpoint with samples can have, so a new endpoint gets one
+// probe at a time, yet finite, so such endpoints still compare by how
+// many probes they have in flight.
+const probePenalty = float64(math.MaxInt64 >> 16)
 
 func (p *peakEWMAPicker) Pick(info Info) (*Endpoint, error) {
 	a, b := pair(p.endpoints, p.rng, &info)
@@ -133,10 +146,10 @@ func (p *peakEWMAPicker) Pick(info Info) (*Endpoint, error) {
 }
 
 func (p *peakEWMAPicker) cost(l *Load, now int64) float64 {
-	pending := float64(l.inflight.Load() + 1)
+	inflight := float64(l.inflight.Load())
 	bits := l.ewma.Load()
 	if bits == 0 {
-		return p.noHistory * pending
+		return probePenalty * inflight
 	}
-	return l.decayed(bits, now, p.invTau) * pending
+	return l.decayed(bits, now, p.invTau) * (inflight + 1)
 }

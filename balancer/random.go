@@ -3,7 +3,7 @@ package balancer
 // Random returns a policy that picks an endpoint uniformly at random,
 // ignoring weights. A skipped endpoint is replaced by another random draw
 // (a few times), then by the next endpoint not skipped. It reads
-// [WithSeed].
+// [WithSeed] and [WithSlowStart].
 func Random(opts ...Option) Policy { return random{cfg: newConfig(opts)} }
 
 type random struct{ cfg config }
@@ -11,7 +11,7 @@ type random struct{ cfg config }
 func (random) readsInFlight() bool { return false }
 
 func (p random) Build(eps []*Endpoint) Picker {
-	return &randomPicker{endpoints: eps, rng: newRNG(&p.cfg)}
+	return withSlowStart(&p.cfg, eps, &randomPicker{endpoints: eps, rng: newRNG(&p.cfg)})
 }
 
 type randomPicker struct {
@@ -51,7 +51,7 @@ func draw(eps []*Endpoint, r *rng, info *Info, other int) int {
 // probability proportional to its discovery weight (0 counts as 1), in
 // constant time through Vose's alias table. A skipped endpoint is
 // replaced by another draw (a few times), then by the next endpoint not
-// skipped. It reads [WithSeed].
+// skipped. It reads [WithSeed] and [WithSlowStart].
 func WeightedRandom(opts ...Option) Policy { return weightedRandom{cfg: newConfig(opts)} }
 
 type weightedRandom struct{ cfg config }
@@ -100,7 +100,7 @@ func (p weightedRandom) Build(eps []*Endpoint) Picker {
 		wp.prob[i] = ^uint64(0)
 		wp.alias[i] = i
 	}
-	return wp
+	return withSlowStart(&p.cfg, eps, wp)
 }
 
 // toThreshold maps a probability in [0, 1) to a uint64 threshold.

@@ -10,7 +10,8 @@ import (
 // starts at a random offset, so a fleet of clients built at the same time
 // does not send its first requests to the same endpoint. A pick is one
 // atomic add; a skipped endpoint's turn goes to the next turn, so its
-// share spreads evenly over the others. It reads [WithSeed].
+// share spreads evenly over the others. It reads [WithSeed] and
+// [WithSlowStart].
 func RoundRobin(opts ...Option) Policy { return roundRobin{cfg: newConfig(opts)} }
 
 type roundRobin struct{ cfg config }
@@ -20,7 +21,7 @@ func (roundRobin) readsInFlight() bool { return false }
 func (p roundRobin) Build(eps []*Endpoint) Picker {
 	rr := &roundRobinPicker{endpoints: eps, n: newDivider(len(eps))}
 	rr.next.Store(uint32(newRNG(&p.cfg).intn(len(eps))))
-	return rr
+	return withSlowStart(&p.cfg, eps, rr)
 }
 
 type roundRobinPicker struct {
@@ -68,7 +69,7 @@ func scan(eps []*Endpoint, start int, info *Info) int {
 // index i) when (w_i·g + i·65535/2) mod 65535 < w_i, with weights scaled
 // so the largest is 65535. A pick costs on average max(w)/mean(w)
 // counter steps. With equal weights it is round robin. It reads
-// [WithSeed] for its random start.
+// [WithSeed] for its random start, and [WithSlowStart].
 func WeightedRoundRobin(opts ...Option) Policy {
 	return weightedRoundRobin{cfg: newConfig(opts)}
 }
@@ -98,7 +99,7 @@ func (p weightedRoundRobin) Build(eps []*Endpoint) Picker {
 		sp.weights[i] = max(w, 1)
 	}
 	sp.next.Store(uint32(newRNG(&p.cfg).intn(len(eps))))
-	return sp
+	return withSlowStart(&p.cfg, eps, sp)
 }
 
 type strideRoundRobinPicker struct {
