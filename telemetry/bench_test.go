@@ -2,6 +2,7 @@ package telemetry_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -159,6 +160,60 @@ func BenchmarkGRPCServer(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
 				_, _ = intercept(ctx, nil, info, handler)
+			}
+		})
+	}
+}
+
+// nopStream is a client stream whose server answers every message at
+// once and then ends: RecvMsg returns nil once, then io.EOF.
+type nopStream struct {
+	grpc.ClientStream
+	recvd bool
+}
+
+func (s *nopStream) SendMsg(any) error { return nil }
+func (s *nopStream) CloseSend() error  { return nil }
+
+func (s *nopStream) RecvMsg(any) error {
+	if s.recvd {
+		return io.EOF
+	}
+	s.recvd = true
+	return nil
+}
+
+// BenchmarkGRPCClientStream records one bidi-streaming call (one message
+// each way, then CloseSend and EOF) through the stream interceptor, under
+// a cancellable context as callers with deadlines have (the stream
+// itself does nothing).
+func BenchmarkGRPCClientStream(b *testing.B) {
+	for _, mode := range modes {
+		b.Run(mode, func(b *testing.B) {
+			intercept := benchTelemetry(b, mode).Destination("payments", "round_robin", false).StreamInterceptor()
+			if intercept == nil {
+				intercept = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, m string, s grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+					return s(ctx, desc, cc, m, opts...)
+				}
+			}
+			desc := &grpc.StreamDesc{StreamName: "Chat", ClientStreams: true, ServerStreams: true}
+			streamer := func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+				return &nopStream{}, nil
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			b.ReportAllocs()
+			for range b.N {
+				cs, err := intercept(ctx, desc, nil, "/pay.Pay/Chat", streamer)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = cs.SendMsg(nil)
+				_ = cs.RecvMsg(nil)
+				_ = cs.CloseSend()
+				if err := cs.RecvMsg(nil); err != io.EOF {
+					b.Fatalf("RecvMsg = %v, want EOF", err)
+				}
 			}
 		})
 	}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -16,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // PeerFunc returns the verified SPIFFE ID of the caller of a request,
@@ -347,7 +349,14 @@ func (d *Destination) UnaryAttemptInterceptor(annotate func(context.Context, *At
 
 // StreamInterceptor returns the gRPC client interceptor for streaming
 // calls: a call span and one attempt span for the stream's life (streams
-// are not retried). A nil d returns nil.
+// are not retried), and one measurement of rpc.client.call.duration.
+//
+// They end exactly once, when the stream is done in any way: RecvMsg
+// returns an error (io.EOF ends them as a success); for an RPC whose
+// server sends one message (client-streaming), RecvMsg returns that
+// message; SendMsg or Header fails; or the caller's context is cancelled
+// or its deadline passes, even when the caller makes no further call on
+// the stream. A nil d returns nil.
 func (d *Destination) StreamInterceptor() grpc.StreamClientInterceptor {
 	if d == nil {
 		return nil
@@ -362,27 +371,77 @@ func (d *Destination) StreamInterceptor() grpc.StreamClientInterceptor {
 			call.EndGRPC(err)
 			return nil, err
 		}
-		return &clientStream{ClientStream: cs, end: func(err error) { a.EndGRPC(err); call.EndGRPC(err) }}, nil
+		s := &clientStream{ClientStream: cs, ctx: ctx, call: call, attempt: a, oneReply: !desc.ServerStreams}
+		if ctx.Done() != nil {
+			// No goroutine: the context runs s.cancelled when it is done,
+			// unless end has stopped it first.
+			s.stop = context.AfterFunc(ctx, s.cancelled)
+		}
+		return s, nil
 	}
 }
 
+// clientStream ends its call's spans and measurement when the stream is
+// done, whichever way comes first; done makes that happen once, as
+// RecvMsg, SendMsg and the context's callback may run on different
+// goroutines.
 type clientStream struct {
 	grpc.ClientStream
-	done bool
-	end  func(error)
+	ctx      context.Context
+	call     *Call
+	attempt  *Attempt
+	oneReply bool // the server sends one message: it ends the RPC
+	stop     func() bool
+	done     atomic.Bool
 }
 
 func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
-	if err != nil && !s.done {
-		s.done = true
-		if errors.Is(err, io.EOF) {
-			s.end(nil)
-		} else {
-			s.end(err)
-		}
+	switch {
+	case errors.Is(err, io.EOF):
+		s.end(nil)
+	case err != nil:
+		s.end(err)
+	case s.oneReply:
+		// grpc-go has read the status with the message: a failed status
+		// would have been the error.
+		s.end(nil)
 	}
 	return err
+}
+
+func (s *clientStream) SendMsg(m any) error {
+	err := s.ClientStream.SendMsg(m)
+	// io.EOF says the stream has ended; its status comes from RecvMsg.
+	if err != nil && !errors.Is(err, io.EOF) {
+		s.end(err)
+	}
+	return err
+}
+
+func (s *clientStream) Header() (metadata.MD, error) {
+	md, err := s.ClientStream.Header()
+	if err != nil {
+		s.end(err)
+	}
+	return md, err
+}
+
+// cancelled ends the stream whose caller's context is done.
+func (s *clientStream) cancelled() {
+	s.end(status.FromContextError(s.ctx.Err()).Err())
+}
+
+// end ends the spans and records the duration, the first time only.
+func (s *clientStream) end(err error) {
+	if s.done.Load() || !s.done.CompareAndSwap(false, true) {
+		return
+	}
+	if s.stop != nil {
+		s.stop()
+	}
+	s.attempt.EndGRPC(err)
+	s.call.EndGRPC(err)
 }
 
 // InjectGRPC returns ctx with the attempt's trace context added to the

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -402,15 +401,9 @@ func TestGRPC(t *testing.T) {
 	r := newRig(t)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(r.tel.UnaryServerInterceptor(nil)))
 	demo.Register(srv, "b", nil)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { defer close(done); _ = srv.Serve(ln) }()
-	defer func() { srv.Stop(); <-done }()
+	addr := serveGRPC(t, srv)
 	dst := r.tel.Destination("demo", "round_robin", true)
-	cc, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithChainUnaryInterceptor(dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -464,7 +457,7 @@ func TestGRPC(t *testing.T) {
 	// A malformed traceparent in the metadata starts a fresh trace.
 	r.spans.Reset()
 	bad := metadata.AppendToOutgoingContext(ctx, "traceparent", "ff-00000000000000000000000000000000-0000000000000000-01")
-	plain, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	plain, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
