@@ -33,13 +33,17 @@ unit:
 	cd benchmarks && $(GO) test -race -count=1 -timeout 20m ./...
 	cd examples/observability && $(GO) test -race -count=1 -timeout 5m ./...
 
-## examples: run every example to completion, each with a time bound.
-examples:
-	timeout 60 $(GO) run ./examples/quickstart
-	timeout 60 $(GO) run ./examples/grpc
-	timeout 120 $(GO) run ./examples/consul
-	timeout 60 $(GO) run ./examples/resilience
-	cd examples/observability && timeout 60 $(GO) run .
+## examples: build every example, then run each to completion with a time
+## bound of its own run (the build is not counted).
+EXAMPLES := quickstart grpc consul resilience
+examples: tools
+	$(GO) build -o $(BIN)/examples/ $(addprefix ./examples/,$(EXAMPLES))
+	cd examples/observability && $(GO) build -o $(BIN)/examples/observability .
+	timeout 90 $(BIN)/examples/quickstart
+	timeout 90 $(BIN)/examples/grpc
+	timeout 150 $(BIN)/examples/consul
+	timeout 90 $(BIN)/examples/resilience
+	timeout 90 $(BIN)/examples/observability
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:

@@ -117,7 +117,9 @@ func run(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	client, err := mesh.NewClient(mesh.WithDiscovery(watcher), mesh.WithIdentity(clientSrc))
+	// The view tells when the client has applied a change of the set.
+	view := &demo.View{Watcher: watcher}
+	client, err := mesh.NewClient(mesh.WithDiscovery(view), mesh.WithIdentity(clientSrc))
 	if err != nil {
 		return err
 	}
@@ -155,6 +157,11 @@ func run(ctx context.Context, out io.Writer) error {
 	if err := drained.reg.Drain(ctx); err != nil {
 		return fmt.Errorf("drain: %w", err)
 	}
+	// The drain grace covers watchers on a quiet machine; the demo checks
+	// its client has seen the change before it shuts the instance down.
+	if err := view.WaitWithout(ctx, drained.name); err != nil {
+		return err
+	}
 	if err := drained.srv.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
@@ -171,12 +178,16 @@ func run(ctx context.Context, out io.Writer) error {
 	return nil
 }
 
-// waitStatus calls the demo service until it answers with status want,
-// at most 50 times, 100 ms apart.
+// waitStatus calls the demo service, 100 ms apart, until it answers with
+// status want, for at most 30 seconds: an intention reaches the agent's
+// cache, then the servers' decision cache, eventually.
 func waitStatus(ctx context.Context, out io.Writer, hc *http.Client, want int) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
-	for i := 0; i < 50; i++ {
+	last := 0
+	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+service+"/", nil)
 		if err != nil {
 			return err
@@ -191,13 +202,13 @@ func waitStatus(ctx context.Context, out io.Writer, hc *http.Client, want int) e
 			fmt.Fprintf(out, "  call answered %s\n", resp.Status)
 			return nil
 		}
+		last = resp.StatusCode
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return fmt.Errorf("calls never answered %d (last %d): %w", want, last, ctx.Err())
 		case <-tick.C:
 		}
 	}
-	return fmt.Errorf("calls never answered %d", want)
 }
 
 // calls makes n calls to the demo service, prints who answered and

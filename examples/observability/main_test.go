@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 type syncBuilder struct {
@@ -29,7 +29,7 @@ func (s *syncBuilder) String() string {
 // TestRun runs the example with each exporter; the OTLP ones point at a
 // loopback port where nothing listens, and must still finish in time.
 func TestRun(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	for _, exporter := range []string{"stdout", "none", "otlp-grpc", "otlp-http"} {
 		t.Run(exporter, func(t *testing.T) {
 			var out syncBuilder

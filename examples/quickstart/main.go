@@ -30,7 +30,7 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := run(ctx, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
@@ -67,6 +67,7 @@ func run(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "started %s: http %s, grpc %s, identity %s\n", inst.name, inst.httpAddr, inst.grpcAddr, serverID)
 	}
 	static := &discovery.Static{}
+	view := &demo.View{Watcher: static}
 	publish := func(instances []*instance) error {
 		var httpEPs, grpcEPs []discovery.Endpoint
 		for _, in := range instances {
@@ -89,7 +90,7 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 	client, err := mesh.NewClient(
-		mesh.WithDiscovery(static),
+		mesh.WithDiscovery(view),
 		mesh.WithIdentity(src),
 		mesh.WithAuthorizer(tlsid.AuthorizeID(serverID)),
 	)
@@ -119,10 +120,14 @@ func run(ctx context.Context, out io.Writer) error {
 		return err
 	}
 
-	// Drain instance-1: leave discovery first, then shut down, so no call
-	// is sent to an instance that is going away.
+	// Drain instance-1: leave discovery first and wait until the client
+	// has applied the new set, then shut down, so no call is sent to an
+	// instance that is going away.
 	gone := instances[0]
 	if err := publish(instances[1:]); err != nil {
+		return err
+	}
+	if err := view.WaitWithout(ctx, gone.name); err != nil {
 		return err
 	}
 	shutdownCtx, done := context.WithTimeout(ctx, 5*time.Second)
@@ -236,9 +241,10 @@ func callGRPC(ctx context.Context, out io.Writer, cc *grpc.ClientConn, n int, ch
 }
 
 // warmUp calls until n distinct instances have answered, for at most
-// five seconds.
+// 30 seconds: each instance's connection and TLS handshake complete in
+// the background, late on a busy machine.
 func warmUp(ctx context.Context, cc *grpc.ClientConn, n int) error {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	seen := map[string]bool{}
 	for len(seen) < n {
