@@ -20,6 +20,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // RotateConsulCA gives Consul's built-in CA a new private key, as
@@ -51,6 +52,7 @@ func waitChanged(t testing.TB, ch <-chan struct{}, what string) {
 }
 
 func TestConsulSource(t *testing.T) {
+	leaktest.Check(t)
 	agent := consultest.Start(t)
 	client := agent.Client()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -110,6 +112,7 @@ func TestConsulSource(t *testing.T) {
 }
 
 func TestConsulIntentions(t *testing.T) {
+	leaktest.Check(t)
 	agent := consultest.Start(t)
 	client := agent.Client()
 	clock := newFakeClock()
@@ -133,6 +136,9 @@ func TestConsulIntentions(t *testing.T) {
 	if err := ixn.AuthorizeRequest(ctx, Request{Peer: web}); err != nil {
 		t.Fatalf("cached decision: %v", err)
 	}
+	// The agent's view of intentions follows the servers eventually:
+	// wait until it denies before expiring the cached decision.
+	waitAgentAuthorizes(t, client, "db", web, false)
 	clock.Advance(2 * time.Second)
 	if err := ixn.Authorizer()(web); !errors.Is(err, ErrUnauthorized) {
 		t.Fatalf("after a deny intention: %v, want ErrUnauthorized", err)
@@ -143,9 +149,28 @@ func TestConsulIntentions(t *testing.T) {
 	if _, err := client.Connect().IntentionDeleteExact("web", "db", nil); err != nil {
 		t.Fatal(err)
 	}
+	waitAgentAuthorizes(t, client, "db", web, true)
 	clock.Advance(2 * time.Second)
 	if err := ixn.AuthorizeRequest(ctx, Request{Peer: web}); err != nil {
 		t.Fatalf("after removing the intention: %v", err)
+	}
+}
+
+// waitAgentAuthorizes polls the agent's own authorization endpoint until
+// its answer for peer calling target is want, for at most 30 s: an
+// intention written to the servers reaches the agent's cache eventually.
+func waitAgentAuthorizes(t testing.TB, client *api.Client, target string, peer spiffeid.ID, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := client.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: target, ClientCertURI: peer.String()})
+		if err == nil && res.Authorized == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never answered authorized=%v for %s → %s: %+v, %v", want, peer, target, res, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 }
 
@@ -153,6 +178,7 @@ func TestConsulIntentions(t *testing.T) {
 // source keeps serving its last SVID and bundle, reports the failure, and
 // Close ends its watches at once (goleak checks none is left).
 func TestConsulSourceAgentDown(t *testing.T) {
+	leaktest.Check(t)
 	agent := consultest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -192,6 +218,7 @@ func TestConsulSourceAgentDown(t *testing.T) {
 // demand): requests stop waiting after the timeout, are refused as
 // undecided (not as unauthorized), and concurrent ones share one query.
 func TestConsulIntentionsSlowAgent(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
