@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -82,20 +81,29 @@ func (c *Client) HTTPClient() *http.Client {
 	return &http.Client{Transport: c}
 }
 
-// cluster is the client's state for one destination service.
+// cluster is the client's state for one destination service, shared by
+// its HTTP requests and its gRPC connections: one balancer fed by one
+// discovery watch, one set of breakers, one budget and rate limit.
 type cluster struct {
 	service   string
 	balancer  *balancer.Balancer
 	transport *http.Transport
 	scheme    string
+	tlsConfig *tls.Config // nil: plaintext
 	ready     chan struct{} // closed on the first update
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]
 	stop      func()
 	guard     *guard                 // breakers, budget, rate limit, retry and hedge policies
 	tel       *telemetry.Destination // nil: no telemetry (telemetry.go)
+
+	subMu sync.Mutex // serialises updates to subscribers and their changes
+	subs  map[*grpcConn]struct{}
 }
 
+// update takes in a discovery update: the endpoints (the last good set
+// when u.Err is set) go to the breakers, the balancer and every gRPC
+// connection to the service.
 func (cl *cluster) update(u discovery.Update) {
 	if cl.guard.breakers != nil {
 		cl.guard.breakers.Update(u.Endpoints)
@@ -103,7 +111,31 @@ func (cl *cluster) update(u discovery.Update) {
 	cl.balancer.Update(u.Endpoints)
 	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)
+	cl.subMu.Lock()
+	for gc := range cl.subs {
+		gc.setEndpoints(u.Endpoints)
+	}
+	cl.subMu.Unlock()
 	cl.readyOnce.Do(func() { close(cl.ready) })
+}
+
+// subscribe hands gc the cluster's endpoints now, when it has any, and
+// on every change until unsubscribed.
+func (cl *cluster) subscribe(gc *grpcConn) (unsubscribe func()) {
+	cl.subMu.Lock()
+	defer cl.subMu.Unlock()
+	if cl.subs == nil {
+		cl.subs = make(map[*grpcConn]struct{})
+	}
+	cl.subs[gc] = struct{}{}
+	if u := cl.status.Load(); u != nil {
+		gc.setEndpoints(u.Endpoints)
+	}
+	return func() {
+		cl.subMu.Lock()
+		delete(cl.subs, gc)
+		cl.subMu.Unlock()
+	}
 }
 
 // cluster returns the state of service, creating it on first use.
@@ -145,7 +177,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		service: service,
 		ready:   make(chan struct{}),
 		scheme:  "http",
-		guard:   newGuard(service, &c.cfg.resilience),
+		guard:   newGuard(service, &c.cfg.resilience, c.cfg.clock),
 		tel:     c.destination(service, policy),
 	}
 	cl.balancer = balancer.New(policy, ejectionHook(c.cfg.telemetry, service, &cl.balancer)...)
@@ -155,6 +187,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 	}
 	if tlsConfig != nil {
 		cl.scheme = "https"
+		cl.tlsConfig = tlsConfig
 	}
 	cl.transport = &http.Transport{
 		Proxy:                 nil,
@@ -191,41 +224,6 @@ func (c *Client) tlsConfig(service string) (*tls.Config, error) {
 		return nil, fmt.Errorf("mesh: %q: %w", service, err)
 	}
 	return cfg, nil
-}
-
-// waitReady waits until the cluster has heard from discovery once, or ctx
-// ends.
-func (cl *cluster) waitReady(ctx context.Context) error {
-	select {
-	case <-cl.ready:
-		return nil
-	default:
-	}
-	select {
-	case <-cl.ready:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("mesh: waiting for endpoints of %q: %w", cl.service, context.Cause(ctx))
-	}
-}
-
-// RoundTrip implements [http.RoundTripper]: it sends r to an endpoint of
-// the service named by r.URL's host. r is not modified.
-//
-// A response with a 5xx status (other than 501) is returned as is but
-// counts as a failure of the endpoint that gave it.
-func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
-	service := r.URL.Hostname()
-	cl, err := c.cluster(service)
-	if err != nil {
-		closeBody(r)
-		return nil, err
-	}
-	if err := cl.waitReady(r.Context()); err != nil {
-		closeBody(r)
-		return nil, err
-	}
-	return cl.tracedCall(r)
 }
 
 func closeBody(r *http.Request) {

@@ -1,25 +1,21 @@
 package mesh
 
 import (
-	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
 	grpcbalancer "google.golang.org/grpc/balancer"
-	"google.golang.org/grpc/balancer/base"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/resolver"
+	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
-	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
-	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -28,185 +24,231 @@ import (
 // global. [Client.DialGRPC] selects it; nothing else needs the name.
 const GRPCBalancerName = "weft"
 
-// grpcScheme is the resolver scheme of [Client.DialGRPC] targets. The
-// resolver is passed to each connection, never registered globally.
-const grpcScheme = "weft"
-
 func init() {
-	grpcbalancer.Register(base.NewBalancerBuilder(GRPCBalancerName, grpcPickerBuilder{}, base.Config{}))
+	grpcbalancer.Register(grpcBalancerBuilder{})
 }
 
-// DialGRPC returns a gRPC client connection to service. Instances come
-// from the client's discovery, each call is balanced by the client's
-// policy for service, and connections use mutual TLS when the client has
-// an identity. opts are applied after weft's own, so they may override
-// them. As with [grpc.NewClient], no connection is made until the first
-// call. Close the connection when done; closing the client does not.
-func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
-	if service == "" {
-		return nil, errors.New("mesh: dial gRPC: empty service name")
-	}
-	c.mu.Lock()
-	closed := c.closed
-	c.mu.Unlock()
-	if closed {
-		return nil, ErrClosed
-	}
-	if c.cfg.watcher == nil {
-		return nil, ErrNoDiscovery
-	}
-	creds := insecure.NewCredentials()
-	tlsConfig, err := c.tlsConfig(service)
-	if err != nil {
-		return nil, err
-	}
-	if tlsConfig != nil {
-		creds = credentials.NewTLS(tlsConfig)
-	}
-	var policy balancer.Policy
-	if c.cfg.policy != nil {
-		policy = c.cfg.policy(service)
-	}
-	gc := &grpcCluster{service: service, guard: newGuard(service, &c.cfg.resilience), tel: c.destination(service, policy)}
-	gc.balancer = balancer.New(policy, ejectionHook(c.cfg.telemetry, service, &gc.balancer)...)
-	all := append([]grpc.DialOption{
-		grpc.WithResolvers(&grpcResolverBuilder{watcher: c.cfg.watcher, cluster: gc}),
-		grpc.WithChainUnaryInterceptor(gc.unaryChain()...),
-		gc.streamChain(),
-		grpc.WithDefaultServiceConfig(`{"loadBalancingConfig":[{"` + GRPCBalancerName + `":{}}]}`),
-		grpc.WithTransportCredentials(creds),
-	}, opts...)
-	cc, err := grpc.NewClient(grpcScheme+":///"+service, all...)
-	if err != nil {
-		return nil, fmt.Errorf("mesh: dial gRPC %q: %w", service, err)
-	}
-	return cc, nil
-}
+// The resolver of a DialGRPC connection hands grpc-go the endpoints of
+// the service's cluster — the same set the HTTP path balances over — and
+// weft's service config; grpcConn is its builder.
 
-// grpcCluster is the weft state of one gRPC client connection: its
-// balancer and the current endpoints by address.
-type grpcCluster struct {
-	service  string
-	balancer *balancer.Balancer
-	guard    *guard                 // breakers, budget, rate limit, retry and hedge policies
-	tel      *telemetry.Destination // nil: no telemetry (telemetry.go)
+func (gc *grpcConn) Scheme() string { return grpcScheme }
 
-	mu     sync.Mutex
-	byAddr map[string]discovery.Endpoint
-}
-
-type clusterKey struct{}
-
-func (gc *grpcCluster) endpoint(addr string) discovery.Endpoint {
+// Build starts feeding cc the cluster's endpoints.
+func (gc *grpcConn) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
+	sc := cc.ParseServiceConfig(weftServiceConfig)
+	if sc.Err != nil {
+		return nil, fmt.Errorf("mesh: gRPC service config: %w", sc.Err)
+	}
+	r := &grpcResolver{gc: gc, cc: cc, sc: sc}
 	gc.mu.Lock()
-	defer gc.mu.Unlock()
-	if e, ok := gc.byAddr[addr]; ok {
-		return e
+	gc.resolver = r
+	gc.mu.Unlock()
+	r.unsubscribe = gc.cl.subscribe(gc)
+	return r, nil
+}
+
+// setEndpoints passes a new endpoint set to the connection's resolver,
+// when grpc-go has built one. The cluster calls it, one update at a time.
+func (gc *grpcConn) setEndpoints(eps []discovery.Endpoint) {
+	gc.mu.Lock()
+	r := gc.resolver
+	gc.mu.Unlock()
+	if r == nil {
+		return
 	}
-	return discovery.Endpoint{ID: addr, Addr: addr}
-}
-
-// grpcResolverBuilder resolves weft:///<service> targets through a
-// discovery watcher.
-type grpcResolverBuilder struct {
-	watcher discovery.Watcher
-	cluster *grpcCluster
-}
-
-func (b *grpcResolverBuilder) Scheme() string { return grpcScheme }
-
-func (b *grpcResolverBuilder) Build(target resolver.Target, cc resolver.ClientConn, _ resolver.BuildOptions) (resolver.Resolver, error) {
-	service := target.Endpoint()
-	gc := b.cluster
-	stop, err := b.watcher.Watch(service, func(u discovery.Update) {
-		observeUpdate(gc.tel.Telemetry(), service, u, gc.balancer)
-		byAddr := make(map[string]discovery.Endpoint, len(u.Endpoints))
-		addrs := make([]resolver.Address, 0, len(u.Endpoints))
-		for _, e := range u.Endpoints {
-			byAddr[e.Addr] = e
-			addrs = append(addrs, resolver.Address{
-				Addr:               e.Addr,
-				BalancerAttributes: resolverAttributes(gc),
-			})
-		}
-		gc.mu.Lock()
-		gc.byAddr = byAddr
-		gc.mu.Unlock()
-		if gc.guard.breakers != nil {
-			gc.guard.breakers.Update(u.Endpoints)
-		}
-		if len(addrs) == 0 {
-			cc.ReportError(fmt.Errorf("mesh: service %q has no endpoints: %w", service, balancer.ErrNoEndpoints))
-			return
-		}
-		_ = cc.UpdateState(resolver.State{Addresses: addrs})
-	})
-	if err != nil {
-		return nil, fmt.Errorf("mesh: resolve %q: %w", service, err)
+	state := resolver.State{
+		Endpoints:     make([]resolver.Endpoint, len(eps)),
+		ServiceConfig: r.sc,
+		Attributes:    attributes.New(grpcConnKey{}, gc),
 	}
-	return &grpcResolver{stop: stop}, nil
+	for i, e := range eps {
+		state.Endpoints[i] = resolver.Endpoint{
+			Addresses:  []resolver.Address{{Addr: e.Addr}},
+			Attributes: attributes.New(endpointIDKey{}, e.ID),
+		}
+	}
+	_ = r.cc.UpdateState(state)
 }
 
-type grpcResolver struct{ stop func() }
+// grpcConnKey finds the grpcConn of a resolver state.
+type grpcConnKey struct{}
+
+// endpointIDKey is the attribute of a resolver endpoint that holds its
+// discovery ID.
+type endpointIDKey struct{}
+
+type grpcResolver struct {
+	gc          *grpcConn
+	cc          resolver.ClientConn
+	sc          *serviceconfig.ParseResult
+	unsubscribe func()
+}
 
 func (r *grpcResolver) ResolveNow(resolver.ResolveNowOptions) {}
-func (r *grpcResolver) Close()                                { r.stop() }
 
-// grpcPickerBuilder builds gRPC pickers over the weft balancer of the
-// connection, found through the ready addresses' attributes.
-type grpcPickerBuilder struct{}
-
-func (grpcPickerBuilder) Build(info base.PickerBuildInfo) grpcbalancer.Picker {
-	var gc *grpcCluster
-	for _, sci := range info.ReadySCs {
-		gc, _ = sci.Address.BalancerAttributes.Value(clusterKey{}).(*grpcCluster)
-		break
+func (r *grpcResolver) Close() {
+	r.unsubscribe()
+	r.gc.mu.Lock()
+	if r.gc.resolver == r {
+		r.gc.resolver = nil
 	}
-	if gc == nil {
-		return base.NewErrPicker(grpcbalancer.ErrNoSubConnAvailable)
-	}
-	eps := make([]discovery.Endpoint, 0, len(info.ReadySCs))
-	byID := make(map[string]grpcbalancer.SubConn, len(info.ReadySCs))
-	for sc, sci := range info.ReadySCs {
-		e := gc.endpoint(sci.Address.Addr)
-		eps = append(eps, e)
-		byID[e.ID] = sc
-	}
-	gc.balancer.Update(eps)
-	return &grpcPicker{balancer: gc.balancer, subConns: byID, guard: gc.guard}
+	r.gc.mu.Unlock()
 }
 
+// grpcBalancerBuilder builds weft's gRPC balancer.
+type grpcBalancerBuilder struct{}
+
+func (grpcBalancerBuilder) Name() string { return GRPCBalancerName }
+
+func (grpcBalancerBuilder) Build(cc grpcbalancer.ClientConn, _ grpcbalancer.BuildOptions) grpcbalancer.Balancer {
+	return &grpcBalancer{cc: cc, subConns: make(map[string]*subConn)}
+}
+
+// grpcBalancer is weft's gRPC load balancer, written for weft's call
+// engine: it keeps one SubConn per endpoint of the service, reconnects
+// those that go idle, and publishes which endpoints are ready — to the
+// engine, which picks among them, and to grpc-go as a picker that routes
+// each attempt to the SubConn of the endpoint the engine chose. It holds
+// no balancing policy of its own and never touches the service's
+// balancer, which discovery alone feeds.
+//
+// grpc-go calls its methods, and the SubConns' state listeners, one at a
+// time.
+type grpcBalancer struct {
+	cc       grpcbalancer.ClientConn
+	gc       *grpcConn
+	subConns map[string]*subConn // by endpoint ID
+	err      error               // the last resolver or connection error
+}
+
+type subConn struct {
+	sc    grpcbalancer.SubConn
+	addr  string
+	state connectivity.State
+}
+
+func (b *grpcBalancer) UpdateClientConnState(s grpcbalancer.ClientConnState) error {
+	gc, _ := s.ResolverState.Attributes.Value(grpcConnKey{}).(*grpcConn)
+	if gc == nil {
+		return fmt.Errorf("mesh: weft's gRPC balancer serves connections of DialGRPC only: %w", grpcbalancer.ErrBadResolverState)
+	}
+	b.gc = gc
+	want := make(map[string]string, len(s.ResolverState.Endpoints))
+	for _, e := range s.ResolverState.Endpoints {
+		id, _ := e.Attributes.Value(endpointIDKey{}).(string)
+		if len(e.Addresses) > 0 && id != "" {
+			want[id] = e.Addresses[0].Addr
+		}
+	}
+	for id, c := range b.subConns {
+		if addr, ok := want[id]; !ok || addr != c.addr {
+			c.sc.Shutdown()
+			delete(b.subConns, id)
+		}
+	}
+	for id, addr := range want {
+		if _, ok := b.subConns[id]; ok {
+			continue
+		}
+		c := &subConn{addr: addr, state: connectivity.Idle}
+		sc, err := b.cc.NewSubConn([]resolver.Address{{Addr: addr}}, grpcbalancer.NewSubConnOptions{
+			StateListener: func(st grpcbalancer.SubConnState) { b.subConnState(id, c, st) },
+		})
+		if err != nil {
+			b.err = err
+			continue
+		}
+		c.sc = sc
+		b.subConns[id] = c
+		sc.Connect()
+	}
+	b.publish()
+	return nil
+}
+
+func (b *grpcBalancer) subConnState(id string, c *subConn, st grpcbalancer.SubConnState) {
+	if b.subConns[id] != c {
+		return // shut down since
+	}
+	c.state = st.ConnectivityState
+	switch c.state {
+	case connectivity.Idle:
+		c.sc.Connect()
+	case connectivity.TransientFailure:
+		b.err = st.ConnectionError
+	}
+	b.publish()
+}
+
+// publish gives grpc-go a new picker and the engine the new readiness.
+func (b *grpcBalancer) publish() {
+	ready := make(map[string]grpcbalancer.SubConn)
+	r := &readiness{ready: make(map[string]bool), err: b.err}
+	for id, c := range b.subConns {
+		switch c.state {
+		case connectivity.Ready:
+			ready[id] = c.sc
+			r.ready[id] = true
+		case connectivity.Idle, connectivity.Connecting:
+			r.connecting = true
+		}
+	}
+	state := connectivity.TransientFailure
+	switch {
+	case len(ready) > 0:
+		state = connectivity.Ready
+	case r.connecting:
+		state = connectivity.Connecting
+	}
+	b.cc.UpdateState(grpcbalancer.State{ConnectivityState: state, Picker: &grpcPicker{ready: ready}})
+	if b.gc != nil {
+		b.gc.setReadiness(r)
+	}
+}
+
+func (b *grpcBalancer) ResolverError(err error) {
+	b.err = err
+	if len(b.subConns) == 0 {
+		b.publish()
+	}
+}
+
+// UpdateSubConnState is not used: each SubConn has a state listener.
+func (b *grpcBalancer) UpdateSubConnState(grpcbalancer.SubConn, grpcbalancer.SubConnState) {}
+
+func (b *grpcBalancer) ExitIdle() {
+	for _, c := range b.subConns {
+		if c.state == connectivity.Idle {
+			c.sc.Connect()
+		}
+	}
+}
+
+// Close shuts the SubConns down; the connection is idle (or closed) and
+// calls must wake it.
+func (b *grpcBalancer) Close() {
+	for _, c := range b.subConns {
+		c.sc.Shutdown()
+	}
+	b.subConns = nil
+	if b.gc != nil {
+		b.gc.setReadiness(&readiness{idle: true})
+	}
+}
+
+// grpcPicker routes each attempt to the ready SubConn of the endpoint
+// the engine chose for it. It is immutable.
 type grpcPicker struct {
-	guard    *guard
-	balancer *balancer.Balancer
-	subConns map[string]grpcbalancer.SubConn
+	ready map[string]grpcbalancer.SubConn
 }
 
 func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	if res, err, ok := p.pinned(info); ok {
-		return res, err
+	id, _ := info.Ctx.Value(endpointKey{}).(string)
+	if sc, ok := p.ready[id]; ok {
+		return grpcbalancer.PickResult{SubConn: sc}, nil
 	}
-	start := time.Now()
-	ep, err := p.pickUnpinned(info)
-	if err != nil {
-		return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, err.Error())
-	}
-	sc, ok := p.subConns[ep.ID]
-	if !ok {
-		// A newer picker is being installed; gRPC retries the pick with it.
-		ep.Done(balancer.Outcome{Result: balancer.Dropped})
-		return grpcbalancer.PickResult{}, grpcbalancer.ErrNoSubConnAvailable
-	}
-	return grpcbalancer.PickResult{
-		SubConn: sc,
-		Done: func(di grpcbalancer.DoneInfo) {
-			r := p.guard.classifyGRPC(info.Ctx, di.Err)
-			if br := p.guard.breakers.Get(ep.ID); br != nil {
-				br.Record(r)
-			}
-			ep.Done(balancer.Outcome{Latency: time.Since(start), Result: balancerResult(r)})
-		},
-	}, nil
+	return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, notReadyMessage)
 }
 
 // GRPCServerOptions returns the options that put a gRPC server in the
@@ -234,8 +276,4 @@ func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 	out = append(out, accessGRPCOptions(&cfg)...)
 	out = append(out, protectGRPCOptions(&cfg)...)
 	return out, nil
-}
-
-func resolverAttributes(gc *grpcCluster) *attributes.Attributes {
-	return attributes.New(clusterKey{}, gc)
 }

@@ -30,6 +30,7 @@ type clientConfig struct {
 	policy           func(service string) balancer.Policy
 	logger           *slog.Logger
 	resilience       resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
+	clock            Clock                // nil: the system clock
 	telemetry        *telemetry.Telemetry // nil: none (telemetry.go)
 }
 

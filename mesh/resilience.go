@@ -51,17 +51,23 @@ const (
 	hedgeMinObservations = 20
 )
 
+// MaxRetryWait is the longest a call without a deadline waits before a
+// retry, whatever a server asks for with Retry-After or gRPC pushback: a
+// longer wait ends the call with the answer it has.
+const MaxRetryWait = 30 * time.Second
+
 // RetryPolicy says how a [Client] retries. The zero value gives the
 // defaults: up to 3 attempts, exponential backoff from 25 ms to 1 s with
 // full jitter, no per-try timeout, no attempt started with less than
 // 5 ms left before the caller's deadline, bodies up to 64 KiB replayed,
 // and the default [breaker.BudgetSettings].
 //
-// Only idempotent requests are retried: HTTP GET, HEAD, OPTIONS, PUT and
-// DELETE, and the gRPC methods IdempotentMethod accepts. Any other request
-// is retried only when it provably never left the process (the connection
-// was refused before a byte was written). A retry goes to another endpoint
-// than the ones already tried, when there is one.
+// Only idempotent calls are retried once they may have reached a server
+// (see [WithIdempotent]: HTTP GET, HEAD, OPTIONS, PUT and DELETE by
+// default, and what [WithIdempotent] accepts). Any call is retried when it
+// provably never left the process (no connection was ready, or the
+// connection was refused before a byte was written). A retry goes to
+// another endpoint than the ones already tried, when there is one.
 type RetryPolicy struct {
 	// MaxAttempts is the most attempts per call, the first included.
 	// Zero means [DefaultMaxAttempts].
@@ -86,8 +92,10 @@ type RetryPolicy struct {
 	// [breaker.Budget].
 	Budget breaker.BudgetSettings
 	// IdempotentMethod reports whether a gRPC method (full name,
-	// "/pkg.Service/Method") is idempotent and may be retried. Nil means
-	// none is.
+	// "/pkg.Service/Method") is idempotent, for retries and hedges alike.
+	//
+	// Deprecated: use [WithIdempotent], which serves both protocols and
+	// hedging without retries. A method either accepts is idempotent.
 	IdempotentMethod func(fullMethod string) bool
 }
 
@@ -112,11 +120,11 @@ func (p RetryPolicy) withDefaults() RetryPolicy {
 
 // HedgePolicy says which calls a [Client] hedges: after Delay without an
 // answer, a second attempt goes to another endpoint, the first good
-// answer wins and the other attempt is cancelled. Hedges draw on the
-// retry budget. Only idempotent calls with a replayable body are hedged:
-// HTTP GET, HEAD, OPTIONS, PUT and DELETE, and the gRPC unary methods
-// that [RetryPolicy.IdempotentMethod] accepts (so hedging gRPC needs
-// [WithRetry] too). The zero value hedges every idempotent call after the
+// answer wins and the other attempt is cancelled: what it receives is
+// never seen by the caller. Hedges draw on the retry budget, and no hedge
+// starts once an answer is in. Only idempotent calls ([WithIdempotent])
+// with a replayable body are hedged, HTTP requests and gRPC unary calls;
+// streams are not. The zero value hedges every idempotent call after the
 // service's observed p95 latency.
 type HedgePolicy struct {
 	// Delay is how long to wait before hedging. Zero means the observed
@@ -147,7 +155,7 @@ type resilienceConfig struct {
 	rateLimit    func(service string) *ClientRateLimit
 	classifyHTTP breaker.HTTPClassifier
 	classifyGRPC breaker.GRPCClassifier
-	now          func() time.Time
+	idempotent   func(service, route string) bool
 }
 
 // WithRetry turns on retries as described by p (see [RetryPolicy]).
@@ -210,18 +218,35 @@ func WithGRPCClassifier(f breaker.GRPCClassifier) ClientOption {
 	})
 }
 
-// WithClock sets the clock that retry budgets and rate limits read, for
-// tests. The default is [time.Now]. A nil now is ignored.
-func WithClock(now func() time.Time) Option {
+// WithIdempotent says which calls are idempotent beyond HTTP's own
+// idempotent methods (GET, HEAD, OPTIONS, PUT, DELETE): f is asked with
+// the destination service and the call's route — the URL path of an HTTP
+// request, the full method name ("/pkg.Service/Method") of a gRPC call —
+// and a call it accepts may be retried after it may have reached a server,
+// and hedged. gRPC calls are idempotent only when f (or the deprecated
+// [RetryPolicy.IdempotentMethod]) says so. A nil f is ignored.
+func WithIdempotent(f func(service, route string) bool) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if f != nil {
+			c.resilience.idempotent = f
+		}
+	})
+}
+
+// WithClock sets the clock that clients and servers read — for rate
+// limits, retry budgets, backoff, Retry-After and pushback waits, hedge
+// delays and per-try timeouts — for tests. The default is the system
+// clock. A nil c is ignored.
+func WithClock(c Clock) Option {
 	return sharedOption{
-		client: func(c *clientConfig) {
-			if now != nil {
-				c.resilience.now = now
+		client: func(cfg *clientConfig) {
+			if c != nil {
+				cfg.clock = c
 			}
 		},
-		server: func(c *serverConfig) {
-			if now != nil {
-				c.protect.now = now
+		server: func(cfg *serverConfig) {
+			if c != nil {
+				cfg.protect.now = c.Now
 			}
 		},
 	}
@@ -239,28 +264,33 @@ type guard struct {
 	retry        *RetryPolicy
 	hedge        *HedgePolicy
 	latency      *latencyWindow // nil without hedging on observed latency
-	now          func() time.Time
+	clock        clock
 	classifyHTTP breaker.HTTPClassifier
 	classifyGRPC breaker.GRPCClassifier
+	idempotent   func(service, route string) bool // nil: none beyond HTTP's methods
 }
 
-func newGuard(service string, rc *resilienceConfig) *guard {
+func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
 	g := &guard{
 		service:      service,
 		retry:        rc.retry,
 		hedge:        rc.hedge,
-		now:          rc.now,
+		clock:        newClock(c),
 		classifyHTTP: rc.classifyHTTP,
 		classifyGRPC: rc.classifyGRPC,
-	}
-	if g.now == nil {
-		g.now = time.Now
+		idempotent:   rc.idempotent,
 	}
 	if g.classifyHTTP == nil {
 		g.classifyHTTP = breaker.ClassifyHTTP
 	}
 	if g.classifyGRPC == nil {
 		g.classifyGRPC = breaker.ClassifyGRPC
+	}
+	if rc.retry != nil && rc.retry.IdempotentMethod != nil {
+		byMethod, other := rc.retry.IdempotentMethod, rc.idempotent
+		g.idempotent = func(service, route string) bool {
+			return byMethod(route) || (other != nil && other(service, route))
+		}
 	}
 	if rc.breakers != nil {
 		set := breaker.NewSet(service, *rc.breakers, rc.breakerOpts...)
@@ -286,20 +316,45 @@ func newGuard(service string, rc *resilienceConfig) *guard {
 	return g
 }
 
-// Breakers returns the circuit breakers the client's HTTP calls to
-// service use, or nil when it has none (no [WithCircuitBreaker], or no
-// call to service yet). Use it to read states or [breaker.Set.Subscribe]
-// to state changes. Each connection of [Client.DialGRPC] has breakers of
-// its own; their changes reach [breaker.Settings.OnStateChange].
+// Breakers returns the circuit breakers of the client's calls to
+// service, HTTP and gRPC alike, or nil when it has none (no
+// [WithCircuitBreaker], or no call to service yet). Use it to read
+// states or [breaker.Set.Subscribe] to state changes.
 func (c *Client) Breakers(service string) *breaker.Set {
-	if cl := (*c.clusters.Load())[service]; cl != nil && cl.guard != nil {
+	if cl := (*c.clusters.Load())[service]; cl != nil {
 		return cl.guard.breakers
 	}
 	return nil
 }
 
-// admit applies the client rate limit at now.
-func (g *guard) admit(ctx context.Context, now time.Time) error {
+// idempotentCall reports whether a call with route (URL path or full
+// gRPC method) is idempotent; httpMethod is the HTTP method, "" for gRPC.
+func (g *guard) idempotentCall(httpMethod, route string, grpc bool) bool {
+	if !grpc && idempotentHTTP(httpMethod) {
+		return true
+	}
+	return g.idempotent != nil && g.idempotent(g.service, route)
+}
+
+// admit applies the client rate limit and counts the call in the retry
+// budget.
+func (g *guard) admit(ctx context.Context) error {
+	if g.limiter == nil && g.budget == nil {
+		return nil
+	}
+	now := g.clock.Now()
+	if err := g.rateLimit(ctx, now); err != nil {
+		return err
+	}
+	if g.budget != nil {
+		g.budget.Request(now)
+	}
+	return nil
+}
+
+// rateLimit applies the client rate limit at now, waiting for a token
+// when the limit says to wait.
+func (g *guard) rateLimit(ctx context.Context, now time.Time) error {
 	if g.limiter == nil {
 		return nil
 	}
@@ -317,19 +372,75 @@ func (g *guard) admit(ctx context.Context, now time.Time) error {
 	if d == 0 {
 		return nil
 	}
-	if dl, ok := ctx.Deadline(); ok && dl.Sub(now) < d {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < d {
 		r.CancelAt(now)
 		return fmt.Errorf("%w: %q: deadline too close", ErrRateLimited, g.service)
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		r.Cancel()
-		return fmt.Errorf("%w: %q: %w", ErrRateLimited, g.service, context.Cause(ctx))
+	if err := g.clock.sleep(ctx, d); err != nil {
+		r.CancelAt(g.clock.Now())
+		return fmt.Errorf("%w: %q: %w", ErrRateLimited, g.service, err)
 	}
+	return nil
+}
+
+// through makes an attempt run to ep through ep's circuit breaker, and
+// the service's when there is one, then finishes the pick of ep with the
+// attempt's outcome and feeds the latency of a success to the hedge
+// delay. It reports false, without calling run, when a breaker refused;
+// ep is then done as dropped.
+func (g *guard) through(ep *balancer.Endpoint, run func() breaker.Result) bool {
+	start := g.clock.Now()
+	var result breaker.Result
+	var refused error
+	if br := g.breakers.Get(ep.ID); br == nil {
+		result = run()
+	} else if svc := g.breakers.Service(); svc == nil {
+		refused = br.Do(func() breaker.Result { result = run(); return result })
+	} else {
+		refused = svc.Do(func() breaker.Result {
+			if refused = br.Do(func() breaker.Result { result = run(); return result }); refused != nil {
+				return breaker.Excluded
+			}
+			return result
+		})
+	}
+	if refused != nil {
+		ep.Done(balancer.Outcome{Result: balancer.Dropped})
+		return false
+	}
+	g.finish(ep, start, result)
+	return true
+}
+
+// finish accounts the outcome of a call to ep that started at start: the
+// balancer's load state and, for a success, the hedge delay's window.
+func (g *guard) finish(ep *balancer.Endpoint, start time.Time, result breaker.Result) {
+	latency := g.clock.Now().Sub(start)
+	ep.Done(balancer.Outcome{Latency: latency, Result: balancerResult(result)})
+	if g.latency != nil && result == breaker.Success {
+		g.latency.observe(latency)
+	}
+}
+
+// record counts the outcome of a call that did not ask the breakers
+// first (a stream, whose outcome comes long after it was admitted) and
+// accounts it like [guard.finish].
+func (g *guard) record(ep *balancer.Endpoint, start time.Time, result breaker.Result) {
+	if br := g.breakers.Get(ep.ID); br != nil {
+		br.Record(result)
+	}
+	if svc := g.breakers.Service(); svc != nil {
+		svc.Record(result)
+	}
+	g.finish(ep, start, result)
+}
+
+// breakerState returns the state of ep's breaker, "" without one.
+func (g *guard) breakerState(ep *balancer.Endpoint) string {
+	if br := g.breakers.Get(ep.ID); br != nil {
+		return br.State().String()
+	}
+	return ""
 }
 
 // backoff returns the wait before retry number n (1 for the first retry).
@@ -341,26 +452,15 @@ func (p *RetryPolicy) backoff(n int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d) + 1))
 }
 
-// waitRetry waits d, or until ctx ends.
-func waitRetry(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
-
 // roomFor reports whether, after waiting wait, at least minRemaining
-// remains before ctx's deadline.
-func roomFor(ctx context.Context, wait, minRemaining time.Duration) bool {
+// remains before ctx's deadline. Without a deadline, no wait longer than
+// [MaxRetryWait] has room: a server cannot park a caller.
+func (g *guard) roomFor(ctx context.Context, wait, minRemaining time.Duration) bool {
 	dl, ok := ctx.Deadline()
-	return !ok || time.Until(dl)-wait >= minRemaining
+	if !ok {
+		return wait <= MaxRetryWait
+	}
+	return time.Until(dl)-wait >= minRemaining
 }
 
 func balancerResult(r breaker.Result) balancer.Result {
@@ -373,7 +473,7 @@ func balancerResult(r breaker.Result) balancer.Result {
 	return balancer.Dropped
 }
 
-// idempotentHTTP reports whether method may be retried.
+// idempotentHTTP reports whether an HTTP method is idempotent.
 func idempotentHTTP(method string) bool {
 	switch method {
 	case "", http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodPut, http.MethodDelete:

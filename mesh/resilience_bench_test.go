@@ -69,7 +69,7 @@ func BenchmarkClientDecision(b *testing.B) {
 			rateLimit: func(string) *ClientRateLimit {
 				return &ClientRateLimit{RateLimit: breaker.RateLimit{PerSecond: 1e12, Burst: 1 << 30}}
 			},
-		})
+		}, nil)
 		g.breakers.Update(benchEndpoints)
 		bal := balancer.New(nil)
 		bal.Update(benchEndpoints)
@@ -77,11 +77,9 @@ func BenchmarkClientDecision(b *testing.B) {
 		run := func() breaker.Result { return breaker.Success }
 		b.ReportAllocs()
 		for b.Loop() {
-			now := g.now()
-			if err := g.admit(ctx, now); err != nil {
+			if err := g.admit(ctx); err != nil {
 				b.Fatal(err)
 			}
-			g.budget.Request(now)
 			ep, err := bal.Pick(balancer.Info{Context: ctx, Skip: g.skipOpen})
 			if err != nil {
 				b.Fatal(err)

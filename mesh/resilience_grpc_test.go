@@ -159,7 +159,7 @@ func TestGRPCRouteRateLimit(t *testing.T) {
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startGRPCResServer(t, env, "limited",
-		WithClock(func() time.Time { return t0 }),
+		WithClock(nowClock(func() time.Time { return t0 })),
 		WithRouteRateLimit(demo.WhoamiMethod, breaker.RateLimit{PerSecond: 2, Burst: 3}))
 	publishGRPC(t, env, "g", s)
 	c := env.client()

@@ -346,7 +346,7 @@ func TestRetriesStayWithinBudget(t *testing.T) {
 	publishServers(t, env, "down", servers...)
 	t0 := time.Unix(1_700_000_000, 0)
 	c := env.client(
-		WithClock(func() time.Time { return t0 }),
+		WithClock(nowClock(func() time.Time { return t0 })),
 		WithRetry(RetryPolicy{MaxAttempts: 5, Backoff: time.Microsecond, MaxBackoff: time.Microsecond}),
 	)
 	hc := c.HTTPClient()
@@ -503,7 +503,7 @@ func TestServerRouteRateLimit(t *testing.T) {
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startResServer(t, env, "limited",
-		WithClock(func() time.Time { return t0 }),
+		WithClock(nowClock(func() time.Time { return t0 })),
 		WithRouteRateLimit("/limited", breaker.RateLimit{PerSecond: 1, Burst: 5}))
 	publishServers(t, env, "rl", s)
 	c := env.client()
@@ -541,7 +541,7 @@ func TestServerPeerRateLimit(t *testing.T) {
 	var clock atomic.Int64
 	clock.Store(time.Unix(1_700_000_000, 0).UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()) }
-	s := startResServer(t, env, "peers", WithClock(now), WithPeerRateLimit(breaker.RateLimit{PerSecond: 10, Burst: 10}, 0))
+	s := startResServer(t, env, "peers", WithClock(nowClock(now)), WithPeerRateLimit(breaker.RateLimit{PerSecond: 10, Burst: 10}, 0))
 	publishServers(t, env, "peers", s)
 	client := func(id string) *http.Client {
 		src := env.source(spiffeid.RequireFromString(id))
@@ -708,7 +708,7 @@ func TestClientRateLimit(t *testing.T) {
 	s := startResServer(t, env, "rl-1")
 	publishServers(t, env, "rl", s)
 	t0 := time.Unix(1_700_000_000, 0)
-	c := env.client(WithClock(func() time.Time { return t0 }), WithRateLimit(func(service string) *ClientRateLimit {
+	c := env.client(WithClock(nowClock(func() time.Time { return t0 })), WithRateLimit(func(service string) *ClientRateLimit {
 		if service != "rl" {
 			return nil
 		}
@@ -861,7 +861,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startResServer(t, env, "ra",
-		WithClock(func() time.Time { return t0 }),
+		WithClock(nowClock(func() time.Time { return t0 })),
 		WithRouteRateLimit("/", breaker.RateLimit{PerSecond: 1, Burst: 1}))
 	publishServers(t, env, "ra", s)
 	c := env.client(WithRetry(RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond}))
@@ -893,7 +893,7 @@ func TestRetryAfterHonoured(t *testing.T) {
 // TestHedgeDelayFromObservedLatency: without a fixed delay, hedging waits
 // the default until 20 calls were observed, then their 95th percentile.
 func TestHedgeDelayFromObservedLatency(t *testing.T) {
-	g := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{}})
+	g := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{}}, nil)
 	if d := g.hedgeDelay(); d != DefaultHedgeDelay {
 		t.Fatalf("delay %v before any observation, want %v", d, DefaultHedgeDelay)
 	}
@@ -910,7 +910,7 @@ func TestHedgeDelayFromObservedLatency(t *testing.T) {
 	if d := g.hedgeDelay(); d != time.Second {
 		t.Fatalf("delay %v after 300 samples of 1s", d)
 	}
-	fixed := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{Delay: 7 * time.Millisecond}})
+	fixed := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{Delay: 7 * time.Millisecond}}, nil)
 	if d := fixed.hedgeDelay(); d != 7*time.Millisecond || fixed.latency != nil {
 		t.Fatalf("fixed delay %v", d)
 	}

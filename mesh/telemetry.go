@@ -151,30 +151,6 @@ func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) {
 	}
 }
 
-// tracedCall is [cluster.call] inside a call span: the logical call, with
-// each attempt a child span (see [cluster.roundTrip]).
-func (cl *cluster) tracedCall(r *http.Request) (*http.Response, error) {
-	if cl.tel == nil {
-		return cl.call(r.Context(), r)
-	}
-	ctx, call := cl.tel.StartHTTP(r.Context(), r)
-	resp, err := cl.call(ctx, r)
-	call.EndHTTP(resp, err)
-	observeRejection(cl.tel, ctx, err)
-	return resp, err
-}
-
-// retryAllowed asks g's retry budget for a retry or a hedge and records
-// a refusal (weft.retry.budget_exhausted, and an event on the call's
-// span).
-func retryAllowed(ctx context.Context, g *guard, tel *telemetry.Destination) bool {
-	if g.budget.TryRetry(g.now()) {
-		return true
-	}
-	tel.Telemetry().RetryBudgetExhausted(ctx, g.service)
-	return false
-}
-
 // observeRejection records a call the client refused to make.
 func observeRejection(d *telemetry.Destination, ctx context.Context, err error) {
 	if err == nil {
@@ -189,66 +165,20 @@ func observeRejection(d *telemetry.Destination, ctx context.Context, err error) 
 	}
 }
 
-// roundTrip sends one attempt, out, to ep: inside an attempt span that
-// carries its trace context to the server, when telemetry is on.
-func (cl *cluster) roundTrip(out *http.Request, ep *balancer.Endpoint) (*http.Response, error) {
-	if cl.tel == nil {
-		return cl.transport.RoundTrip(out)
+// startAttempt starts the telemetry of an attempt of call to ep — the
+// endpoint and its breaker's state recorded on the attempt's span — or
+// returns nil without telemetry. r is the attempt's HTTP request, nil
+// for gRPC. The context returned carries the attempt's span.
+func (cl *cluster) startAttempt(call *telemetry.Call, ctx context.Context, r *http.Request, ep *balancer.Endpoint) (context.Context, *telemetry.Attempt) {
+	if call == nil {
+		return ctx, nil
 	}
-	_, att := cl.tel.CallOf(out.Context()).StartAttempt(out.Context(), out)
+	ctx, att := call.StartAttempt(ctx, r)
 	att.SetEndpoint(ep.ID, ep.Addr)
-	if br := cl.guard.breakers.Get(ep.ID); br != nil {
-		att.SetBreakerState(br.State().String())
+	if s := cl.guard.breakerState(ep); s != "" {
+		att.SetBreakerState(s)
 	}
-	// out is the attempt's own copy of the caller's request: its headers
-	// are copied before the trace context is added, the caller's stay
-	// untouched. The attempt's span goes out in the headers only.
-	out.Header = out.Header.Clone()
-	if out.Header == nil {
-		out.Header = make(http.Header, 2)
-	}
-	att.InjectHTTP(out.Header)
-	resp, err := cl.transport.RoundTrip(out)
-	att.EndHTTP(resp, err)
-	return resp, err
-}
-
-// unaryChain returns the unary client interceptors of a gRPC connection:
-// weft's call interceptor, inside the call span and around the attempt
-// spans when telemetry is on.
-func (gc *grpcCluster) unaryChain() []grpc.UnaryClientInterceptor {
-	if gc.tel == nil {
-		return []grpc.UnaryClientInterceptor{gc.unary}
-	}
-	call := gc.tel.UnaryCallInterceptor()
-	traced := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-		err := call(ctx, method, req, reply, cc, invoker, opts...)
-		observeRejection(gc.tel, ctx, err)
-		return err
-	}
-	return []grpc.UnaryClientInterceptor{traced, gc.unary, gc.tel.UnaryAttemptInterceptor(gc.annotate)}
-}
-
-// streamChain returns the stream client interceptor of telemetry, or no
-// option.
-func (gc *grpcCluster) streamChain() grpc.DialOption {
-	if gc.tel == nil {
-		return grpc.EmptyDialOption{}
-	}
-	return grpc.WithChainStreamInterceptor(gc.tel.StreamInterceptor())
-}
-
-// annotate records on a gRPC attempt the endpoint weft pinned it to and
-// that endpoint's breaker state.
-func (gc *grpcCluster) annotate(ctx context.Context, a *telemetry.Attempt) {
-	pin, ok := ctx.Value(pinKey{}).(*grpcPin)
-	if !ok || pin.ep == nil {
-		return // not pinned: gRPC's picker chooses once a connection is ready
-	}
-	a.SetEndpoint(pin.ep.ID, pin.ep.Addr)
-	if br := gc.guard.breakers.Get(pin.ep.ID); br != nil {
-		a.SetBreakerState(br.State().String())
-	}
+	return ctx, att
 }
 
 // telemetryGRPCServerOptions returns the interceptors that record served

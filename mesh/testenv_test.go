@@ -175,3 +175,13 @@ func startServer(t testing.TB, srv *Server) string {
 	})
 	return ln.Addr().String()
 }
+
+// nowClock is a [Clock] whose time is read from a function (a fixed or
+// test-driven time) and whose timers are real ones.
+type nowClock func() time.Time
+
+func (f nowClock) Now() time.Time { return f() }
+
+func (nowClock) Timer(d time.Duration) (<-chan time.Time, func() bool) {
+	return systemClock{}.Timer(d)
+}

@@ -1,0 +1,454 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
+	"github.com/weftmesh/weft/telemetry"
+)
+
+// DialGRPC returns a gRPC client connection to service. Its calls go
+// through the client's call engine, as HTTP requests do, and share the
+// service's balancer, breakers, budget and rate limit with them:
+// instances come from the client's discovery, each call (unary or
+// stream) is admitted, balanced by the client's policy for service among
+// the instances with a ready connection, and accounted; connections use
+// mutual TLS when the client has an identity. As with [grpc.NewClient],
+// no connection is made until the first call. Close the connection when
+// done; closing the client does not.
+//
+// opts are applied after weft's own. Interceptors among them run around
+// weft's engine, once per call. The connection's service config is
+// weft's: grpc-go ignores a default service config when the resolver
+// gives one, so [grpc.WithDefaultServiceConfig] cannot turn weft's
+// balancing off, and per-method timeouts are set through weft instead
+// (the caller's context deadline, [RetryPolicy.PerTryTimeout]).
+func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if service == "" {
+		return nil, errors.New("mesh: dial gRPC: empty service name")
+	}
+	cl, err := c.cluster(service)
+	if err != nil {
+		return nil, err
+	}
+	gc := newGRPCConn(cl)
+	var creds credentials.TransportCredentials = insecure.NewCredentials()
+	if cl.tlsConfig != nil {
+		creds = credentials.NewTLS(cl.tlsConfig)
+	}
+	all := make([]grpc.DialOption, 0, len(opts)+5)
+	all = append(all,
+		grpc.WithResolvers(gc),
+		grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultServiceConfig(weftServiceConfig),
+	)
+	all = append(all, opts...)
+	// Last, so that the caller's interceptors run around weft's engine.
+	all = append(all, grpc.WithChainUnaryInterceptor(gc.unary), grpc.WithChainStreamInterceptor(gc.stream))
+	cc, err := grpc.NewClient(grpcScheme+":///"+service, all...)
+	if err != nil {
+		return nil, fmt.Errorf("mesh: dial gRPC %q: %w", service, err)
+	}
+	return cc, nil
+}
+
+// grpcScheme is the resolver scheme of [Client.DialGRPC] targets. The
+// resolver is passed to each connection, never registered globally.
+const grpcScheme = "weft"
+
+// weftServiceConfig selects weft's balancer.
+const weftServiceConfig = `{"loadBalancingConfig":[{"` + GRPCBalancerName + `":{}}]}`
+
+// unary is the gRPC adapter of the call engine for unary calls, the
+// innermost of the connection's unary interceptors: it runs the call
+// through [cluster.do] and never calls invoker without an endpoint chosen
+// by weft.
+func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+	cl := gc.cl
+	if err := cl.waitReady(ctx); err != nil {
+		return grpcStatus(err)
+	}
+	ctx, call := cl.tel.StartGRPC(ctx, method)
+	err := gc.awaitConnection(ctx, cc, opts)
+	if err == nil {
+		g := cl.guard
+		msg, isProto := reply.(proto.Message)
+		x := &grpcUnary{gc: gc, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
+		x.pushback = g.retry != nil
+		spec := callSpec{route: method, replayable: true, concurrent: isProto, skip: gc.skipNotReady}
+		if g.retry != nil || g.hedge != nil {
+			spec.idempotent = g.idempotentCall("", method, true)
+		}
+		err = grpcStatus(cl.do(ctx, x, spec).err)
+	} else {
+		err = grpcStatus(err)
+	}
+	call.EndGRPC(err)
+	observeRejection(cl.tel, ctx, err)
+	return err
+}
+
+// grpcUnary is the gRPC adapter of the call engine: one unary call.
+type grpcUnary struct {
+	gc       *grpcConn
+	cc       *grpc.ClientConn
+	invoker  grpc.UnaryInvoker
+	method   string
+	req      any
+	reply    any
+	msg      proto.Message // reply, when it is a proto message (hedges need one)
+	opts     []grpc.CallOption
+	call     *telemetry.Call
+	ctx      context.Context // the call's
+	pushback bool            // read the server's retry pushback (retries are on)
+}
+
+// grpcAttempt is what an attempt of a unary call received into memory
+// of its own: the reply, header, trailer and peer, copied to the
+// caller's when the attempt's outcome is the call's.
+type grpcAttempt struct {
+	reply   proto.Message
+	header  metadata.MD
+	trailer metadata.MD
+	peer    peer.Peer
+}
+
+func (x *grpcUnary) balancerInfo(ctx context.Context) balancer.Info {
+	return balancer.Info{Context: ctx, Method: x.method}
+}
+
+// send invokes the call on a.ep's connection. An attempt with memory of
+// its own (a hedge) decodes into a fresh reply and takes the header,
+// trailer and peer into its own variables, so that it never writes to
+// the caller's.
+func (x *grpcUnary) send(actx context.Context, a *attempt) {
+	ctx := withEndpoint(actx, a.ep.ID)
+	ctx, att := x.gc.cl.startAttempt(x.call, ctx, nil, a.ep)
+	ctx = att.InjectGRPC(ctx)
+	opts, reply := x.opts, x.reply
+	var own grpcAttempt
+	switch {
+	case a.own:
+		own.reply = x.msg.ProtoReflect().New().Interface()
+		reply = own.reply
+		opts = make([]grpc.CallOption, 0, len(x.opts)+3)
+		for _, o := range x.opts {
+			switch o.(type) {
+			case grpc.HeaderCallOption, grpc.TrailerCallOption, grpc.PeerCallOption:
+			default:
+				opts = append(opts, o)
+			}
+		}
+		opts = append(opts, grpc.Header(&own.header), grpc.Trailer(&own.trailer), grpc.Peer(&own.peer))
+		a.grpc = &own
+	case x.pushback:
+		opts = append(x.opts[:len(x.opts):len(x.opts)], grpc.Trailer(&own.trailer))
+	}
+	a.err = x.invoker(ctx, x.method, x.req, reply, x.cc, opts...)
+	att.EndGRPC(a.err)
+	x.gc.classify(x.ctx, a)
+	a.pushback, a.hasPushback = pushback(own.trailer)
+}
+
+func (x *grpcUnary) discard(*attempt) {}
+
+// keep copies what the attempt received into the caller's reply and
+// call options, when it received into memory of its own.
+func (x *grpcUnary) keep(a *attempt, cancel context.CancelFunc) {
+	release(cancel)
+	own := a.grpc
+	if own == nil {
+		return
+	}
+	if a.err == nil {
+		proto.Reset(x.msg)
+		proto.Merge(x.msg, own.reply)
+	}
+	for _, o := range x.opts {
+		switch o := o.(type) {
+		case grpc.HeaderCallOption:
+			*o.HeaderAddr = own.header
+		case grpc.TrailerCallOption:
+			*o.TrailerAddr = own.trailer
+		case grpc.PeerCallOption:
+			*o.PeerAddr = own.peer
+		}
+	}
+}
+
+// classify judges the outcome of a gRPC attempt, for breakers, the
+// balancer and retries: an attempt that found no ready connection to
+// its endpoint sent nothing and says nothing of the endpoint.
+func (gc *grpcConn) classify(ctx context.Context, a *attempt) {
+	if isNotReady(a.err) {
+		a.result = breaker.Excluded
+		a.retry = true
+		return
+	}
+	a.sent = true
+	a.result = gc.cl.guard.classifyGRPC(ctx, a.err)
+	switch status.Code(a.err) {
+	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.DeadlineExceeded, codes.Aborted:
+		a.retry = true
+	}
+	a.good = a.err == nil
+}
+
+// pushback reads the server's retry pushback from a trailer: the wait, or
+// a negative duration for "do not retry".
+func pushback(trailer metadata.MD) (time.Duration, bool) {
+	v := trailer.Get(RetryPushbackKey)
+	if len(v) == 0 {
+		return 0, false
+	}
+	if ms, err := strconv.ParseInt(v[0], 10, 64); err == nil && ms >= 0 {
+		// Clamp, so a huge value cannot overflow into a negative wait.
+		return time.Duration(min(ms, maxRetryAfterSeconds*1000)) * time.Millisecond, true
+	}
+	return -1, true
+}
+
+// grpcStatus returns err as a gRPC status error: errors of the engine
+// get the code that says what happened (ResourceExhausted for the rate
+// limit, Unavailable for no endpoint or open breakers, the context's
+// codes), and errors with a status keep it.
+func grpcStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	switch {
+	case errors.Is(err, ErrRateLimited):
+		return &grpcError{code: codes.ResourceExhausted, err: err}
+	case errors.Is(err, context.DeadlineExceeded):
+		return &grpcError{code: codes.DeadlineExceeded, err: err}
+	case errors.Is(err, context.Canceled):
+		return &grpcError{code: codes.Canceled, err: err}
+	}
+	return &grpcError{code: codes.Unavailable, err: err}
+}
+
+// stream is the gRPC adapter of the call engine for streams, the
+// innermost of the connection's stream interceptors. A stream is a call
+// like any other: admitted by the rate limit and budget, given an
+// endpoint by the one pick, skipping open breakers, and its outcome —
+// known when the stream ends — counted by the endpoint's breaker and
+// balancer and recorded by telemetry, exactly once however it ends. A
+// stream that found no ready connection is tried on another endpoint;
+// one that reached a server is not retried.
+func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+	cl := gc.cl
+	g := cl.guard
+	if err := cl.waitReady(ctx); err != nil {
+		return nil, grpcStatus(err)
+	}
+	ctx, call := cl.tel.StartGRPC(ctx, method)
+	fail := func(err error) (grpc.ClientStream, error) {
+		err = grpcStatus(err)
+		call.EndGRPC(err)
+		observeRejection(cl.tel, ctx, err)
+		return nil, err
+	}
+	if err := g.admit(ctx); err != nil {
+		return fail(err)
+	}
+	if err := gc.awaitConnection(ctx, cc, opts); err != nil {
+		return fail(err)
+	}
+	spec := callSpec{route: method, skip: gc.skipNotReady}
+	var tried []*balancer.Endpoint
+	for try := 1; ; try++ {
+		ep, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
+		if err != nil {
+			return fail(err)
+		}
+		start := g.clock.Now()
+		sctx, cancel := context.WithCancel(withEndpoint(ctx, ep.ID))
+		sctx, att := cl.startAttempt(call, sctx, nil, ep)
+		sctx = att.InjectGRPC(sctx)
+		cs, err := streamer(sctx, desc, cc, method, opts...)
+		if err != nil {
+			cancel()
+			att.EndGRPC(err)
+			if isNotReady(err) && try < 3 {
+				ep.Done(balancer.Outcome{Result: balancer.Dropped})
+				tried = append(tried, ep)
+				continue
+			}
+			g.record(ep, start, g.classifyGRPC(ctx, err))
+			return fail(err)
+		}
+		s := &clientStream{ClientStream: cs, serverStreams: desc.ServerStreams}
+		s.end = func(err error) {
+			att.EndGRPC(err)
+			g.record(ep, start, g.classifyGRPC(ctx, err))
+			call.EndGRPC(err)
+			cancel()
+		}
+		s.stopWatch = context.AfterFunc(sctx, func() {
+			s.finish(status.FromContextError(context.Cause(sctx)).Err())
+		})
+		return s, nil
+	}
+}
+
+// clientStream is a client stream of the engine: it ends the call —
+// telemetry, breaker and balancer accounts — exactly once, on the first
+// of: RecvMsg failing or reaching the end (io.EOF is a success), the
+// single response of a call that does not stream responses arriving,
+// Header failing, or the call's context ending (the caller gave up on
+// the stream).
+type clientStream struct {
+	grpc.ClientStream
+	serverStreams bool
+	once          sync.Once
+	end           func(error)
+	stopWatch     func() bool
+}
+
+func (s *clientStream) finish(err error) {
+	s.once.Do(func() {
+		if s.stopWatch != nil {
+			s.stopWatch()
+		}
+		s.end(err)
+	})
+}
+
+func (s *clientStream) Header() (metadata.MD, error) {
+	md, err := s.ClientStream.Header()
+	if err != nil {
+		s.finish(err)
+	}
+	return md, err
+}
+
+func (s *clientStream) RecvMsg(m any) error {
+	err := s.ClientStream.RecvMsg(m)
+	switch {
+	case errors.Is(err, io.EOF):
+		s.finish(nil)
+	case err != nil:
+		s.finish(err)
+	case !s.serverStreams:
+		// The one response of a unary-response call: the call is over
+		// (grpc-go has read its status with the message).
+		s.finish(nil)
+	}
+	return err
+}
+
+// notReadyMessage is the status message of a call whose endpoint has no
+// ready connection when gRPC asks weft's picker: nothing was sent.
+const notReadyMessage = "mesh: the endpoint chosen for the call has no ready connection"
+
+// isNotReady reports whether err says the call found no ready connection
+// to its endpoint.
+func isNotReady(err error) bool {
+	if err == nil {
+		return false
+	}
+	st, ok := status.FromError(err)
+	return ok && st.Code() == codes.Unavailable && st.Message() == notReadyMessage
+}
+
+// readiness is which endpoints of a gRPC connection have a ready
+// connection, published by weft's balancer on every change.
+type readiness struct {
+	ready      map[string]bool // endpoint IDs
+	connecting bool            // some connection may still become ready
+	idle       bool            // the channel is idle: calls must wake it
+	err        error           // the last connection error
+	changed    chan struct{}   // closed when a newer readiness replaces this one
+}
+
+// grpcConn is weft's state of one connection of [Client.DialGRPC]: the
+// service's cluster it calls and which of its endpoints have a ready
+// connection. It is the connection's resolver builder too.
+type grpcConn struct {
+	cl           *cluster
+	skipNotReady func(*balancer.Endpoint) bool // built once
+	ready        atomic.Pointer[readiness]
+
+	mu       sync.Mutex // guards resolver
+	resolver *grpcResolver
+}
+
+func newGRPCConn(cl *cluster) *grpcConn {
+	gc := &grpcConn{cl: cl}
+	gc.skipNotReady = func(e *balancer.Endpoint) bool { return !gc.ready.Load().ready[e.ID] }
+	gc.ready.Store(&readiness{idle: true, changed: make(chan struct{})})
+	return gc
+}
+
+// setReadiness publishes r and wakes the calls waiting for a change.
+func (gc *grpcConn) setReadiness(r *readiness) {
+	r.changed = make(chan struct{})
+	old := gc.ready.Swap(r)
+	close(old.changed)
+}
+
+// awaitConnection waits until some endpoint of the connection has a
+// ready connection, waking an idle channel. It fails when every
+// connection failed, unless the call waits for ready (as grpc-go's own
+// picker does), and when ctx ends. With no endpoint at all it returns at
+// once: the pick reports it, as it does for HTTP.
+func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption) error {
+	for {
+		r := gc.ready.Load()
+		if len(r.ready) > 0 || len(gc.cl.balancer.Endpoints()) == 0 {
+			return nil
+		}
+		if r.idle {
+			cc.Connect()
+		} else if !r.connecting && r.err != nil && !waitForReady(opts) {
+			return &grpcError{code: codes.Unavailable, err: fmt.Errorf("mesh: no connection to any endpoint of %q: %w", gc.cl.service, r.err)}
+		}
+		select {
+		case <-r.changed:
+		case <-ctx.Done():
+			return fmt.Errorf("mesh: waiting for a connection to %q: %w", gc.cl.service, context.Cause(ctx))
+		}
+	}
+}
+
+// waitForReady reports whether opts make the call wait for a ready
+// connection.
+func waitForReady(opts []grpc.CallOption) bool {
+	wait := false
+	for _, o := range opts {
+		if ff, ok := o.(grpc.FailFastCallOption); ok {
+			wait = !ff.FailFast
+		}
+	}
+	return wait
+}
+
+// endpointKey is the context key of the endpoint the engine chose for a
+// gRPC attempt, which weft's picker routes the attempt to. It is the
+// routing decision of one attempt, read once by the picker; nothing
+// flows back through it.
+type endpointKey struct{}
+
+func withEndpoint(ctx context.Context, id string) context.Context {
+	return context.WithValue(ctx, endpointKey{}, id)
+}

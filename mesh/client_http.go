@@ -1,0 +1,211 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/telemetry"
+)
+
+// RoundTrip implements [http.RoundTripper]: it sends r to an endpoint of
+// the service named by r.URL's host, through the call engine (admission,
+// pick, breakers, retries and hedges as configured). r is not modified.
+//
+// A response with a 5xx status (other than 501) is returned as is but
+// counts as a failure of the endpoint that gave it.
+func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
+	cl, err := c.cluster(r.URL.Hostname())
+	if err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	if err := cl.waitReady(r.Context()); err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	ctx, call := cl.tel.StartHTTP(r.Context(), r)
+	g := cl.guard
+	x := &httpExchange{cl: cl, r: r, call: call, ctx: ctx}
+	spec := callSpec{route: r.URL.Path, concurrent: true}
+	if g.retry != nil || g.hedge != nil {
+		maxBody := int64(DefaultMaxRetryBody)
+		if g.retry != nil {
+			maxBody = g.retry.MaxBodyBytes
+		}
+		spec.idempotent = g.idempotentCall(r.Method, r.URL.Path, false)
+		spec.replayable = canReplay(r, maxBody)
+	}
+	a := cl.do(ctx, x, spec)
+	if !x.bodyUsed.Load() {
+		closeBody(r) // no attempt took the caller's body
+	}
+	call.EndHTTP(a.resp, a.err)
+	observeRejection(cl.tel, ctx, a.err)
+	return a.resp, a.err
+}
+
+// httpExchange is the HTTP adapter of the call engine: one request.
+type httpExchange struct {
+	cl       *cluster
+	r        *http.Request // the caller's; never modified
+	call     *telemetry.Call
+	ctx      context.Context // the call's
+	bodyUsed atomic.Bool     // an attempt took r.Body (later ones replay it)
+}
+
+func (x *httpExchange) balancerInfo(ctx context.Context) balancer.Info {
+	return balancer.Info{Context: ctx, HTTP: x.r}
+}
+
+// send sends a copy of the request — the one copy an attempt makes,
+// carrying the attempt's context and the endpoint's address — to a.ep.
+func (x *httpExchange) send(actx context.Context, a *attempt) {
+	cl, r := x.cl, x.r
+	out := r.WithContext(actx)
+	if r.Body != nil && r.Body != http.NoBody && x.bodyUsed.Swap(true) {
+		body, err := r.GetBody()
+		if err != nil {
+			a.err = fmt.Errorf("mesh: replaying request body: %w", err)
+			return
+		}
+		out.Body = body
+	}
+	u := *r.URL
+	u.Scheme = cl.scheme
+	u.Host = a.ep.Addr
+	out.URL = &u
+	if out.Host == "" {
+		out.Host = r.URL.Host
+	}
+	if _, att := cl.startAttempt(x.call, actx, out, a.ep); att != nil {
+		// The attempt's trace context goes out in a copy of the headers;
+		// the caller's stay untouched.
+		out.Header = out.Header.Clone()
+		if out.Header == nil {
+			out.Header = make(http.Header, 2)
+		}
+		att.InjectHTTP(out.Header)
+		a.resp, a.err = cl.transport.RoundTrip(out)
+		att.EndHTTP(a.resp, a.err)
+	} else {
+		a.resp, a.err = cl.transport.RoundTrip(out)
+	}
+	a.result = cl.guard.classifyHTTP(x.ctx, a.resp, a.err)
+	a.sent = a.err == nil || !isDialError(a.err)
+	if a.err != nil {
+		a.retry = true
+		return
+	}
+	a.retry = retryableStatus(a.resp.StatusCode)
+	a.good = !a.retry
+	a.pushback, a.hasPushback = retryAfter(a.resp, cl.guard.clock.Now())
+}
+
+func (x *httpExchange) discard(a *attempt) { discard(a.resp) }
+
+// keep hands the response to the caller; the attempt's context lives
+// until its body is closed.
+func (x *httpExchange) keep(a *attempt, cancel context.CancelFunc) {
+	if cancel == nil {
+		return
+	}
+	if a.resp == nil {
+		cancel()
+		return
+	}
+	a.resp.Body = &cancelBody{ReadCloser: a.resp.Body, cancel: cancel}
+}
+
+// waitReady waits until the cluster has heard from discovery once, or ctx
+// ends.
+func (cl *cluster) waitReady(ctx context.Context) error {
+	select {
+	case <-cl.ready:
+		return nil
+	default:
+	}
+	select {
+	case <-cl.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("mesh: waiting for endpoints of %q: %w", cl.service, context.Cause(ctx))
+	}
+}
+
+func retryableStatus(code int) bool {
+	switch code {
+	case http.StatusTooManyRequests, http.StatusInternalServerError, http.StatusBadGateway,
+		http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// isDialError reports whether err happened while connecting, before any
+// byte of the request was written.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
+}
+
+// canReplay reports whether r's body can be sent again.
+func canReplay(r *http.Request, maxBody int64) bool {
+	if r.Body == nil || r.Body == http.NoBody {
+		return true
+	}
+	return r.GetBody != nil && r.ContentLength >= 0 && r.ContentLength <= maxBody
+}
+
+// retryAfter returns the wait a 429 or 503 answer asks for with
+// Retry-After (seconds, or an HTTP date read against now).
+func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	v := resp.Header.Get("Retry-After")
+	if v == "" {
+		return 0, false
+	}
+	if s, err := strconv.ParseInt(v, 10, 64); err == nil && s >= 0 {
+		// Clamp, so a huge value cannot overflow into a negative wait.
+		return time.Duration(min(s, maxRetryAfterSeconds)) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(t.Sub(now), 0), true
+	}
+	return 0, false
+}
+
+// maxRetryAfterSeconds bounds a Retry-After wait (a year) before it is
+// turned into a duration; [MaxRetryWait] bounds what a call waits.
+const maxRetryAfterSeconds = 365 * 24 * 3600
+
+// discard drains a little of resp's body, so the connection can be
+// reused, and closes it.
+func discard(resp *http.Response) {
+	if resp == nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, resp.Body, 4<<10)
+	_ = resp.Body.Close()
+}
+
+// cancelBody cancels an attempt's context when the body is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b *cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
+}

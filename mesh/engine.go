@@ -1,0 +1,366 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/breaker"
+)
+
+// The call engine: every client call, HTTP or gRPC, unary or stream,
+// goes through the steps below, each written once. What differs between
+// the protocols is an [exchange], the protocol adapter of one call.
+//
+//	admit → pick → breaker → send → classify → retry or hedge → record
+
+// exchange is the protocol adapter of one unary call (an HTTP request,
+// a gRPC unary call): what the engine needs to know of the call and do
+// with it. send may run for two attempts at once (a hedge); the other
+// methods are called from the call's goroutine.
+type exchange interface {
+	// balancerInfo describes the call to the balancer.
+	balancerInfo(ctx context.Context) balancer.Info
+	// send makes attempt a to a.ep with the attempt's context actx, and
+	// records in a what came of it: err or the answer, a.sent, a.retry,
+	// a.pushback. It classifies the outcome into a.result.
+	send(actx context.Context, a *attempt)
+	// discard releases what an attempt holds that is not the call's
+	// answer (a response body).
+	discard(a *attempt)
+	// keep makes a, the call's last attempt, its outcome: what the
+	// caller sees is a's. cancel, when not nil, ends the attempt's
+	// context; keep calls it when the caller is done with the answer
+	// (HTTP: the body is closed), or at once.
+	keep(a *attempt, cancel context.CancelFunc)
+}
+
+// callSpec is what the engine knows of a call beyond its exchange.
+type callSpec struct {
+	// route is the URL path (HTTP) or full method name (gRPC), for
+	// [HedgePolicy.Route] and [WithIdempotent].
+	route string
+	// idempotent: the call may be sent more than once (retried after it
+	// may have reached a server, or hedged).
+	idempotent bool
+	// replayable: the request can be sent again (its body can be
+	// replayed).
+	replayable bool
+	// skip, when not nil, also rules endpoints out (gRPC: those without
+	// a ready connection).
+	skip func(*balancer.Endpoint) bool
+	// concurrent: two attempts may run side by side (the exchange can
+	// give each its own memory), which hedging needs.
+	concurrent bool
+}
+
+// attempt is one attempt of a call: the endpoint it went to and what
+// came of it.
+type attempt struct {
+	n    int                // 1 for the first attempt of the call
+	ep   *balancer.Endpoint // nil when none was picked
+	err  error
+	sent bool // the request may have reached the server
+	// retry: the outcome may be worth another try (a transport error, a
+	// retryable status or code).
+	retry bool
+	// good: an answer to return at once, with no retry or hedge.
+	good bool
+	// own: the attempt receives into memory of its own (a hedge), which
+	// the exchange copies to the caller's only for the winner.
+	own bool
+	// pushback is the wait the server asked for before a retry; negative
+	// when it asked for none at all.
+	pushback    time.Duration
+	hasPushback bool
+	result      breaker.Result
+
+	resp *http.Response // HTTP: the response
+	grpc *grpcAttempt   // gRPC: what the attempt received
+}
+
+// do runs one unary call through the engine: the client's admission
+// (rate limit, budget), then attempts — one, or more when retries or
+// hedging are on — until one gives an answer worth returning, the policy
+// or the budget says stop, or ctx ends. The returned attempt has been
+// kept ([exchange.keep]).
+func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec) attempt {
+	g := cl.guard
+	if err := g.admit(ctx); err != nil {
+		return attempt{err: err}
+	}
+	if g.retry == nil && g.hedge == nil {
+		a := cl.attempt(ctx, ctx, ex, spec, 1, nil)
+		ex.keep(&a, nil)
+		return a
+	}
+	pol := g.retry
+	maxAttempts := 1
+	if pol != nil {
+		maxAttempts = pol.MaxAttempts
+	}
+	hedge := g.hedge != nil && spec.idempotent && spec.replayable && spec.concurrent &&
+		(g.hedge.Route == nil || g.hedge.Route(cl.service, spec.route))
+	var tried []*balancer.Endpoint // allocated on the first retry only
+	for n := 1; ; n++ {
+		var a attempt
+		var cancel context.CancelFunc
+		switch {
+		case hedge:
+			a, cancel = cl.hedged(ctx, ex, spec, n, tried)
+		case pol != nil && pol.PerTryTimeout > 0:
+			var actx context.Context
+			actx, cancel = g.clock.withTimeout(ctx, pol.PerTryTimeout)
+			a = cl.attempt(ctx, actx, ex, spec, n, tried)
+		default:
+			a = cl.attempt(ctx, ctx, ex, spec, n, tried)
+		}
+		if pol == nil || n >= maxAttempts || !retryable(ctx, &a, spec) {
+			ex.keep(&a, cancel)
+			return a
+		}
+		wait := pol.backoff(n)
+		if a.hasPushback {
+			wait = max(wait, a.pushback)
+		}
+		if !g.roomFor(ctx, wait, pol.MinRemaining) || !cl.retryAllowed(ctx) {
+			ex.keep(&a, cancel)
+			return a
+		}
+		ex.discard(&a)
+		release(cancel)
+		if err := g.clock.sleep(ctx, wait); err != nil {
+			return attempt{err: fmt.Errorf("mesh: %q: waiting to retry: %w", cl.service, err)}
+		}
+		if a.ep != nil {
+			tried = append(tried, a.ep)
+		}
+	}
+}
+
+// errHedgeLost is the cause of the cancellation of a hedged call's
+// attempt that lost.
+var errHedgeLost = errors.New("mesh: another attempt of the call answered first")
+
+// release calls cancel, when not nil.
+func release(cancel context.CancelFunc) {
+	if cancel != nil {
+		cancel()
+	}
+}
+
+// retryable reports whether attempt a of a call may be tried again.
+// Anything that may have reached the server is tried again only when
+// the call is idempotent; what provably did not (no connection, a
+// refused dial) always may be, when the request can be replayed.
+func retryable(ctx context.Context, a *attempt, spec callSpec) bool {
+	if !spec.replayable || ctx.Err() != nil || errors.Is(a.err, ErrCircuitOpen) || a.ep == nil {
+		return false
+	}
+	if a.hasPushback && a.pushback < 0 {
+		return false // the server said not to
+	}
+	if !a.sent {
+		return true
+	}
+	return spec.idempotent && a.retry
+}
+
+// attempt makes one attempt of a call: a pick among the endpoints that
+// neither skip rules out nor tried holds (when there is one), through
+// the endpoint's circuit breaker. ctx is the call's context, actx the
+// attempt's. It makes no network I/O when no endpoint is available.
+func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint) attempt {
+	ep, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
+	if err != nil {
+		return attempt{n: n, err: err}
+	}
+	return cl.attemptTo(ctx, actx, ex, spec, n, ep, tried, false)
+}
+
+// attemptTo is [cluster.attempt] with the endpoint picked: when ep's
+// breaker refuses, it picks again (up to twice), avoiding the endpoints
+// that refused.
+func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, tried []*balancer.Endpoint, own bool) attempt {
+	g := cl.guard
+	var refused []*balancer.Endpoint
+	for i := 0; ; i++ {
+		a := attempt{n: n, ep: ep, own: own}
+		if g.through(ep, func() breaker.Result {
+			ex.send(actx, &a)
+			if context.Cause(actx) == errHedgeLost {
+				// Cancelled by weft: nothing to learn of the endpoint.
+				a.result = breaker.Excluded
+			}
+			return a.result
+		}) {
+			return a
+		}
+		if svc := g.breakers.Service(); i == 2 || (svc != nil && svc.Open()) {
+			break
+		}
+		refused = append(refused, ep)
+		var err error
+		if ep, err = cl.pick(ex.balancerInfo(ctx), spec, tried, refused); err != nil {
+			return attempt{n: n, err: err}
+		}
+	}
+	return attempt{n: n, err: fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)}
+}
+
+// pick is the one pick site of the client: it asks the service's
+// balancer for an endpoint that no breaker has open, that the exchange
+// does not rule out and, when another one is available, that is neither
+// in tried nor in refused.
+func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
+	g := cl.guard
+	info.Skip = skipping(g.skipOpen, spec.skip, tried, refused)
+	ep, err := cl.balancer.Pick(info)
+	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
+		// Every other endpoint was tried: a retry may go back to one.
+		info.Skip = skipping(g.skipOpen, spec.skip, nil, refused)
+		ep, err = cl.balancer.Pick(info)
+	}
+	if errors.Is(err, balancer.ErrAllSkipped) {
+		err = ErrCircuitOpen
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mesh: %q: %w", cl.service, err)
+	}
+	return ep, nil
+}
+
+// skipping returns the skip function that rules out what open, extra,
+// tried and refused rule out; nil when nothing does.
+func skipping(open, extra func(*balancer.Endpoint) bool, tried, refused []*balancer.Endpoint) func(*balancer.Endpoint) bool {
+	switch {
+	case len(tried) == 0 && len(refused) == 0 && extra == nil:
+		return open
+	case len(tried) == 0 && len(refused) == 0 && open == nil:
+		return extra
+	}
+	return func(e *balancer.Endpoint) bool {
+		if (open != nil && open(e)) || (extra != nil && extra(e)) {
+			return true
+		}
+		return holds(tried, e) || holds(refused, e)
+	}
+}
+
+// hedged is one hedged attempt of a call: an attempt goes to an
+// endpoint and, when no good answer came within the hedge delay, a
+// second one to another endpoint (budget permitting). The first good
+// answer wins; the other attempt is cancelled, and what it receives is
+// its own, never the caller's. No hedge starts once an answer is in.
+// When both fail, the last failure is returned. It returns the winner
+// and the cancel function of the winner's context.
+func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint) (attempt, context.CancelFunc) {
+	g := cl.guard
+	first, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
+	if err != nil {
+		return attempt{n: n, err: err}, nil
+	}
+	type result struct {
+		a      attempt
+		idx    int
+		cancel context.CancelFunc
+	}
+	results := make(chan result, 2)
+	var cancels [2]context.CancelCauseFunc
+	launch := func(i int, ep *balancer.Endpoint) {
+		actx, cancel := context.WithCancelCause(ctx)
+		cancels[i] = cancel
+		go func() {
+			a := cl.attemptTo(ctx, actx, ex, spec, n+i, ep, tried, true)
+			results <- result{a: a, idx: i, cancel: func() { cancel(context.Canceled) }}
+		}()
+	}
+	launch(0, first)
+	pending := 1
+	timer, stop := g.clock.timer(g.hedgeDelay())
+	defer stop()
+	var last *result
+	finish := func(res result) (attempt, context.CancelFunc) {
+		if pending > 0 {
+			// The loser is cancelled; what it gets is dropped when it
+			// returns.
+			for i, c := range cancels {
+				if c != nil && i != res.idx {
+					c(errHedgeLost)
+				}
+			}
+			go func(k int) {
+				for range k {
+					lr := <-results
+					ex.discard(&lr.a)
+					lr.cancel()
+				}
+			}(pending)
+		}
+		if last != nil {
+			ex.discard(&last.a)
+			last.cancel()
+		}
+		return res.a, res.cancel
+	}
+	for {
+		select {
+		case res := <-results:
+			pending--
+			if res.a.good || pending == 0 {
+				return finish(res)
+			}
+			if last != nil {
+				ex.discard(&last.a)
+				last.cancel()
+			}
+			last = &res
+		case <-timer:
+			timer = nil
+			// A result that came in with the timer wins over the hedge.
+			select {
+			case res := <-results:
+				pending--
+				if res.a.good || pending == 0 {
+					return finish(res)
+				}
+				last = &res
+			default:
+			}
+			if pending == 0 || !cl.retryAllowed(ctx) {
+				continue
+			}
+			ep, err := cl.pick(ex.balancerInfo(ctx), spec, append(slices.Clip(tried), first), nil)
+			if err != nil {
+				continue
+			}
+			launch(1, ep)
+			pending++
+		}
+	}
+}
+
+// holds reports whether eps holds an endpoint with e's ID.
+func holds(eps []*balancer.Endpoint, e *balancer.Endpoint) bool {
+	for _, t := range eps {
+		if t.ID == e.ID {
+			return true
+		}
+	}
+	return false
+}
+
+// retryAllowed asks the retry budget for a retry or a hedge and records
+// a refusal (weft.retry.budget_exhausted, and an event on the call's
+// span, which ctx carries).
+func (cl *cluster) retryAllowed(ctx context.Context) bool {
+	if cl.guard.budget.TryRetry(cl.guard.clock.Now()) {
+		return true
+	}
+	cl.tel.Telemetry().RetryBudgetExhausted(ctx, cl.service)
+	return false
+}
