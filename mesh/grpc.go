@@ -2,11 +2,14 @@ package mesh
 
 import (
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/attributes"
 	grpcbalancer "google.golang.org/grpc/balancer"
+	"google.golang.org/grpc/balancer/endpointsharding"
+	"google.golang.org/grpc/balancer/pickfirst"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials"
@@ -101,31 +104,25 @@ type grpcBalancerBuilder struct{}
 
 func (grpcBalancerBuilder) Name() string { return GRPCBalancerName }
 
-func (grpcBalancerBuilder) Build(cc grpcbalancer.ClientConn, _ grpcbalancer.BuildOptions) grpcbalancer.Balancer {
-	return &grpcBalancer{cc: cc, subConns: make(map[string]*subConn)}
+func (grpcBalancerBuilder) Build(cc grpcbalancer.ClientConn, opts grpcbalancer.BuildOptions) grpcbalancer.Balancer {
+	b := &grpcBalancer{ClientConn: cc}
+	b.Balancer = endpointsharding.NewBalancer(b, opts, grpcbalancer.Get(pickfirst.Name).Build, endpointsharding.Options{})
+	return b
 }
 
 // grpcBalancer is weft's gRPC load balancer, written for weft's call
-// engine: it keeps one SubConn per endpoint of the service, reconnects
-// those that go idle, and publishes which endpoints are ready — to the
-// engine, which picks among them, and to grpc-go as a picker that routes
-// each attempt to the SubConn of the endpoint the engine chose. It holds
-// no balancing policy of its own and never touches the service's
-// balancer, which discovery alone feeds.
-//
-// grpc-go calls its methods, and the SubConns' state listeners, one at a
-// time.
+// engine. It is a parent of grpc-go's endpoint sharding, as grpc-go's own
+// round robin is: one pick_first child, with its SubConn, per endpoint of
+// the service, reconnected when it goes idle. It publishes which
+// endpoints are ready — to the engine, which picks among them with the
+// service's policy, and to grpc-go as a picker that routes each attempt
+// to the endpoint the engine chose. It holds no balancing policy of its
+// own and never touches the service's balancer, which discovery alone
+// feeds.
 type grpcBalancer struct {
-	cc       grpcbalancer.ClientConn
-	gc       *grpcConn
-	subConns map[string]*subConn // by endpoint ID
-	err      error               // the last resolver or connection error
-}
-
-type subConn struct {
-	sc    grpcbalancer.SubConn
-	addr  string
-	state connectivity.State
+	grpcbalancer.ClientConn // the channel; UpdateState is intercepted
+	grpcbalancer.Balancer   // endpoint sharding
+	gc                      atomic.Pointer[grpcConn]
 }
 
 func (b *grpcBalancer) UpdateClientConnState(s grpcbalancer.ClientConnState) error {
@@ -133,120 +130,54 @@ func (b *grpcBalancer) UpdateClientConnState(s grpcbalancer.ClientConnState) err
 	if gc == nil {
 		return fmt.Errorf("mesh: weft's gRPC balancer serves connections of DialGRPC only: %w", grpcbalancer.ErrBadResolverState)
 	}
-	b.gc = gc
-	want := make(map[string]string, len(s.ResolverState.Endpoints))
-	for _, e := range s.ResolverState.Endpoints {
-		id, _ := e.Attributes.Value(endpointIDKey{}).(string)
-		if len(e.Addresses) > 0 && id != "" {
-			want[id] = e.Addresses[0].Addr
-		}
-	}
-	for id, c := range b.subConns {
-		if addr, ok := want[id]; !ok || addr != c.addr {
-			c.sc.Shutdown()
-			delete(b.subConns, id)
-		}
-	}
-	for id, addr := range want {
-		if _, ok := b.subConns[id]; ok {
-			continue
-		}
-		c := &subConn{addr: addr, state: connectivity.Idle}
-		sc, err := b.cc.NewSubConn([]resolver.Address{{Addr: addr}}, grpcbalancer.NewSubConnOptions{
-			StateListener: func(st grpcbalancer.SubConnState) { b.subConnState(id, c, st) },
-		})
-		if err != nil {
-			b.err = err
-			continue
-		}
-		c.sc = sc
-		b.subConns[id] = c
-		sc.Connect()
-	}
-	b.publish()
-	return nil
+	b.gc.Store(gc)
+	return b.Balancer.UpdateClientConnState(s)
 }
 
-func (b *grpcBalancer) subConnState(id string, c *subConn, st grpcbalancer.SubConnState) {
-	if b.subConns[id] != c {
-		return // shut down since
-	}
-	c.state = st.ConnectivityState
-	switch c.state {
-	case connectivity.Idle:
-		c.sc.Connect()
-	case connectivity.TransientFailure:
-		b.err = st.ConnectionError
-	}
-	b.publish()
-}
-
-// publish gives grpc-go a new picker and the engine the new readiness.
-func (b *grpcBalancer) publish() {
-	ready := make(map[string]grpcbalancer.SubConn)
-	r := &readiness{ready: make(map[string]bool), err: b.err}
-	for id, c := range b.subConns {
-		switch c.state {
+// UpdateState takes the state of the endpoint children and publishes it:
+// a picker over the ready ones to grpc-go, the readiness to the engine.
+func (b *grpcBalancer) UpdateState(state grpcbalancer.State) {
+	ready := make(map[string]grpcbalancer.Picker)
+	r := &readiness{ready: make(map[string]bool)}
+	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
+		id, _ := child.Endpoint.Attributes.Value(endpointIDKey{}).(string)
+		switch child.State.ConnectivityState {
 		case connectivity.Ready:
-			ready[id] = c.sc
+			ready[id] = child.State.Picker
 			r.ready[id] = true
 		case connectivity.Idle, connectivity.Connecting:
 			r.connecting = true
+		case connectivity.TransientFailure:
+			if _, err := child.State.Picker.Pick(grpcbalancer.PickInfo{}); err != nil {
+				r.err = err
+			}
 		}
 	}
-	state := connectivity.TransientFailure
-	switch {
-	case len(ready) > 0:
-		state = connectivity.Ready
-	case r.connecting:
-		state = connectivity.Connecting
-	}
-	b.cc.UpdateState(grpcbalancer.State{ConnectivityState: state, Picker: &grpcPicker{ready: ready}})
-	if b.gc != nil {
-		b.gc.setReadiness(r)
+	b.ClientConn.UpdateState(grpcbalancer.State{ConnectivityState: state.ConnectivityState, Picker: &grpcPicker{ready: ready}})
+	if gc := b.gc.Load(); gc != nil {
+		gc.setReadiness(r)
 	}
 }
 
-func (b *grpcBalancer) ResolverError(err error) {
-	b.err = err
-	if len(b.subConns) == 0 {
-		b.publish()
-	}
-}
-
-// UpdateSubConnState is not used: each SubConn has a state listener.
-func (b *grpcBalancer) UpdateSubConnState(grpcbalancer.SubConn, grpcbalancer.SubConnState) {}
-
-func (b *grpcBalancer) ExitIdle() {
-	for _, c := range b.subConns {
-		if c.state == connectivity.Idle {
-			c.sc.Connect()
-		}
-	}
-}
-
-// Close shuts the SubConns down; the connection is idle (or closed) and
+// Close closes the children; the connection is idle (or closed) and
 // calls must wake it.
 func (b *grpcBalancer) Close() {
-	for _, c := range b.subConns {
-		c.sc.Shutdown()
-	}
-	b.subConns = nil
-	if b.gc != nil {
-		b.gc.setReadiness(&readiness{idle: true})
+	b.Balancer.Close()
+	if gc := b.gc.Load(); gc != nil {
+		gc.setReadiness(&readiness{idle: true})
 	}
 }
 
 // grpcPicker routes each attempt to the ready SubConn of the endpoint
 // the engine chose for it. It is immutable.
 type grpcPicker struct {
-	ready map[string]grpcbalancer.SubConn
+	ready map[string]grpcbalancer.Picker // the pickers of the ready children, by endpoint ID
 }
 
 func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
 	id, _ := info.Ctx.Value(endpointKey{}).(string)
-	if sc, ok := p.ready[id]; ok {
-		return grpcbalancer.PickResult{SubConn: sc}, nil
+	if child, ok := p.ready[id]; ok {
+		return child.Pick(info)
 	}
 	return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, notReadyMessage)
 }

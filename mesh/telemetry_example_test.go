@@ -66,7 +66,7 @@ func ExampleWithTelemetry() {
 		for _, kv := range s.Attributes() {
 			switch kv.Key {
 			case telemetry.ServiceKey, telemetry.EndpointKey, telemetry.PeerIDKey, "http.route":
-				line += fmt.Sprintf(" %s=%s", kv.Key, kv.Value.Emit())
+				line += fmt.Sprintf(" %s=%s", kv.Key, kv.Value.String())
 			}
 		}
 		lines = append(lines, line)

@@ -211,7 +211,7 @@ func (r *telRig) checkChain(t *testing.T, hops []hop) []sdktrace.ReadOnlySpan {
 		for k, want := range h.attrs {
 			got, ok := spanAttr(s, k)
 			if !ok || got != want {
-				t.Errorf("hop %d (%s %q): %s = %q, want %q", i, s.SpanKind(), s.Name(), k, got.Emit(), want.Emit())
+				t.Errorf("hop %d (%s %q): %s = %q, want %q", i, s.SpanKind(), s.Name(), k, got.String(), want.String())
 			}
 		}
 		kids := children[s.SpanContext().SpanID()]
@@ -737,12 +737,12 @@ func TestTelemetryKeepsSecrets(t *testing.T) {
 	for _, s := range r.spans.Ended() {
 		fmt.Fprintln(&all, s.Name(), s.Status().Description)
 		for _, kv := range s.Attributes() {
-			fmt.Fprintln(&all, kv.Key, kv.Value.Emit())
+			fmt.Fprintln(&all, kv.Key, kv.Value.String())
 		}
 		for _, e := range s.Events() {
 			fmt.Fprintln(&all, e.Name)
 			for _, kv := range e.Attributes {
-				fmt.Fprintln(&all, kv.Key, kv.Value.Emit())
+				fmt.Fprintln(&all, kv.Key, kv.Value.String())
 			}
 		}
 	}
