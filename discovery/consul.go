@@ -378,12 +378,7 @@ func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStat
 // backoff returns the wait after n consecutive failures: min·2^(n-1)
 // capped at max, drawn from its upper half.
 func (w *Consul) backoff(n int) time.Duration {
-	d := w.cfg.backoffMin
-	for i := 1; i < n && d < w.cfg.backoffMax; i++ {
-		d *= 2
-	}
-	d = min(d, w.cfg.backoffMax)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
+	return backoffDelay(w.cfg.backoffMin, w.cfg.backoffMax, n)
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) bool {

@@ -12,7 +12,10 @@
 // queries, one watch per service shared by every subscriber; when the
 // agent fails it keeps the last good set and reports the error in
 // [Update.Err] and [Consul.Status]. [Register] announces this process in
-// Consul with an HTTP, gRPC or TTL check, and [Registration.Drain] takes
-// it out of service gracefully. [DNS] reads SRV records through any
+// Consul with an HTTP, gRPC or TTL check and keeps it registered: when the
+// agent forgets the instance (reaped after DeregisterCriticalServiceAfter,
+// an agent restarted without its state) it registers it again and says so
+// in [Registration.Status] and to [WithReregisterHook].
+// [Registration.Drain] takes it out of service gracefully. [DNS] reads SRV records through any
 // [net.Resolver] (Consul DNS, Kubernetes headless services).
 package discovery

@@ -63,6 +63,10 @@ type registerConfig struct {
 	grace        time.Duration
 	logger       *slog.Logger
 	pollInterval time.Duration
+	resync       time.Duration
+	backoffMin   time.Duration
+	backoffMax   time.Duration
+	onReregister func(Reregistration)
 }
 
 // WithHTTPCheck makes Consul probe url (HTTP GET, healthy on 2xx) every
@@ -139,6 +143,16 @@ func durOr(d, def time.Duration) string {
 // Registration is an instance registered in Consul by [Register]. Drain
 // or deregister it when the process stops serving.
 //
+// It heals itself: its goroutine heartbeats a TTL check every ttl/3 (or,
+// for other checks, asks the agent every [WithResyncInterval] whether it
+// still has the instance), and when the agent answers that it does not
+// know the instance or its check — Consul reaped it after
+// DeregisterCriticalServiceAfter, someone deregistered it, or the agent
+// restarted without its state — it registers the instance again with its
+// check, backing off between failures ([WithReregisterBackoff]), and
+// resumes. Each re-registration is counted in [Registration.Status] and
+// reported to [WithReregisterHook].
+//
 // A Registration is safe for concurrent use; the zero value is not
 // usable.
 type Registration struct {
@@ -147,23 +161,28 @@ type Registration struct {
 	cfg     registerConfig
 	token   string
 	checkID string
+	reg     *api.AgentServiceRegistration // what Register sent, sent again when the agent forgets it
 
 	hbCancel context.CancelFunc
 	hbDone   chan struct{}
 
 	mu     sync.Mutex
-	hbErr  error
+	status RegistrationStatus
 	closed bool
 }
 
 // Register announces inst to the Consul agent described by cfg (nil means
 // [api.DefaultConfig]) with the health check given by opts, and starts the
 // heartbeat of a TTL check. Without a check option the instance is
-// registered without a check (always passing). Errors wrap
+// registered without a check (always passing). Until Drain or Deregister,
+// a goroutine keeps the instance registered (see [Registration]). Errors wrap
 // [ErrRegistration] (and [ErrBadEndpoint] for a bad ID, name, address or
 // port); nothing is registered when Register fails.
 func Register(ctx context.Context, cfg *api.Config, inst Instance, opts ...RegisterOption) (*Registration, error) {
-	c := registerConfig{grace: DefaultDrainGrace, pollInterval: 50 * time.Millisecond}
+	c := registerConfig{
+		grace: DefaultDrainGrace, pollInterval: 50 * time.Millisecond, resync: DefaultResyncInterval,
+		backoffMin: DefaultReregisterBackoff, backoffMax: DefaultReregisterMaxBackoff,
+	}
 	for _, o := range opts {
 		if o != nil {
 			o.applyRegister(&c)
@@ -172,6 +191,7 @@ func Register(ctx context.Context, cfg *api.Config, inst Instance, opts ...Regis
 	if c.logger == nil {
 		c.logger = slog.New(slog.DiscardHandler)
 	}
+	c.backoffMax = max(c.backoffMax, c.backoffMin)
 	if err := checkInstance(inst); err != nil {
 		return nil, err
 	}
@@ -207,11 +227,11 @@ func Register(ctx context.Context, cfg *api.Config, inst Instance, opts ...Regis
 	if err := client.Agent().ServiceRegisterOpts(reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx)); err != nil {
 		return nil, r.errorf("register %q: %v", inst.ID, err)
 	}
-	if c.ttl > 0 {
-		hbCtx, cancel := context.WithCancel(context.Background())
-		r.hbCancel, r.hbDone = cancel, make(chan struct{})
-		go r.heartbeat(hbCtx)
-	}
+	r.reg = reg
+	r.status = RegistrationStatus{Registered: true, LastHeartbeat: time.Now()}
+	hbCtx, cancel := context.WithCancel(context.Background())
+	r.hbCancel, r.hbDone = cancel, make(chan struct{})
+	go r.keep(hbCtx)
 	return r, nil
 }
 
@@ -248,40 +268,15 @@ func (r *Registration) errorf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrRegistration, msg)
 }
 
-// heartbeat keeps the TTL check passing every ttl/3 until ctx ends.
-func (r *Registration) heartbeat(ctx context.Context) {
-	defer close(r.hbDone)
-	t := time.NewTicker(r.cfg.ttl / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		err := r.client.Agent().UpdateTTLOpts(r.checkID, "", api.HealthPassing, (&api.QueryOptions{}).WithContext(ctx))
-		if ctx.Err() != nil {
-			return
-		}
-		if err != nil {
-			err = r.errorf("heartbeat %q: %v", r.inst.ID, err)
-			r.cfg.logger.Warn("discovery: heartbeat failed", "instance", r.inst.ID, "error", err.Error())
-		}
-		r.mu.Lock()
-		r.hbErr = err
-		r.mu.Unlock()
-	}
-}
-
 // ID returns the instance's ID.
 func (r *Registration) ID() string { return r.inst.ID }
 
-// Err returns the error of the last TTL heartbeat, nil when it succeeded
-// or when the check is not a TTL check.
+// Err returns the error of the last heartbeat, confirmation or
+// re-registration ([RegistrationStatus.Err]), nil when it succeeded.
 func (r *Registration) Err() error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.hbErr
+	return r.status.Err
 }
 
 // stopHeartbeat stops the heartbeat goroutine and waits for it; it
@@ -295,6 +290,7 @@ func (r *Registration) stopHeartbeat() bool {
 		r.hbCancel()
 		<-r.hbDone
 	}
+	r.setStatus(func(s *RegistrationStatus) { s.Registered = false })
 	return first
 }
 
