@@ -1,6 +1,7 @@
 package tlsid
 
 import (
+	"fmt"
 	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -8,28 +9,88 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// Source serves this process's current X.509-SVID and the trust bundles
-// against which peers are verified, and says when either changes.
+// SVIDSource serves this process's current X.509-SVID. It is go-spiffe's
+// [x509svid.Source]: go-spiffe's own sources satisfy it, and a static
+// [*x509svid.SVID] is its own source.
 //
-// GetX509SVID and GetX509BundleForTrustDomain are called on every TLS
-// handshake, from many goroutines at once, and must be cheap; the SVID
-// they return must not be modified by the caller.
+// GetX509SVID is called on every TLS handshake, from many goroutines at
+// once, and must be cheap; the SVID it returns must not be modified by
+// the caller.
+type SVIDSource = x509svid.Source
+
+// BundleSource serves the trust bundles against which peers are
+// verified, one trust domain at a time. It is go-spiffe's
+// [x509bundle.Source]: an [*x509bundle.Bundle] and an [*x509bundle.Set]
+// are their own sources, and a set holding the bundles of several trust
+// domains is how federation is expressed.
+//
+// GetX509BundleForTrustDomain is called on every TLS handshake, from many
+// goroutines at once, and must be cheap.
+type BundleSource = x509bundle.Source
+
+// Source is what a TLS config needs: an [SVIDSource] to present and a
+// [BundleSource] to verify peers against. go-spiffe's
+// workloadapi.X509Source satisfies it as it is, and so does every source
+// of this package; [Join] makes one of an SVID source and a bundle source
+// given apart.
+//
+// Sources may also announce rotations by implementing [Notifier]; the
+// configs of [ServerConfig] and [ClientConfig] do not need it, since they
+// read the source on every handshake.
+type Source interface {
+	SVIDSource
+	BundleSource
+}
+
+// Notifier is implemented by sources that say when their SVID or bundles
+// change. It is optional: see [Changed].
 //
 // Changed returns a channel that is closed at the next change of the SVID
 // or the bundles after the call; call it again for the change after that.
-// It may fire for a change that leaves what a given caller sees as it was.
-// A nil channel means the source never changes. The configs of
-// [ServerConfig] and [ClientConfig] do not need it: they read the source
-// on every handshake. It is there for callers that react to rotation
-// (closing long-lived connections, logging, tests).
-type Source interface {
-	x509svid.Source
-	x509bundle.Source
+// It may fire for a change that leaves what a given caller sees as it
+// was. A nil channel means the source never changes. It is there for
+// callers that react to rotation (closing long-lived connections,
+// logging, tests).
+type Notifier interface {
 	Changed() <-chan struct{}
 }
 
-// StaticSource is a [Source] with one fixed SVID and fixed bundles. It is
-// safe for concurrent use; its zero value has no SVID and trusts nothing.
+// Changed returns src's rotation notice when src implements [Notifier],
+// and nil (a channel that never fires) when it does not.
+func Changed(src any) <-chan struct{} {
+	if n, ok := src.(Notifier); ok {
+		return n.Changed()
+	}
+	return nil
+}
+
+// Join returns a [Source] that presents the SVIDs of svids and verifies
+// peers against bundles, such as an SVID from files with the bundles of a
+// federation, or a fixed [*x509svid.SVID] with an [*x509bundle.Set]. Its
+// Changed is that of svids when svids is a [Notifier], else that of
+// bundles. Join fails with [ErrNilSource] when either is nil.
+func Join(svids SVIDSource, bundles BundleSource) (Source, error) {
+	if svids == nil || bundles == nil {
+		return nil, fmt.Errorf("tlsid: join: %w", ErrNilSource)
+	}
+	return joined{SVIDSource: svids, BundleSource: bundles}, nil
+}
+
+type joined struct {
+	SVIDSource
+	BundleSource
+}
+
+func (j joined) Changed() <-chan struct{} {
+	if n, ok := j.SVIDSource.(Notifier); ok {
+		return n.Changed()
+	}
+	return Changed(j.BundleSource)
+}
+
+// StaticSource is a [Source] with one fixed SVID and fixed bundles; it
+// never changes. It is safe for concurrent use; its zero value has no SVID
+// and trusts nothing.
 type StaticSource struct {
 	svid    *x509svid.SVID
 	bundles x509bundle.Source
