@@ -14,19 +14,31 @@
 //
 // # Sources
 //
-// A [Source] serves this process's current SVID and the trust bundles it
-// verifies peers against, and signals changes through Changed. Three
-// sources rotate without a restart:
+// Security inputs are one-method interfaces, go-spiffe's own: an
+// [SVIDSource] ([x509svid.Source]) serves this process's current SVID and
+// a [BundleSource] ([x509bundle.Source]) the trust bundles it verifies
+// peers against. A [Source] is both, so go-spiffe's sources plug in with
+// no adapter: workloadapi.X509Source is a Source, an [*x509svid.SVID] is
+// its own SVID source, and an [*x509bundle.Bundle] or [*x509bundle.Set]
+// its own bundle source; [Join] makes a Source of the two halves. Sources
+// may announce rotations by implementing [Notifier]; [Changed] reads the
+// notice of any source and is nil for one without. These sources rotate
+// without a restart:
 //
 //   - [DevCA] is an in-process development CA: [DevCA.Source] serves an
 //     SVID renewed at a random point between 50% and 90% of its life
 //     ([DefaultSVIDTTL] one hour) and [DevCA.RotateRoot] replaces the
 //     root with an overlap during which both roots are trusted.
+//     [DevCA.Save] and [LoadDevCA] keep it in a directory, so it survives
+//     restarts and several processes share it; [WriteSVIDFiles] writes
+//     an SVID and bundle for a [FileSource] (the weft-ca command does
+//     both).
 //   - [FileSource] reads certificate chain, key and bundle PEM files and
 //     reloads them when they change on disk.
 //   - [ConsulSource] takes the leaf certificate of a service and the CA
 //     roots from a Consul agent's Connect CA, each watched with blocking
-//     queries; the trust domain is Consul's.
+//     queries; the trust domain is Consul's. [ConsulServiceID] builds the
+//     ID Consul gives a service.
 //
 // [StaticSource] never changes.
 //

@@ -3,6 +3,8 @@ package tlsid
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -123,6 +125,40 @@ func FuzzNewPolicy(f *testing.F) {
 		_, err := NewPolicy(Rule{Peers: []string{peer}, Methods: []string{method}, Paths: []string{path}})
 		if err != nil && !errors.Is(err, ErrBadRule) {
 			t.Fatalf("untyped error: %v", err)
+		}
+	})
+}
+
+// FuzzParseDevCA feeds arbitrary certificate and key files to the dev CA
+// loader: no panic, every refusal is typed, and what loads is a CA of a
+// trust domain whose key matches. (LoadDevCA wraps every refusal of
+// parseDevCA with ErrBadDevCA.)
+func FuzzParseDevCA(f *testing.F) {
+	ca, err := NewDevCA("example.org")
+	if err != nil {
+		f.Fatal(err)
+	}
+	dir := f.TempDir()
+	if err := ca.Save(dir); err != nil {
+		f.Fatal(err)
+	}
+	certPEM, _ := os.ReadFile(filepath.Join(dir, DevCACertFile))
+	keyPEM, _ := os.ReadFile(filepath.Join(dir, DevCAKeyFile))
+	f.Add(certPEM, keyPEM)
+	f.Add(keyPEM, certPEM)
+	f.Add(certPEM, []byte("-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n"))
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"), keyPEM)
+	now := time.Now()
+	f.Fuzz(func(t *testing.T, certPEM, keyPEM []byte) {
+		td, root, key, err := parseDevCA(certPEM, keyPEM, now)
+		if err != nil {
+			if root != nil || key != nil || !td.IsZero() {
+				t.Fatalf("refused with %v but returned part of a CA", err)
+			}
+			return
+		}
+		if td.IsZero() || !root.IsCA || !key.PublicKey.Equal(root.PublicKey) {
+			t.Fatalf("accepted %s, CA %v, matching key %v", td, root.IsCA, key.PublicKey.Equal(root.PublicKey))
 		}
 	})
 }
