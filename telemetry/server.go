@@ -427,12 +427,16 @@ func (s *clientStream) Header() (metadata.MD, error) {
 	return md, err
 }
 
-// cancelled ends the stream whose caller's context is done.
+// cancelled ends the stream whose caller's context is done. It runs on
+// a goroutine of its own, maybe before the interceptor has set s.stop,
+// so it does not read it (nor need it).
 func (s *clientStream) cancelled() {
-	s.end(status.FromContextError(s.ctx.Err()).Err())
+	if s.done.CompareAndSwap(false, true) {
+		s.record(status.FromContextError(s.ctx.Err()).Err())
+	}
 }
 
-// end ends the spans and records the duration, the first time only.
+// end ends the stream on the caller's goroutine, the first time only.
 func (s *clientStream) end(err error) {
 	if s.done.Load() || !s.done.CompareAndSwap(false, true) {
 		return
@@ -440,6 +444,11 @@ func (s *clientStream) end(err error) {
 	if s.stop != nil {
 		s.stop()
 	}
+	s.record(err)
+}
+
+// record ends the spans and records the duration.
+func (s *clientStream) record(err error) {
 	s.attempt.EndGRPC(err)
 	s.call.EndGRPC(err)
 }

@@ -371,3 +371,46 @@ func countSpans(r *rig, method string, kind trace.SpanKind) int {
 func grpcStatusName(c codes.Code) string {
 	return map[codes.Code]string{codes.OK: "OK", codes.Canceled: "CANCELLED", codes.FailedPrecondition: "FAILED_PRECONDITION"}[c]
 }
+
+// TestStreamCancelledAsItStarts cancels the caller's context while the
+// stream is being created, so the stream ends on the context's goroutine
+// while the interceptor is still returning it. A fake streamer: a real
+// one cannot be made to lose that race every time.
+func TestStreamCancelledAsItStarts(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	r := newRig(t)
+	intercept := r.tel.Destination("test", "round_robin", false).StreamInterceptor()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	streamer := func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
+		cancel()
+		return &nopStream{}, nil
+	}
+	const method = "pay.Pay/Chat"
+	cs, err := intercept(ctx, &grpc.StreamDesc{ServerStreams: true}, nil, "/"+method, streamer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for countSpans(r, method, trace.SpanKindClient) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the cancelled stream's span never ended")
+		}
+		time.Sleep(5 * time.Millisecond) // polling interval
+	}
+	// The fake stream does not see the cancellation: it answers, then
+	// reports EOF, which ends nothing more.
+	if err := cs.RecvMsg(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := cs.RecvMsg(nil); !errors.Is(err, io.EOF) {
+		t.Fatalf("RecvMsg = %v, want EOF", err)
+	}
+	if n := countSpans(r, method, trace.SpanKindClient); n != 1 {
+		t.Errorf("%d client spans, want 1", n)
+	}
+	s := r.spans.Ended()[0]
+	if v, _ := attr(s.Attributes(), "rpc.response.status_code"); v.AsString() != "CANCELLED" {
+		t.Errorf("rpc.response.status_code = %q, want CANCELLED", v.AsString())
+	}
+}
