@@ -25,6 +25,13 @@ import (
 // set.
 var ErrConsul = errors.New("discovery: consul")
 
+// ErrAgentTimeout is wrapped (with [ErrConsul]) by the error a [Consul]
+// watcher reports when the agent took longer than the query's client-side
+// timeout to answer: the query's wait, plus the wait/16 of jitter Consul
+// may add, plus [WithQueryMargin]. An agent that accepts connections and
+// never answers ends up here instead of stalling the watch.
+var ErrAgentTimeout = errors.New("agent did not answer in time")
+
 // Consul defaults.
 const (
 	// DefaultConsulWait is how long one blocking query may wait for a
@@ -37,6 +44,10 @@ const (
 	// exponential backoff with jitter after failed queries.
 	DefaultConsulBackoff    = 250 * time.Millisecond
 	DefaultConsulMaxBackoff = 30 * time.Second
+	// DefaultQueryMargin is how long past a query's wait (and Consul's
+	// jitter of wait/16) the watcher waits for an answer before it gives
+	// the query up as failed.
+	DefaultQueryMargin = 10 * time.Second
 )
 
 // ConsulOption configures [NewConsul].
@@ -56,6 +67,7 @@ type consulConfig struct {
 	zoneKey     string
 	logger      *slog.Logger
 	wait        time.Duration
+	margin      time.Duration
 	limit       rate.Limit
 	backoffMin  time.Duration
 	backoffMax  time.Duration
@@ -136,6 +148,21 @@ func WithWait(d time.Duration) ConsulOption {
 	})
 }
 
+// WithQueryMargin sets how long past its wait a query may take before the
+// watcher gives it up (default [DefaultQueryMargin]): each query's
+// client-side timeout is its wait + wait/16 (the most jitter Consul adds)
+// + margin, and a query without a wait (the first, and the first after
+// an error) times out after margin. A query that times out is a failure
+// wrapping [ErrAgentTimeout], with backoff like any other. Values ≤ 0 are
+// ignored.
+func WithQueryMargin(d time.Duration) ConsulOption {
+	return consulOptionFunc(func(c *consulConfig) {
+		if d > 0 {
+			c.margin = d
+		}
+	})
+}
+
 // WithRate sets the sustained query rate of each watch (default
 // [DefaultConsulRate]); the token bucket holds 2. Values ≤ 0 are ignored.
 func WithRate(r rate.Limit) ConsulOption {
@@ -191,7 +218,10 @@ type ConsulStatus struct {
 // the last one leaves. Each watch waits on the last index it saw, resets
 // when the index goes backwards (an agent restarted with fresh state),
 // limits its query rate with a token bucket and backs off, with jitter,
-// after errors. While the agent fails, subscribers keep the last good set
+// after errors. Each query has a client-side timeout of its wait + the
+// wait/16 of jitter Consul may add + [WithQueryMargin], so an agent that
+// hangs without going down becomes an error ([ErrAgentTimeout]) in
+// [Update.Err] and [ConsulStatus.Err]. While the agent fails, subscribers keep the last good set
 // with the error in [Update.Err]; an answer with no healthy instance is
 // delivered as an empty set.
 //
@@ -217,6 +247,7 @@ func NewConsul(cfg *api.Config, opts ...ConsulOption) (*Consul, error) {
 		passingOnly: true,
 		stale:       true,
 		wait:        DefaultConsulWait,
+		margin:      DefaultQueryMargin,
 		limit:       DefaultConsulRate,
 		backoffMin:  DefaultConsulBackoff,
 		backoffMax:  DefaultConsulMaxBackoff,
@@ -328,13 +359,21 @@ func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStat
 		if index > 0 {
 			q.WaitTime = w.cfg.wait - time.Duration(rand.Int64N(int64(w.cfg.wait/10)+1))
 		}
-		entries, meta, err := w.client.Health().ServiceMultipleTags(service, w.cfg.tags, w.cfg.passingOnly, q.WithContext(ctx))
+		timeout := q.WaitTime + q.WaitTime/16 + w.cfg.margin
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		entries, meta, err := w.client.Health().ServiceMultipleTags(service, w.cfg.tags, w.cfg.passingOnly, q.WithContext(qctx))
+		hung := qctx.Err() == context.DeadlineExceeded
+		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
 			failures++
-			err = fmt.Errorf("%w: watch %q: %s", ErrConsul, service, w.scrub(err.Error()))
+			if hung {
+				err = fmt.Errorf("%w: watch %q: %w within %v (wait %v + wait/16 + margin %v)", ErrConsul, service, ErrAgentTimeout, timeout, q.WaitTime, w.cfg.margin)
+			} else {
+				err = fmt.Errorf("%w: watch %q: %s", ErrConsul, service, w.scrub(err.Error()))
+			}
 			n := failures
 			w.setStatus(st, func(s *ConsulStatus) { s.Err, s.Failures = err, n })
 			if err.Error() != lastErr {
