@@ -16,6 +16,25 @@
 // agent forgets the instance (reaped after DeregisterCriticalServiceAfter,
 // an agent restarted without its state) it registers it again and says so
 // in [Registration.Status] and to [WithReregisterHook].
-// [Registration.Drain] takes it out of service gracefully. [DNS] reads SRV records through any
-// [net.Resolver] (Consul DNS, Kubernetes headless services).
+// [Registration.Drain] takes it out of service gracefully. [DNS] reads
+// SRV records through any [net.Resolver] (Consul DNS, Kubernetes headless
+// services).
+//
+// # Hung agents
+//
+// Every blocking query of a [Consul] watcher has a client-side timeout of
+// its wait + the wait/16 of jitter Consul may add + [WithQueryMargin]: an
+// agent that accepts connections and never answers becomes an error
+// wrapping [ErrAgentTimeout], with backoff, in [Update.Err] and
+// [Consul.Status], within wait + 2 × margin.
+//
+// # Empty sets
+//
+// When a service's set becomes empty, the default is to fail fast: the
+// watchers deliver the empty set, and callers get no endpoint at once.
+// [HoldLastSet] wraps any Watcher to keep delivering the last non-empty
+// set, marked with [Update.HeldSince], for a bounded time instead (the
+// static stability of Consul's stale reads and of Envoy's panic mode), for
+// services where a health signal that fails everywhere at once is likelier
+// than every instance failing.
 package discovery

@@ -6,6 +6,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // ErrBadEndpoint is wrapped by every error that reports an endpoint that
@@ -94,4 +95,8 @@ type Update struct {
 	// Err is the last error of the backend, nil once it answers again.
 	// While Err is set, Endpoints still holds the last good set.
 	Err error
+	// HeldSince is zero when Endpoints is the backend's current set. A
+	// [HoldLastSet] watcher sets it while it delivers the last non-empty
+	// set in place of an empty one: it is when the set became empty.
+	HeldSince time.Time
 }
