@@ -282,7 +282,7 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 	launch(0, first)
 	pending := 1
 	timer, stop := g.clock.timer(g.hedgeDelay())
-	defer stop()
+	defer func() { stop() }()
 	var last *result
 	finish := func(res result) (attempt, context.CancelFunc) {
 		if pending > 0 {
@@ -331,11 +331,22 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 				last = &res
 			default:
 			}
-			if pending == 0 || !cl.retryAllowed(ctx) {
+			if pending == 0 {
 				continue
 			}
-			ep, err := cl.pick(ex.balancerInfo(ctx), spec, append(slices.Clip(tried), first), nil)
+			// A hedge goes to another endpoint than the first attempt's
+			// (and a retry's tried ones); while there is none to go to,
+			// the hedge waits another delay.
+			info := ex.balancerInfo(ctx)
+			info.Skip = skipping(g.skipOpen, spec.skip, append(slices.Clip(tried), first), nil)
+			ep, err := cl.balancer.Pick(info)
 			if err != nil {
+				stop()
+				timer, stop = g.clock.timer(g.hedgeDelay())
+				continue
+			}
+			if !cl.retryAllowed(ctx) {
+				ep.Done(balancer.Outcome{Result: balancer.Dropped})
 				continue
 			}
 			launch(1, ep)

@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -48,20 +47,7 @@ func startGRPCResServer(t *testing.T, env *testEnv, name string, opts ...ServerO
 	})}, gopts...)
 	gs := grpc.NewServer(gopts...)
 	demo.Register(gs, name, PeerID)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.addr = ln.Addr().String()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = gs.Serve(ln)
-	}()
-	t.Cleanup(func() {
-		gs.Stop()
-		<-done
-	})
+	s.addr = serveGRPC(t, gs)
 	return s
 }
 
@@ -238,13 +224,7 @@ func TestGRPCShedding(t *testing.T) {
 	}))
 	gs := grpc.NewServer(gopts...)
 	demo.Register(gs, "busy", PeerID)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	defer gs.Stop()
-	if err := env.discovery.Set("busy", discovery.Endpoint{ID: "busy", Addr: ln.Addr().String()}); err != nil {
+	if err := env.discovery.Set("busy", discovery.Endpoint{ID: "busy", Addr: serveGRPC(t, gs)}); err != nil {
 		t.Fatal(err)
 	}
 	cc, err := env.client().DialGRPC("busy")
@@ -298,18 +278,12 @@ func TestGRPCHedging(t *testing.T) {
 	}))
 	gs := grpc.NewServer(gopts...)
 	demo.Register(gs, "stall", PeerID)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go gs.Serve(ln)
-	defer gs.Stop()
-	stall.addr = ln.Addr().String()
+	stall.addr = serveGRPC(t, gs)
 	publishGRPC(t, env, "h", stall, fast)
 
 	const delay = 50 * time.Millisecond
 	c := env.client(
-		WithRetry(RetryPolicy{MaxAttempts: 1, IdempotentMethod: idempotentWhoami}),
+		WithIdempotent(func(_, route string) bool { return idempotentWhoami(route) }),
 		WithHedging(HedgePolicy{Delay: delay}),
 	)
 	cc, err := c.DialGRPC("h")

@@ -160,6 +160,20 @@ func testContext(t testing.TB, d time.Duration) context.Context {
 // returns its address.
 func startServer(t testing.TB, srv *Server) string {
 	t.Helper()
+	return serveLoopback(t, srv.Serve, func() { srv.Close() })
+}
+
+// serveGRPC serves gs on a loopback port until the test ends and returns
+// its address.
+func serveGRPC(t testing.TB, gs *grpc.Server) string {
+	t.Helper()
+	return serveLoopback(t, gs.Serve, gs.Stop)
+}
+
+// serveLoopback runs serve on a loopback listener until the test ends,
+// then stop and waits for serve to return. It returns the address.
+func serveLoopback(t testing.TB, serve func(net.Listener) error, stop func()) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -167,10 +181,10 @@ func startServer(t testing.TB, srv *Server) string {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = srv.Serve(ln)
+		_ = serve(ln)
 	}()
 	t.Cleanup(func() {
-		srv.Close()
+		stop()
 		<-done
 	})
 	return ln.Addr().String()
