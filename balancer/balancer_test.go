@@ -10,9 +10,11 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestEmptySetFailsAtOnce(t *testing.T) {
+	leaktest.Check(t)
 	for _, p := range allPolicies() {
 		t.Run(p.name, func(t *testing.T) {
 			b := balancer.New(p.new())
@@ -29,6 +31,7 @@ func TestEmptySetFailsAtOnce(t *testing.T) {
 }
 
 func TestLoadSurvivesRebuildByID(t *testing.T) {
+	leaktest.Check(t)
 	b := balancer.New(balancer.PeakEWMA()) // PeakEWMA tracks latency
 	b.Update(endpoints(3))
 	e, err := b.Pick(balancer.Info{})
@@ -63,6 +66,7 @@ func TestLoadSurvivesRebuildByID(t *testing.T) {
 }
 
 func TestSkipIsHonouredByEveryPolicy(t *testing.T) {
+	leaktest.Check(t)
 	for _, p := range allPolicies() {
 		t.Run(p.name, func(t *testing.T) {
 			eps := endpoints(10)
@@ -104,6 +108,7 @@ func keyOf(i int) string {
 }
 
 func TestPickDoesNotAllocate(t *testing.T) {
+	leaktest.Check(t)
 	for _, p := range allPolicies() {
 		for _, n := range []int{1, 3, 100} {
 			b := balancer.New(p.new())
@@ -127,6 +132,7 @@ func TestPickDoesNotAllocate(t *testing.T) {
 }
 
 func TestOutlierPickDoesNotAllocateWhileEjecting(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.PeakEWMA(), balancer.WithMaxEjected(0.3)), clk.option())
 	b.Update(endpoints(10))
@@ -150,6 +156,7 @@ func TestOutlierPickDoesNotAllocateWhileEjecting(t *testing.T) {
 }
 
 func TestHeaderAndCookieKeys(t *testing.T) {
+	leaktest.Check(t)
 	r, _ := http.NewRequest("GET", "http://svc/", nil)
 	r.Header.Set("X-User", "alice")
 	r.Header.Add("Cookie", `theme=dark; session="s-123"; x=1`)
@@ -182,6 +189,7 @@ func TestHeaderAndCookieKeys(t *testing.T) {
 }
 
 func TestRingHashKeyFromHeaderIsSticky(t *testing.T) {
+	leaktest.Check(t)
 	for _, pol := range []balancer.Policy{balancer.RingHash(balancer.HeaderKey("x-user")), balancer.Maglev(balancer.CookieKey("session"))} {
 		b := balancer.New(pol)
 		b.Update(endpoints(7))
@@ -211,6 +219,7 @@ func TestRingHashKeyFromHeaderIsSticky(t *testing.T) {
 }
 
 func TestSubset(t *testing.T) {
+	leaktest.Check(t)
 	eps := endpoints(6)
 	for i := range eps {
 		if i%3 == 0 {
@@ -295,6 +304,7 @@ type firstPicker []*balancer.Endpoint
 func (p firstPicker) Pick(balancer.Info) (*balancer.Endpoint, error) { return p[0], nil }
 
 func TestInFlightIsCountedWhenThePolicyReadsIt(t *testing.T) {
+	leaktest.Check(t)
 	for _, c := range []struct {
 		name   string
 		policy balancer.Policy
@@ -329,6 +339,7 @@ func TestInFlightIsCountedWhenThePolicyReadsIt(t *testing.T) {
 }
 
 func TestNilArgumentsAndOddInput(t *testing.T) {
+	leaktest.Check(t)
 	policies := map[string]balancer.Policy{
 		"New(nil)":          nil,
 		"Outlier(nil)":      balancer.Outlier(nil, nil, balancer.WithClock(nil)),

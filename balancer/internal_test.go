@@ -3,9 +3,12 @@ package balancer
 import (
 	"testing"
 	"unsafe"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestLoadLayout(t *testing.T) {
+	leaktest.Check(t)
 	if s := unsafe.Sizeof(Load{}); s != 128 {
 		t.Errorf("Load is %d bytes, want 128 (hot fields in one cache line of a slab)", s)
 	}
@@ -15,6 +18,7 @@ func TestLoadLayout(t *testing.T) {
 }
 
 func TestNextPrime(t *testing.T) {
+	leaktest.Check(t)
 	for n, want := range map[int]int{0: 2, 2: 2, 3: 3, 4: 5, 1000: 1009, 65536: 65537, 65537: 65537} {
 		if got := nextPrime(n); got != want {
 			t.Errorf("nextPrime(%d) = %d, want %d", n, got, want)
@@ -23,6 +27,7 @@ func TestNextPrime(t *testing.T) {
 }
 
 func TestDivider(t *testing.T) {
+	leaktest.Check(t)
 	xs := []uint32{0, 1, 2, 3, 7, 1000, 65535, 65536, 1<<31 - 1, 1 << 31, 1<<32 - 2, 1<<32 - 1}
 	for _, n := range []int{1, 2, 3, 5, 7, 100, 1000, 10_000, 65537, 1<<31 - 1} {
 		d := newDivider(n)

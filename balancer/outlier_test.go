@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // picksOf returns how many of n picks went to each endpoint.
@@ -23,6 +24,7 @@ func picksOf(t *testing.T, b *balancer.Balancer, n int) map[string]int {
 }
 
 func TestOutlierConsecutiveFailuresEjectAndReadmit(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin()), clk.option())
 	b.Update(endpoints(10))
@@ -72,6 +74,7 @@ func TestOutlierConsecutiveFailuresEjectAndReadmit(t *testing.T) {
 }
 
 func TestOutlierEjectionTimeIsCapped(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin(), balancer.WithEjectionTime(30*time.Second, 100*time.Second)), clk.option())
 	b.Update(endpoints(10))
@@ -93,6 +96,7 @@ func TestOutlierEjectionTimeIsCapped(t *testing.T) {
 }
 
 func TestOutlierMultiplierDecaysWhileHealthy(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin(), balancer.WithSuccessRate(0, 0, 0)), clk.option())
 	b.Update(endpoints(10))
@@ -119,6 +123,7 @@ func TestOutlierMultiplierDecaysWhileHealthy(t *testing.T) {
 }
 
 func TestOutlierNeverEjectsMoreThanTheMaximum(t *testing.T) {
+	leaktest.Check(t)
 	for _, c := range []struct {
 		n, max int
 		share  float64
@@ -153,6 +158,7 @@ func TestOutlierNeverEjectsMoreThanTheMaximum(t *testing.T) {
 }
 
 func TestOutlierPanicThreshold(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin(), balancer.WithMaxEjected(1)), clk.option())
 	b.Update(endpoints(10))
@@ -194,6 +200,7 @@ func TestOutlierPanicThreshold(t *testing.T) {
 }
 
 func TestOutlierSuccessRateEjection(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin()), clk.option())
 	b.Update(endpoints(10))
@@ -225,6 +232,7 @@ func TestOutlierSuccessRateEjection(t *testing.T) {
 }
 
 func TestOutlierStateSurvivesRebuild(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin()), clk.option())
 	b.Update(endpoints(10))
@@ -240,6 +248,7 @@ func TestOutlierStateSurvivesRebuild(t *testing.T) {
 }
 
 func TestZoneAware(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	eps := endpoints(6)
 	for i := range eps {
@@ -288,6 +297,7 @@ func TestZoneAware(t *testing.T) {
 }
 
 func TestOutlierEjectionHook(t *testing.T) {
+	leaktest.Check(t)
 	clk := newFakeClock()
 	var got []balancer.Ejection
 	b := balancer.New(balancer.Outlier(balancer.RoundRobin()), clk.option(),

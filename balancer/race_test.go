@@ -11,6 +11,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // window returns the endpoint set of generation g: IDs g..g+9, so each
@@ -39,6 +40,7 @@ func window(g int) []discovery.Endpoint {
 // gen = after used a set of generation s in [before, after+1], whose IDs
 // are in [s, s+9].
 func TestStormOfPicksRacingUpdates(t *testing.T) {
+	leaktest.Check(t)
 	const updates = 300
 	for _, p := range allPolicies() {
 		t.Run(p.name, func(t *testing.T) {

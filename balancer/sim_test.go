@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // The simulation is a deterministic discrete-event model driven by an
@@ -102,6 +103,7 @@ func simulate(t *testing.T, policy balancer.Policy, slowFactor float64) simResul
 }
 
 func TestSimulationOneSlowEndpoint(t *testing.T) {
+	leaktest.Check(t)
 	seed := balancer.WithSeed(42)
 	cases := []struct {
 		name string

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"slices"
 	"testing"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // path is one way of making the same call: bare, through weft, or
@@ -129,6 +131,7 @@ func benchPaths(b *testing.B, paths []path) {
 // answers a few calls correctly (the sidecar paths only where HAProxy is
 // installed).
 func TestPaths(t *testing.T) {
+	leaktest.Check(t)
 	srv := startServer(t)
 	sc, skip := maybeSidecars(t, srv)
 	if sc == nil {

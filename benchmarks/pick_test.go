@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // BenchmarkPick compares weft's round robin and least request picks with
@@ -105,6 +106,7 @@ func BenchmarkPick(b *testing.B) {
 // on it spread picks over every endpoint, so the benchmark measures real
 // picks and not an error path.
 func TestGRPCPickerDouble(t *testing.T) {
+	leaktest.Check(t)
 	for _, name := range []string{roundrobin.Name, leastrequest.Name} {
 		p, closeGRPC := grpcPicker(t, name, 5)
 		seen := map[grpcbalancer.SubConn]bool{}

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // TestMain fails the package's tests if any goroutine outlives them.
@@ -23,20 +25,30 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// waitState polls b until it reports want; gobreaker reads the real clock,
-// so an open timeout has to pass in real time (tests keep it short).
-func waitState(t *testing.T, b *Breaker, want State) {
+// The tests of open timeouts run in a synctest bubble: gobreaker reads
+// time.Now itself, and in a bubble that is a fake clock which moves only
+// when every goroutine of the bubble is blocked, as in time.Sleep. So
+// each time.Sleep in those tests advances the fake clock by exactly its
+// argument, at once, and no state changes in between: the tests do not
+// depend on the machine's speed.
+
+// openTimeout is the open timeout of the tests that wait it out.
+const openTimeout = 20 * time.Millisecond
+
+// passOpenTimeout advances the bubble's clock just past openTimeout
+// (gobreaker half-opens once the expiry is strictly in the past).
+func passOpenTimeout() { time.Sleep(openTimeout + time.Millisecond) }
+
+// wantState fails t unless b reports want.
+func wantState(t *testing.T, b *Breaker, want State, when string) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for b.State() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("breaker state %v, want %v", b.State(), want)
-		}
-		runtime.Gosched()
+	if got := b.State(); got != want {
+		t.Fatalf("%s: state %v, want %v", when, got, want)
 	}
 }
 
 func TestBreakerTripsOnConsecutiveFailures(t *testing.T) {
+	leaktest.Check(t)
 	var changes []StateChange
 	var mu sync.Mutex
 	b := New("svc", "ep1", Settings{ConsecutiveFailures: 3, FailureRatio: 2, OnStateChange: func(c StateChange) {
@@ -76,6 +88,7 @@ func TestBreakerTripsOnConsecutiveFailures(t *testing.T) {
 }
 
 func TestBreakerTripsOnFailureRatio(t *testing.T) {
+	leaktest.Check(t)
 	b := New("svc", "ep", Settings{ConsecutiveFailures: 1000, FailureRatio: 0.5, MinRequests: 10})
 	// Alternate: 50% failures, never 2 in a row; trips at the 10th call.
 	for i := 0; i < 9; i++ {
@@ -95,6 +108,7 @@ func TestBreakerTripsOnFailureRatio(t *testing.T) {
 }
 
 func TestBreakerExcludedDoesNotCount(t *testing.T) {
+	leaktest.Check(t)
 	b := New("svc", "ep", Settings{ConsecutiveFailures: 2})
 	for i := 0; i < 10; i++ {
 		_ = b.Do(func() Result { return Excluded })
@@ -106,89 +120,103 @@ func TestBreakerExcludedDoesNotCount(t *testing.T) {
 }
 
 func TestBreakerHalfOpenProbes(t *testing.T) {
-	b := New("svc", "ep", Settings{ConsecutiveFailures: 1, OpenTimeout: 20 * time.Millisecond, HalfOpenProbes: 2})
-	_ = b.Do(func() Result { return Failure })
-	waitState(t, b, HalfOpen)
-	if b.Open() {
-		t.Fatal("Open() true for a half-open breaker")
-	}
+	leaktest.Check(t)
+	synctest.Test(t, func(t *testing.T) {
+		b := New("svc", "ep", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout, HalfOpenProbes: 2})
+		_ = b.Do(func() Result { return Failure })
+		time.Sleep(openTimeout - time.Millisecond) // fake clock: not yet past the open timeout
+		wantState(t, b, Open, "1 ms before the open timeout")
+		if !b.Open() {
+			t.Fatal("Open() false before the open timeout")
+		}
+		passOpenTimeout()
+		wantState(t, b, HalfOpen, "after the open timeout")
+		if b.Open() {
+			t.Fatal("Open() true for a half-open breaker")
+		}
 
-	// Two probes are admitted; a concurrent third is refused.
-	release := make(chan Result)
-	var wg sync.WaitGroup
-	started := make(chan struct{}, 2)
-	for i := 0; i < 2; i++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := b.Do(func() Result { started <- struct{}{}; return <-release }); err != nil {
-				t.Error(err)
-			}
-		}()
-	}
-	<-started
-	<-started
-	if err := b.Do(func() Result { return Success }); !errors.Is(err, ErrCircuitOpen) {
-		t.Fatalf("third probe: %v, want ErrCircuitOpen", err)
-	}
-	release <- Success
-	release <- Success
-	wg.Wait()
-	if b.State() != Closed {
-		t.Fatalf("state %v after 2 successful probes, want closed", b.State())
-	}
+		// Two probes are admitted; a concurrent third is refused.
+		release := make(chan Result)
+		var wg sync.WaitGroup
+		started := make(chan struct{}, 2)
+		for i := 0; i < 2; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := b.Do(func() Result { started <- struct{}{}; return <-release }); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		<-started
+		<-started
+		if err := b.Do(func() Result { return Success }); !errors.Is(err, ErrCircuitOpen) {
+			t.Fatalf("third probe: %v, want ErrCircuitOpen", err)
+		}
+		release <- Success
+		release <- Success
+		wg.Wait()
+		wantState(t, b, Closed, "after 2 successful probes")
 
-	// A probe failure re-opens.
-	_ = b.Do(func() Result { return Failure })
-	waitState(t, b, HalfOpen)
-	_ = b.Do(func() Result { return Failure })
-	if b.State() != Open {
-		t.Fatalf("state %v after a failed probe, want open", b.State())
-	}
+		// A probe failure re-opens, for a whole open timeout again.
+		_ = b.Do(func() Result { return Failure })
+		passOpenTimeout()
+		wantState(t, b, HalfOpen, "after the second open timeout")
+		_ = b.Do(func() Result { return Failure })
+		time.Sleep(openTimeout - time.Millisecond) // fake clock: not yet past the open timeout
+		wantState(t, b, Open, "after a failed probe")
+	})
 }
 
 func TestBreakerIgnoresResultsFromBeforeAStateChange(t *testing.T) {
-	b := New("svc", "ep", Settings{ConsecutiveFailures: 2, OpenTimeout: 20 * time.Millisecond})
-	release := make(chan Result)
-	started := make(chan struct{})
-	done := make(chan error)
-	go func() {
-		done <- b.Do(func() Result { close(started); return <-release })
-	}()
-	<-started
-	_ = b.Do(func() Result { return Failure })
-	_ = b.Do(func() Result { return Failure })
-	waitState(t, b, HalfOpen)
-	// The slow call of the closed generation succeeds now: it must not
-	// count as the half-open probe's success.
-	release <- Success
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if s := b.State(); s != HalfOpen {
-		t.Fatalf("state %v: an old result counted in the new state", s)
-	}
+	leaktest.Check(t)
+	synctest.Test(t, func(t *testing.T) {
+		b := New("svc", "ep", Settings{ConsecutiveFailures: 2, OpenTimeout: openTimeout})
+		release := make(chan Result)
+		started := make(chan struct{})
+		done := make(chan error)
+		go func() {
+			done <- b.Do(func() Result { close(started); return <-release })
+		}()
+		<-started
+		_ = b.Do(func() Result { return Failure })
+		_ = b.Do(func() Result { return Failure })
+		passOpenTimeout()
+		wantState(t, b, HalfOpen, "after the open timeout")
+		// The slow call of the closed generation succeeds now: it must not
+		// count as the half-open probe's success.
+		release <- Success
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		wantState(t, b, HalfOpen, "after a result of the closed generation")
+	})
 }
 
 func TestStateChangeListenerMayCallBreaker(t *testing.T) {
-	set := NewSet("svc", Settings{ConsecutiveFailures: 1, OpenTimeout: 10 * time.Millisecond})
-	set.Update([]discovery.Endpoint{{ID: "a", Addr: "127.0.0.1:1"}})
-	var seen atomic.Int32
-	cancel := set.Subscribe(func(c StateChange) {
-		// Would deadlock if called under gobreaker's lock.
-		_ = set.Get(c.Name).State()
-		seen.Add(1)
+	leaktest.Check(t)
+	synctest.Test(t, func(t *testing.T) {
+		set := NewSet("svc", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout})
+		set.Update([]discovery.Endpoint{{ID: "a", Addr: "127.0.0.1:1"}})
+		var seen atomic.Int32
+		cancel := set.Subscribe(func(c StateChange) {
+			// Would deadlock if called under gobreaker's lock.
+			_ = set.Get(c.Name).State()
+			seen.Add(1)
+		})
+		defer cancel()
+		b := set.Get("a")
+		_ = b.Do(func() Result { return Failure })
+		passOpenTimeout()
+		wantState(t, b, HalfOpen, "after the open timeout")
+		if n := seen.Load(); n != 2 {
+			t.Fatalf("listener saw %d changes, want 2 (closed→open→half-open)", n)
+		}
 	})
-	defer cancel()
-	b := set.Get("a")
-	_ = b.Do(func() Result { return Failure })
-	waitState(t, b, HalfOpen)
-	if n := seen.Load(); n != 2 {
-		t.Fatalf("listener saw %d changes, want 2 (closed→open→half-open)", n)
-	}
 }
 
 func TestSetFollowsDiscovery(t *testing.T) {
+	leaktest.Check(t)
 	set := NewSet("svc", Settings{ConsecutiveFailures: 1}, WithServiceBreaker())
 	set.Update([]discovery.Endpoint{{ID: "a"}, {ID: "b"}})
 	a := set.Get("a")
@@ -210,6 +238,7 @@ func TestSetFollowsDiscovery(t *testing.T) {
 }
 
 func TestClassifyHTTP(t *testing.T) {
+	leaktest.Check(t)
 	ctx := context.Background()
 	cancelled, cancel := context.WithCancel(ctx)
 	cancel()
@@ -237,6 +266,7 @@ func TestClassifyHTTP(t *testing.T) {
 }
 
 func TestClassifyGRPC(t *testing.T) {
+	leaktest.Check(t)
 	ctx := context.Background()
 	expired, cancel := context.WithDeadline(ctx, time.Now().Add(-time.Second))
 	defer cancel()
@@ -262,6 +292,7 @@ func TestClassifyGRPC(t *testing.T) {
 }
 
 func TestBudget(t *testing.T) {
+	leaktest.Check(t)
 	t0 := time.Unix(1_700_000_000, 0)
 	b := NewBudget(BudgetSettings{Ratio: 0.2, PerSecond: 1, Window: 10 * time.Second})
 	// Floor alone: 1/s × 10 s = 10 retries.
@@ -302,6 +333,7 @@ func TestBudget(t *testing.T) {
 }
 
 func TestKeyedLimiterBurstThenRefuse(t *testing.T) {
+	leaktest.Check(t)
 	now := time.Unix(1_700_000_000, 0)
 	k := NewKeyedLimiter(RateLimit{PerSecond: 2, Burst: 3}, 100)
 	for i := 0; i < 3; i++ {
@@ -324,6 +356,7 @@ func TestKeyedLimiterBurstThenRefuse(t *testing.T) {
 // TestKeyedLimiterBounded feeds 100 000 distinct identities to a limiter
 // bounded at 10 000 and measures the memory it keeps.
 func TestKeyedLimiterBounded(t *testing.T) {
+	leaktest.Check(t)
 	now := time.Unix(1_700_000_000, 0)
 	keys := make([]string, 100_000)
 	for i := range keys {
@@ -366,6 +399,7 @@ func TestKeyedLimiterBounded(t *testing.T) {
 }
 
 func TestConcurrencyLimiterPriorities(t *testing.T) {
+	leaktest.Check(t)
 	l := NewConcurrencyLimiter(ConcurrencySettings{Limit: 10, CriticalReserve: 0.3, CriticalWait: -1})
 	ctx := context.Background()
 	for i := 0; i < 7; i++ {
@@ -396,52 +430,50 @@ func TestConcurrencyLimiterPriorities(t *testing.T) {
 }
 
 func TestConcurrencyLimiterCriticalWaitsAndGetsSlotFirst(t *testing.T) {
-	l := NewConcurrencyLimiter(ConcurrencySettings{Limit: 2, CriticalReserve: -1, CriticalWait: 10 * time.Second})
-	ctx := context.Background()
-	_ = l.Acquire(ctx, Sheddable)
-	_ = l.Acquire(ctx, Sheddable)
-	got := make(chan error)
-	go func() { got <- l.Acquire(ctx, Critical) }()
-	// Wait until the critical call queues.
-	deadline := time.Now().Add(5 * time.Second)
-	for {
+	leaktest.Check(t)
+	synctest.Test(t, func(t *testing.T) {
+		l := NewConcurrencyLimiter(ConcurrencySettings{Limit: 2, CriticalReserve: -1, CriticalWait: 10 * time.Second})
+		ctx := context.Background()
+		_ = l.Acquire(ctx, Sheddable)
+		_ = l.Acquire(ctx, Sheddable)
+		got := make(chan error)
+		go func() { got <- l.Acquire(ctx, Critical) }()
+		// Wait until the critical call queues: then it is blocked for good.
+		synctest.Wait()
 		l.mu.Lock()
 		n := len(l.waiters)
 		l.mu.Unlock()
-		if n == 1 {
-			break
+		if n != 1 {
+			t.Fatalf("%d critical calls queued, want 1", n)
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("critical call did not queue")
+		// While it waits, sheddable calls are refused even with no reserve.
+		if err := l.Acquire(ctx, Sheddable); !errors.Is(err, ErrShed) {
+			t.Fatalf("sheddable while critical waits: %v", err)
 		}
-		runtime.Gosched()
-	}
-	// While it waits, sheddable calls are refused even with no reserve.
-	if err := l.Acquire(ctx, Sheddable); !errors.Is(err, ErrShed) {
-		t.Fatalf("sheddable while critical waits: %v", err)
-	}
-	l.Release(time.Millisecond, true)
-	if err := <-got; err != nil {
-		t.Fatalf("critical: %v", err)
-	}
-	if l.InFlight() != 2 {
-		t.Fatalf("in flight %d, want 2", l.InFlight())
-	}
-	// A waiting critical call gives up with its context.
-	cctx, cancel := context.WithCancel(ctx)
-	go func() { got <- l.Acquire(cctx, Critical) }()
-	cancel()
-	if err := <-got; !errors.Is(err, ErrShed) {
-		t.Fatalf("cancelled critical: %v", err)
-	}
-	l.Release(0, true)
-	l.Release(0, true)
-	if l.InFlight() != 0 {
-		t.Fatalf("in flight %d", l.InFlight())
-	}
+		l.Release(time.Millisecond, true)
+		if err := <-got; err != nil {
+			t.Fatalf("critical: %v", err)
+		}
+		if l.InFlight() != 2 {
+			t.Fatalf("in flight %d, want 2", l.InFlight())
+		}
+		// A waiting critical call gives up with its context.
+		cctx, cancel := context.WithCancel(ctx)
+		go func() { got <- l.Acquire(cctx, Critical) }()
+		cancel()
+		if err := <-got; !errors.Is(err, ErrShed) {
+			t.Fatalf("cancelled critical: %v", err)
+		}
+		l.Release(0, true)
+		l.Release(0, true)
+		if l.InFlight() != 0 {
+			t.Fatalf("in flight %d", l.InFlight())
+		}
+	})
 }
 
 func TestAIMD(t *testing.T) {
+	leaktest.Check(t)
 	l := NewConcurrencyLimiter(ConcurrencySettings{Limit: 20, Adaptive: &AIMD{Min: 5, Max: 40, Target: 10 * time.Millisecond, Backoff: 0.5}})
 	ctx := context.Background()
 	_ = l.Acquire(ctx, Critical)
@@ -466,6 +498,7 @@ func TestAIMD(t *testing.T) {
 }
 
 func TestParsePriority(t *testing.T) {
+	leaktest.Check(t)
 	for in, want := range map[string]Priority{"critical": Critical, "CRITICAL": Critical, "Critical": Critical, "": Sheddable, "sheddable": Sheddable, "criticalx": Sheddable, "crit": Sheddable} {
 		if got := ParsePriority(in); got != want {
 			t.Errorf("%q: %v, want %v", in, got, want)

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // TestConsulAgentKilled kills the agent while three instances are known:
@@ -21,6 +22,7 @@ import (
 // makes during the outage are counted), and recovers when the agent comes
 // back empty with a lower index.
 func TestConsulAgentKilled(t *testing.T) {
+	leaktest.Check(t)
 	a := consultest.Start(t)
 	c := a.Client()
 	const svc = "outage"
@@ -38,12 +40,12 @@ func TestConsulAgentKilled(t *testing.T) {
 	}
 	register(t, c, &api.AgentServiceRegistration{ID: "o1", Name: svc, Address: "127.0.0.1", Port: 1})
 	r, _ := watch(t, w, svc)
-	r.waitFor(t, 5*time.Second, "three instances", hasIDs("o1", "o2", "o3"))
+	r.waitFor(t, stateWait, "three instances", hasIDs("o1", "o2", "o3"))
 	st, _ := w.Status(svc)
 	indexBefore := st.Index
 
 	a.Kill()
-	u, _ := r.waitFor(t, 5*time.Second, "an error with the last good set", func(u Update) bool { return u.Err != nil })
+	u, _ := r.waitFor(t, stateWait, "an error with the last good set", func(u Update) bool { return u.Err != nil })
 	if len(u.Endpoints) != 3 || !errors.Is(u.Err, ErrConsul) {
 		t.Fatalf("during the outage: %+v", u)
 	}
@@ -78,7 +80,7 @@ func TestConsulAgentKilled(t *testing.T) {
 	// A -dev agent comes back with an empty catalog and a lower index
 	// (its own services return through anti-entropy soon after): the
 	// watch must answer again, without error.
-	r.waitFor(t, 5*time.Second, "recovery (an answer without error)", func(u Update) bool { return u.Err == nil })
+	r.waitFor(t, stateWait, "recovery (an answer without error)", func(u Update) bool { return u.Err == nil })
 	st, _ = w.Status(svc)
 	t.Logf("recovered %v after the restart; index %d -> %d", time.Since(restarted), indexBefore, st.Index)
 	if st.Index >= indexBefore {
@@ -86,7 +88,7 @@ func TestConsulAgentKilled(t *testing.T) {
 	}
 	// Blocking on the new, lower index works: new instances show up.
 	register(t, c, &api.AgentServiceRegistration{ID: "o4", Name: svc, Address: "127.0.0.1", Port: 4})
-	r.waitFor(t, 5*time.Second, "a registration after the restart", func(u Update) bool {
+	r.waitFor(t, stateWait, "a registration after the restart", func(u Update) bool {
 		return u.Err == nil && slices.Contains(ids(u), "o4")
 	})
 	if st, _ := w.Status(svc); st.Err != nil || st.Failures != 0 {
@@ -98,6 +100,7 @@ func TestConsulAgentKilled(t *testing.T) {
 // watch with stale reads (on a follower) keeps answering while there is no
 // leader, and changes flow again once a new one is elected.
 func TestConsulClusterLeaderKilled(t *testing.T) {
+	leaktest.Check(t)
 	if testing.Short() {
 		t.Skip("3-server cluster skipped in -short mode")
 	}
@@ -126,14 +129,14 @@ func TestConsulClusterLeaderKilled(t *testing.T) {
 	reg("c1")
 	w := newConsul(t, follower.Config(), WithBackoff(50*time.Millisecond, 500*time.Millisecond))
 	r, _ := watch(t, w, svc)
-	r.waitFor(t, 10*time.Second, "c1", hasIDs("c1"))
+	r.waitFor(t, stateWait, "c1", hasIDs("c1"))
 
 	leader.Kill()
 	// A new watch (a fresh, stale read) answers on the follower, with the
 	// last-contact age exposed.
 	w2 := newConsul(t, follower.Config(), WithBackoff(50*time.Millisecond, 500*time.Millisecond))
 	r2, _ := watch(t, w2, svc)
-	r2.waitFor(t, 5*time.Second, "a stale answer without the old leader", hasIDs("c1"))
+	r2.waitFor(t, stateWait, "a stale answer without the old leader", hasIDs("c1"))
 	st, _ := w2.Status(svc)
 	t.Logf("stale read after the leader's death: last contact %v, known leader %v", st.LastContact, st.KnownLeader)
 
@@ -146,7 +149,7 @@ func TestConsulClusterLeaderKilled(t *testing.T) {
 	}
 	// Writes go through the new leader and reach both watches.
 	var regErr error
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(stateWait)
 	for time.Now().Before(deadline) {
 		if _, regErr = c.Catalog().Register(&api.CatalogRegistration{Node: "node-c2", Address: "127.0.0.1",
 			Service: &api.AgentService{ID: "c2", Service: svc, Port: 80}}, nil); regErr == nil {
@@ -157,14 +160,15 @@ func TestConsulClusterLeaderKilled(t *testing.T) {
 	if regErr != nil {
 		t.Fatal(regErr)
 	}
-	r.waitFor(t, 5*time.Second, "c2 on the first watch", hasIDs("c1", "c2"))
-	r2.waitFor(t, 5*time.Second, "c2 on the second watch", hasIDs("c1", "c2"))
+	r.waitFor(t, stateWait, "c2 on the first watch", hasIDs("c1", "c2"))
+	r2.waitFor(t, stateWait, "c2 on the second watch", hasIDs("c1", "c2"))
 }
 
 // TestConsulTokenNeverLeaks runs an agent with ACLs on: a wrong token gives
 // errors that must not contain it, in updates, statuses or logs; the right
 // token, sent as a header, lets the watch through.
 func TestConsulTokenNeverLeaks(t *testing.T) {
+	leaktest.Check(t)
 	const root = "4f1f7c3b-0000-4000-8000-rootrootroot"
 	a := consultest.Start(t, consultest.WithHCL(`acl {
   enabled = true
@@ -198,7 +202,7 @@ func TestConsulTokenNeverLeaks(t *testing.T) {
 	w := newConsul(t, cfg, WithToken(secret), WithBackoff(50*time.Millisecond, 200*time.Millisecond),
 		WithConsulLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	r, _ := watch(t, w, "secured")
-	u, _ := r.waitFor(t, 5*time.Second, "an ACL error", func(u Update) bool { return u.Err != nil })
+	u, _ := r.waitFor(t, stateWait, "an ACL error", func(u Update) bool { return u.Err != nil })
 	st, _ := w.Status("secured")
 	for what, s := range map[string]string{"update error": u.Err.Error(), "status error": fmt.Sprint(st.Err), "logs": logs.String()} {
 		if strings.Contains(s, secret) || strings.Contains(s, secret[:8]) {
@@ -224,7 +228,7 @@ func TestConsulTokenNeverLeaks(t *testing.T) {
 	// With the management token the watch sees the service.
 	good := newConsul(t, a.Config(), WithToken(root))
 	rg, _ := watch(t, good, "secured")
-	rg.waitFor(t, 5*time.Second, "the service with a valid token", hasIDs("acl-1"))
+	rg.waitFor(t, stateWait, "the service with a valid token", hasIDs("acl-1"))
 }
 
 // headerCheck checks that every request carries the token in the

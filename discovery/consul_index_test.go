@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // TestConsulIndexRules checks the blocking-query index rules against a
@@ -18,6 +20,7 @@ import (
 // a restart in between, or a 500 on demand. Everything else is tested
 // against real agents.
 func TestConsulIndexRules(t *testing.T) {
+	leaktest.Check(t)
 	// Answers, in order: index 100, then 50 (backwards), then 0, then a
 	// 500, then index 7 forever (long polls are held until the test ends).
 	answers := []struct {
@@ -54,8 +57,8 @@ func TestConsulIndexRules(t *testing.T) {
 	w := newConsul(t, &api.Config{Address: srv.Listener.Addr().String(), HttpClient: &http.Client{Transport: noKeepAlive}}, WithBackoff(time.Millisecond, time.Millisecond), WithRate(1000))
 	r, stop := watch(t, w, "svc")
 	defer stop()
-	r.waitFor(t, 5*time.Second, "index 7 answer", hasIDs("x7"))
-	deadline := time.Now().Add(5 * time.Second)
+	r.waitFor(t, stateWait, "index 7 answer", hasIDs("x7"))
+	deadline := time.Now().Add(stateWait)
 	for {
 		mu.Lock()
 		got := strings.Join(seen, ",")
@@ -87,6 +90,7 @@ func TestConsulIndexRules(t *testing.T) {
 }
 
 func TestNewConsulOptions(t *testing.T) {
+	leaktest.Check(t)
 	// An HTTP client timeout shorter than a blocking query would cut every
 	// long poll: refused up front.
 	_, err := NewConsul(&api.Config{Address: "127.0.0.1:1", HttpClient: &http.Client{Timeout: time.Minute}})

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/net/dns/dnsmessage"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // srvServer is a small authoritative DNS server on loopback UDP that
@@ -109,6 +111,7 @@ func (s *srvServer) resolver() *net.Resolver {
 }
 
 func TestDNSPriorityWeightAndBadTargets(t *testing.T) {
+	leaktest.Check(t)
 	s := startSRVServer(t)
 	target := func(n string) dnsmessage.Name { return dnsmessage.MustNewName(n) }
 	s.set("_http._tcp.web.example.", []dnsmessage.SRVResource{
@@ -122,7 +125,7 @@ func TestDNSPriorityWeightAndBadTargets(t *testing.T) {
 	d := NewDNS(WithResolver(s.resolver()), WithSRV("http", "tcp"), WithInterval(100*time.Millisecond),
 		WithDNSLogger(newTextLogger(&logs)))
 	r, _ := watch(t, d, "web.example.")
-	u, _ := r.waitFor(t, 5*time.Second, "priority-10 set", hasIDs("127.0.0.1:8080", "127.0.0.2:8081"))
+	u, _ := r.waitFor(t, stateWait, "priority-10 set", hasIDs("127.0.0.1:8080", "127.0.0.2:8081"))
 	for _, e := range u.Endpoints {
 		if (e.ID == "127.0.0.1:8080") != (e.Weight == 5) {
 			t.Errorf("weight of %s = %d", e.ID, e.Weight)
@@ -137,5 +140,5 @@ func TestDNSPriorityWeightAndBadTargets(t *testing.T) {
 	s.set("_http._tcp.web.example.", []dnsmessage.SRVResource{
 		{Priority: 20, Weight: 9, Port: 9090, Target: target("backup.example.")},
 	}, nil)
-	r.waitFor(t, 5*time.Second, "backup set", hasIDs("127.0.0.3:9090"))
+	r.waitFor(t, stateWait, "backup set", hasIDs("127.0.0.3:9090"))
 }

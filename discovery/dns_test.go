@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // consulResolver is a resolver that asks the agent's DNS interface, a real
@@ -29,10 +30,10 @@ func testDNSConsul(t *testing.T, a *consultest.Agent) {
 	d := NewDNS(WithResolver(consulResolver(a)), WithInterval(100*time.Millisecond))
 	r, _ := watch(t, d, svc+".service.consul")
 	// Unknown name: an empty set, not an error.
-	r.waitFor(t, 5*time.Second, "empty set for an unknown name", hasIDs())
+	r.waitFor(t, stateWait, "empty set for an unknown name", hasIDs())
 	register(t, c, &api.AgentServiceRegistration{ID: "d1", Name: svc, Address: "127.0.0.1", Port: 8001})
 	register(t, c, &api.AgentServiceRegistration{ID: "d2", Name: svc, Address: "127.0.0.2", Port: 8002})
-	u, _ := r.waitFor(t, 5*time.Second, "two instances over DNS", hasIDs("127.0.0.1:8001", "127.0.0.2:8002"))
+	u, _ := r.waitFor(t, stateWait, "two instances over DNS", hasIDs("127.0.0.1:8001", "127.0.0.2:8002"))
 	for _, e := range u.Endpoints {
 		if e.Addr != e.ID || ValidateAddr(e.Addr) != nil || !strings.HasSuffix(e.Meta["target"], ".consul") {
 			t.Errorf("endpoint %+v", e)
@@ -41,10 +42,10 @@ func testDNSConsul(t *testing.T, a *consultest.Agent) {
 	if err := c.Agent().ServiceDeregister("d1"); err != nil {
 		t.Fatal(err)
 	}
-	r.waitFor(t, 5*time.Second, "one instance after a deregistration", hasIDs("127.0.0.2:8002"))
+	r.waitFor(t, stateWait, "one instance after a deregistration", hasIDs("127.0.0.2:8002"))
 	// A second subscriber shares the loop and gets the set at once.
 	late, _ := watch(t, d, svc+".service.consul")
-	late.waitFor(t, 100*time.Millisecond, "late joiner", hasIDs("127.0.0.2:8002"))
+	late.waitFor(t, stateWait, "late joiner", hasIDs("127.0.0.2:8002"))
 
 	// The DNS server becomes unreachable: the last good set stays, with
 	// the error; it clears when the server answers again.
@@ -56,19 +57,20 @@ func testDNSConsul(t *testing.T, a *consultest.Agent) {
 	}}
 	d2 := NewDNS(WithResolver(switchable), WithInterval(100*time.Millisecond))
 	r2, _ := watch(t, d2, svc+".service.consul")
-	r2.waitFor(t, 5*time.Second, "the set", hasIDs("127.0.0.2:8002"))
+	r2.waitFor(t, stateWait, "the set", hasIDs("127.0.0.2:8002"))
 	server.Store("127.0.0.1:1") // nothing listens on port 1
-	u, _ = r2.waitFor(t, 10*time.Second, "an error with the last good set", func(u Update) bool { return u.Err != nil })
+	u, _ = r2.waitFor(t, stateWait, "an error with the last good set", func(u Update) bool { return u.Err != nil })
 	if !errors.Is(u.Err, ErrDNS) || len(u.Endpoints) != 1 {
 		t.Fatalf("during the outage: %+v", u)
 	}
 	server.Store(a.DNSAddr())
-	r2.waitFor(t, 5*time.Second, "recovery", hasIDs("127.0.0.2:8002"))
+	r2.waitFor(t, stateWait, "recovery", hasIDs("127.0.0.2:8002"))
 }
 
 // TestDNSServerGone points the resolver at a closed port: the lookup
 // fails, the error is reported, and no set is invented.
 func TestDNSServerGone(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +83,7 @@ func TestDNSServerGone(t *testing.T) {
 	}}
 	d := NewDNS(WithResolver(res), WithInterval(200*time.Millisecond))
 	r, _ := watch(t, d, "x.service.consul")
-	u, _ := r.waitFor(t, 5*time.Second, "an error", func(u Update) bool { return u.Err != nil })
+	u, _ := r.waitFor(t, stateWait, "an error", func(u Update) bool { return u.Err != nil })
 	if !errors.Is(u.Err, ErrDNS) || len(u.Endpoints) != 0 {
 		t.Fatalf("update = %+v", u)
 	}

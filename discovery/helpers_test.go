@@ -44,6 +44,10 @@ func (r *recorder) last() (Update, bool) {
 	return r.updates[len(r.updates)-1], true
 }
 
+// stateWait bounds a wait for a state, generous for a loaded 2-core
+// machine: a test fails only when the state never comes.
+const stateWait = 30 * time.Second
+
 // waitFor waits until the latest update satisfies ok, failing the test
 // after max. It returns that update and when it was seen.
 func (r *recorder) waitFor(t testing.TB, max time.Duration, what string, ok func(Update) bool) (Update, time.Time) {

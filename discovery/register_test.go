@@ -16,15 +16,16 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestRegisterBadInput(t *testing.T) {
+	leaktest.Check(t)
 	// No agent is needed: bad input is refused before anything is sent.
 	cfg := &api.Config{Address: "127.0.0.1:1"}
 	for name, inst := range map[string]Instance{
@@ -45,7 +46,7 @@ func TestRegisterBadInput(t *testing.T) {
 }
 
 func testRegisterTTLAndDrain(t *testing.T, a *consultest.Agent) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	leaktest.Check(t)
 	const svc = "reg-ttl"
 	w := newConsul(t, a.Config())
 	r, stop := watch(t, w, svc)
@@ -60,7 +61,7 @@ func testRegisterTTLAndDrain(t *testing.T, a *consultest.Agent) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u, _ := r.waitFor(t, 5*time.Second, "registered instance", hasIDs("ttl-1"))
+	u, _ := r.waitFor(t, stateWait, "registered instance", hasIDs("ttl-1"))
 	if u.Endpoints[0].Weight != 3 || !u.Endpoints[0].HasTag("x") {
 		t.Errorf("registered endpoint = %+v", u.Endpoints[0])
 	}
@@ -84,11 +85,11 @@ func testRegisterTTLAndDrain(t *testing.T, a *consultest.Agent) {
 	}
 	took := time.Since(start)
 	// The watcher saw it gone before Drain deregistered it.
-	r.waitFor(t, time.Second, "drained instance gone", hasIDs())
+	r.waitFor(t, stateWait, "drained instance gone", hasIDs())
 	if svcs, err := a.Client().Agent().Services(); err != nil || svcs["ttl-1"] != nil {
 		t.Errorf("still registered after Drain: %v", err)
 	}
-	if took > 3*time.Second {
+	if took > 15*time.Second { // 200 ms of grace, the rest is a loaded machine's slack
 		t.Errorf("Drain took %v", took)
 	}
 	if err := reg.Drain(context.Background()); err != nil {
@@ -119,9 +120,9 @@ func testRegisterHTTPCheck(t *testing.T, a *consultest.Agent) {
 		t.Fatal(err)
 	}
 	defer reg.Deregister(context.Background())
-	r.waitFor(t, 5*time.Second, "HTTP check passing", hasIDs("http-1"))
+	r.waitFor(t, stateWait, "HTTP check passing", hasIDs("http-1"))
 	healthy.Store(false)
-	r.waitFor(t, 5*time.Second, "HTTP check failing", hasIDs())
+	r.waitFor(t, stateWait, "HTTP check failing", hasIDs())
 	if err := reg.Deregister(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -146,9 +147,9 @@ func testRegisterGRPCCheck(t *testing.T, a *consultest.Agent) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitFor(t, 5*time.Second, "gRPC check passing", hasIDs("grpc-1"))
+	r.waitFor(t, stateWait, "gRPC check passing", hasIDs("grpc-1"))
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-	r.waitFor(t, 5*time.Second, "gRPC check failing", hasIDs())
+	r.waitFor(t, stateWait, "gRPC check failing", hasIDs())
 	if err := reg.Deregister(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +158,7 @@ func testRegisterGRPCCheck(t *testing.T, a *consultest.Agent) {
 // TestDrainAgentGone drains while the agent is dead: Drain must return an
 // error within its context, not hang.
 func TestDrainAgentGone(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	leaktest.Check(t)
 	a := consultest.Start(t)
 	reg, err := Register(context.Background(), a.Config(), Instance{ID: "gone-1", Name: "gone", Address: "127.0.0.1", Port: 80}, WithTTLCheck(time.Second))
 	if err != nil {

@@ -8,11 +8,14 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func ep(id, addr string) Endpoint { return Endpoint{ID: id, Addr: addr} }
 
 func TestValidateAddr(t *testing.T) {
+	leaktest.Check(t)
 	for _, tc := range []struct {
 		addr string
 		ok   bool
@@ -48,6 +51,7 @@ func TestValidateAddr(t *testing.T) {
 }
 
 func TestEndpointHelpers(t *testing.T) {
+	leaktest.Check(t)
 	e := Endpoint{ID: "a", Addr: "127.0.0.1:1", Tags: []string{"x", "y"}}
 	if e.EffectiveWeight() != 1 {
 		t.Errorf("zero weight: EffectiveWeight = %d", e.EffectiveWeight())
@@ -62,6 +66,7 @@ func TestEndpointHelpers(t *testing.T) {
 }
 
 func TestStaticRejectsBadSetsWithoutChange(t *testing.T) {
+	leaktest.Check(t)
 	s, err := NewStatic(map[string][]Endpoint{"svc": {ep("a", "127.0.0.1:1")}})
 	if err != nil {
 		t.Fatal(err)
@@ -93,6 +98,7 @@ func TestStaticRejectsBadSetsWithoutChange(t *testing.T) {
 }
 
 func TestStaticCopiesInput(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	in := []Endpoint{{ID: "a", Addr: "127.0.0.1:1", Tags: []string{"t"}, Meta: map[string]string{"k": "v"}}}
 	if err := s.Set("svc", in...); err != nil {
@@ -107,6 +113,7 @@ func TestStaticCopiesInput(t *testing.T) {
 }
 
 func TestWatchBadArguments(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	if _, err := s.Watch("", func(Update) {}); err == nil {
 		t.Error("empty service accepted")
@@ -117,6 +124,7 @@ func TestWatchBadArguments(t *testing.T) {
 }
 
 func TestStaticFanOutAndLateJoiner(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	recs := make([]*recorder, 3)
 	for i := range recs {
@@ -135,7 +143,7 @@ func TestStaticFanOutAndLateJoiner(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range recs {
-		u, _ := r.waitFor(t, 5*time.Second, fmt.Sprintf("subscriber %d", i), hasIDs("a", "b"))
+		u, _ := r.waitFor(t, stateWait, fmt.Sprintf("subscriber %d", i), hasIDs("a", "b"))
 		if u.Service != "svc" {
 			t.Errorf("Service = %q", u.Service)
 		}
@@ -147,15 +155,16 @@ func TestStaticFanOutAndLateJoiner(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	late.waitFor(t, 5*time.Second, "late joiner", hasIDs("a", "b"))
+	late.waitFor(t, stateWait, "late joiner", hasIDs("a", "b"))
 	// An empty set is delivered as such.
 	if err := s.Set("svc"); err != nil {
 		t.Fatal(err)
 	}
-	late.waitFor(t, 5*time.Second, "empty set", func(u Update) bool { return u.Endpoints != nil && len(u.Endpoints) == 0 })
+	late.waitFor(t, stateWait, "empty set", func(u Update) bool { return u.Endpoints != nil && len(u.Endpoints) == 0 })
 }
 
 func TestSubscriberCoalescesAndKeepsOrder(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	release := make(chan struct{})
 	var mu sync.Mutex
@@ -187,7 +196,7 @@ func TestSubscriberCoalescesAndKeepsOrder(t *testing.T) {
 		set(n)
 	}
 	close(release)
-	deadline := time.Now().Add(5 * time.Second)
+	deadline := time.Now().Add(stateWait)
 	for {
 		mu.Lock()
 		got := slices.Clone(seen)
@@ -209,6 +218,7 @@ func TestSubscriberCoalescesAndKeepsOrder(t *testing.T) {
 }
 
 func TestStopSemantics(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	if err := s.Set("svc", ep("a", "127.0.0.1:1")); err != nil {
 		t.Fatal(err)
@@ -219,7 +229,7 @@ func TestStopSemantics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitFor(t, 5*time.Second, "first set", hasIDs("a"))
+	r.waitFor(t, stateWait, "first set", hasIDs("a"))
 	stop()
 	stop() // idempotent
 	n := calls.Load()
@@ -240,6 +250,7 @@ func TestStopSemantics(t *testing.T) {
 // TestFanoutOneProducerPerService checks the reference counting of the
 // start hook that backends such as Consul and DNS use.
 func TestFanoutOneProducerPerService(t *testing.T) {
+	leaktest.Check(t)
 	var starts, stops atomic.Int64
 	var hubs sync.Map
 	f := &fanout{start: func(service string, h *hub) func() {
@@ -256,7 +267,7 @@ func TestFanoutOneProducerPerService(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.waitFor(t, 5*time.Second, svc, hasIDs(svc))
+			r.waitFor(t, stateWait, svc, hasIDs(svc))
 			stopFns = append(stopFns, stop)
 		}
 	}
@@ -278,7 +289,7 @@ func TestFanoutOneProducerPerService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.waitFor(t, 5*time.Second, "restarted producer", hasIDs("a"))
+	r.waitFor(t, stateWait, "restarted producer", hasIDs("a"))
 	stop()
 	if starts.Load() != 3 || stops.Load() != 3 {
 		t.Fatalf("starts %d stops %d, want 3 and 3", starts.Load(), stops.Load())
@@ -286,6 +297,7 @@ func TestFanoutOneProducerPerService(t *testing.T) {
 }
 
 func TestConcurrentWatchSetStop(t *testing.T) {
+	leaktest.Check(t)
 	var s Static
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {

@@ -13,11 +13,14 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // TestBadInputs is the table of inputs weft must refuse, each with a typed
 // error and no panic.
 func TestBadInputs(t *testing.T) {
+	leaktest.Check(t)
 	ca := newTestCA(t, "example.org", nil)
 	other := newTestCA(t, "other.org", nil)
 	bundles := x509bundle.NewSet(ca.bundle(), other.bundle())

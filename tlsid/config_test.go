@@ -15,6 +15,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // swapSource is a Source whose SVID and bundle a test replaces; the
@@ -131,6 +133,7 @@ func configs(t *testing.T, srv, cli Source, sa, ca Authorizer, opts ...ConfigOpt
 }
 
 func TestMutualTLS(t *testing.T) {
+	leaktest.Check(t)
 	_, srv, cli := devPair(t)
 	s, c := configs(t, srv, cli, AuthorizeID(cli.ID()), AuthorizeID(srv.ID()))
 	res := dial(t, s, c)
@@ -149,6 +152,7 @@ func TestMutualTLS(t *testing.T) {
 }
 
 func TestMinVersionTLS13(t *testing.T) {
+	leaktest.Check(t)
 	_, srv, cli := devPair(t)
 	s, c := configs(t, srv, cli, AuthorizeAny(), AuthorizeAny())
 	c.MaxVersion = tls.VersionTLS12
@@ -159,6 +163,7 @@ func TestMinVersionTLS13(t *testing.T) {
 }
 
 func TestClientWithoutCertificate(t *testing.T) {
+	leaktest.Check(t)
 	_, srv, cli := devPair(t)
 	s, c := configs(t, srv, cli, AuthorizeAny(), AuthorizeAny())
 	c.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tls.Certificate{}, nil }
@@ -172,6 +177,7 @@ func TestClientWithoutCertificate(t *testing.T) {
 }
 
 func TestHandshakeAuthorizer(t *testing.T) {
+	leaktest.Check(t)
 	_, srv, cli := devPair(t)
 	other := spiffeid.RequireFromString("spiffe://example.org/other")
 	t.Run("server refuses client", func(t *testing.T) {
@@ -220,6 +226,7 @@ func mustSVID(t *testing.T, s Source) *x509svid.SVID {
 // certificate, stored in the session ticket, no longer chains to it, so
 // the resumption is refused (the pitfall of CVE-2025-68121).
 func TestResumptionAfterBundleChange(t *testing.T) {
+	leaktest.Check(t)
 	ca1 := newTestCA(t, "example.org", nil)
 	ca2 := newTestCA(t, "example.org", nil)
 	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
@@ -255,6 +262,7 @@ func TestResumptionAfterBundleChange(t *testing.T) {
 // tied to the bundle: after a change that still trusts the client, the
 // next connection makes a full handshake instead of resuming.
 func TestBundleChangeForcesFullHandshake(t *testing.T) {
+	leaktest.Check(t)
 	ca1 := newTestCA(t, "example.org", nil)
 	ca2 := newTestCA(t, "example.org", nil)
 	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
@@ -283,6 +291,7 @@ func TestBundleChangeForcesFullHandshake(t *testing.T) {
 // a resumed session, so a peer refused since its first connection cannot
 // resume its way back in.
 func TestResumedSessionReauthorized(t *testing.T) {
+	leaktest.Check(t)
 	ca := newTestCA(t, "example.org", nil)
 	ssrc := newSwapSource(ca.svid(t, "spiffe://example.org/server"), ca.bundle())
 	csrc := newSwapSource(ca.svid(t, "spiffe://example.org/client"), ca.bundle())
@@ -314,6 +323,7 @@ func TestResumedSessionReauthorized(t *testing.T) {
 // whose bundle changed refuses to resume a session with a server whose
 // certificate no longer chains to it.
 func TestClientResumptionAfterBundleChange(t *testing.T) {
+	leaktest.Check(t)
 	ca1 := newTestCA(t, "example.org", nil)
 	ca2 := newTestCA(t, "example.org", nil)
 	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())
@@ -336,6 +346,7 @@ func TestClientResumptionAfterBundleChange(t *testing.T) {
 // TestRotationNextHandshake checks that a renewed SVID is presented from
 // the next handshake on.
 func TestRotationNextHandshake(t *testing.T) {
+	leaktest.Check(t)
 	clock := newFakeClock()
 	_, srv, cli := devPair(t, WithClock(clock.Now))
 	s, c := configs(t, srv, cli, AuthorizeAny(), AuthorizeAny(), WithClock(clock.Now))
@@ -363,6 +374,7 @@ func TestRotationNextHandshake(t *testing.T) {
 // resumption, because crypto/tls does not call that hook on resumed
 // sessions. It is why weft verifies in VerifyConnection.
 func TestResumptionBypassesVerifyPeerCertificate(t *testing.T) {
+	leaktest.Check(t)
 	ca1 := newTestCA(t, "example.org", nil)
 	ca2 := newTestCA(t, "example.org", nil)
 	ssrc := newSwapSource(ca1.svid(t, "spiffe://example.org/server"), ca1.bundle())

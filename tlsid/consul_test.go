@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"strings"
@@ -84,17 +85,10 @@ func TestConsulSource(t *testing.T) {
 	leaves, roots := src.Updates()
 	rotateConsulCA(t, client)
 	waitChanged(t, changed, "roots")
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	eventually(t, 90*time.Second, "a new leaf and new roots after the rotation", func() bool {
 		l, r := src.Updates()
-		if l > leaves && r > roots {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("updates after rotation: leaves %d→%d, roots %d→%d", leaves, l, roots, r)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return l > leaves && r > roots
+	})
 	next := mustSVID(t, src)
 	if next.Certificates[0].Equal(svid.Certificates[0]) {
 		t.Fatal("the leaf did not change after the rotation")
@@ -161,17 +155,10 @@ func TestConsulIntentions(t *testing.T) {
 // intention written to the servers reaches the agent's cache eventually.
 func waitAgentAuthorizes(t testing.TB, client *api.Client, target string, peer spiffeid.ID, want bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	eventually(t, 30*time.Second, fmt.Sprintf("the agent answering authorized=%v for %s → %s", want, peer, target), func() bool {
 		res, err := client.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: target, ClientCertURI: peer.String()})
-		if err == nil && res.Authorized == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent never answered authorized=%v for %s → %s: %+v, %v", want, peer, target, res, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+		return err == nil && res.Authorized == want
+	})
 }
 
 // TestConsulSourceAgentDown stops the agent under a running source: the
@@ -188,13 +175,7 @@ func TestConsulSourceAgentDown(t *testing.T) {
 	}
 	svid := mustSVID(t, src)
 	agent.Stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for src.Err() == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no error reported with the agent down")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	eventually(t, 30*time.Second, "an error reported with the agent down", func() bool { return src.Err() != nil })
 	if got := mustSVID(t, src); got != svid {
 		t.Fatal("the SVID changed with the agent down")
 	}
@@ -285,17 +266,9 @@ func TestConsulIntentionsSlowAgent(t *testing.T) {
 	}
 	// Wait for the shared query to give up (the HTTP timeout) so no
 	// goroutine outlives the test.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually(t, 30*time.Second, "the shared query ending", func() bool {
 		ixn.mu.Lock()
-		n := len(ixn.pending)
-		ixn.mu.Unlock()
-		if n == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the query never ended")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer ixn.mu.Unlock()
+		return len(ixn.pending) == 0
+	})
 }

@@ -14,9 +14,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestDevSourceRenewalWindow(t *testing.T) {
+	leaktest.Check(t)
 	clock := newFakeClock()
 	ca, err := NewDevCA("example.org", WithClock(clock.Now), WithSVIDTTL(time.Hour))
 	if err != nil {
@@ -38,6 +41,7 @@ func TestDevSourceRenewalWindow(t *testing.T) {
 }
 
 func TestDevCARootRotationOverlap(t *testing.T) {
+	leaktest.Check(t)
 	clock := newFakeClock()
 	ca, srv, cli := devPair(t, WithClock(clock.Now))
 	changed := ca.Changed()
@@ -85,6 +89,7 @@ func TestDevCARootRotationOverlap(t *testing.T) {
 // pause while the SVIDs of client and server are renewed several times
 // and the root is rotated twice, and checks that no request fails.
 func TestDevCARotationUnderLoad(t *testing.T) {
+	leaktest.Check(t)
 	clock := newFakeClock()
 	ca, srv, cli := devPair(t, WithClock(clock.Now))
 	s, c := configs(t, srv, cli, AuthorizeID(cli.ID()), AuthorizeID(srv.ID()), WithClock(clock.Now))
@@ -142,14 +147,8 @@ func TestDevCARotationUnderLoad(t *testing.T) {
 		for i := range marks {
 			marks[i] = progress[i].Load()
 		}
-		deadline := time.Now().Add(20 * time.Second)
 		for i := range marks {
-			for progress[i].Load() < marks[i]+2 {
-				if time.Now().After(deadline) {
-					t.Fatal("load stalled")
-				}
-				time.Sleep(time.Millisecond)
-			}
+			eventually(t, 30*time.Second, "two more requests of each worker", func() bool { return progress[i].Load() >= marks[i]+2 })
 		}
 	}
 	// Three hours of SVID lives in 5-minute steps, a root rotation with a

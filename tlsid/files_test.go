@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func writeSVIDFiles(t *testing.T, dir string, svid *x509svid.SVID, roots ...*x509.Certificate) (cert, key, bundle string) {
@@ -32,6 +34,7 @@ func writeSVIDFiles(t *testing.T, dir string, svid *x509svid.SVID, roots ...*x50
 }
 
 func TestFileSource(t *testing.T) {
+	leaktest.Check(t)
 	dir := t.TempDir()
 	ca := newTestCA(t, "example.org", nil)
 	first := ca.svid(t, "spiffe://example.org/files")
@@ -92,6 +95,7 @@ func TestFileSource(t *testing.T) {
 }
 
 func TestFileSourceBadFiles(t *testing.T) {
+	leaktest.Check(t)
 	ca := newTestCA(t, "example.org", nil)
 	good := ca.svid(t, "spiffe://example.org/files")
 	clock := newFakeClock()

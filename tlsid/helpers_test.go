@@ -37,6 +37,19 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.mu.Unlock()
 }
 
+// eventually polls cond until it holds, failing t if it does not within
+// the given time (10–90 s: a loaded machine is slow to reach a state).
+func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, within)
+		}
+		time.Sleep(time.Millisecond) // poll interval
+	}
+}
+
 // testCA is a hand-built CA that can sign certificates breaking any rule.
 type testCA struct {
 	td   spiffeid.TrustDomain

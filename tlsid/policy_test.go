@@ -6,9 +6,12 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestPolicy(t *testing.T) {
+	leaktest.Check(t)
 	p, err := NewPolicy(
 		Rule{Name: "web reads", Peers: []string{"spiffe://example.org/web"}, Methods: []string{"GET", "HEAD"}, Paths: []string{"/orders"}},
 		Rule{Name: "prod writes", Peers: []string{"spiffe://example.org/ns/prod/*"}, Methods: []string{"POST"}, Paths: []string{"/orders/"}},
@@ -65,6 +68,7 @@ func TestPolicy(t *testing.T) {
 }
 
 func TestEmptyPolicyAllows(t *testing.T) {
+	leaktest.Check(t)
 	for _, p := range []*Policy{nil, {}} {
 		if err := p.AuthorizeRequest(context.Background(), Request{Path: "/x"}); err != nil {
 			t.Fatalf("empty policy: %v", err)
@@ -84,6 +88,7 @@ func TestEmptyPolicyAllows(t *testing.T) {
 }
 
 func TestCleanPath(t *testing.T) {
+	leaktest.Check(t)
 	for in, want := range map[string]string{
 		"":                   "/",
 		"/":                  "/",
@@ -107,6 +112,7 @@ func TestCleanPath(t *testing.T) {
 }
 
 func TestPolicyDoesNotAllocate(t *testing.T) {
+	leaktest.Check(t)
 	p, err := NewPolicy(
 		Rule{Peers: []string{"spiffe://example.org/ns/prod/*", "spiffe://example.org"}, Methods: []string{"GET"}, Paths: []string{"/orders"}},
 		Rule{Deny: true, Paths: []string{"/orders/admin"}},

@@ -2,16 +2,19 @@ package consultest_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 	"go.uber.org/goleak"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 func TestStartRegisterRestart(t *testing.T) {
+	leaktest.Check(t)
 	a := consultest.Start(t, consultest.WithDNS())
 	if a.DNSAddr() == "" {
 		t.Fatal("DNSAddr empty with WithDNS")
@@ -20,9 +23,20 @@ func TestStartRegisterRestart(t *testing.T) {
 	if err := c.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "x1", Name: "x", Port: 1234}); err != nil {
 		t.Fatalf("register: %v", err)
 	}
-	svcs, meta, err := c.Health().Service("x", "", false, nil)
-	if err != nil || len(svcs) != 1 {
-		t.Fatalf("health: %v %v", svcs, err)
+	// The agent syncs its services to the catalog in the background:
+	// poll until the catalog's health endpoint lists it.
+	var meta *api.QueryMeta
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svcs, m, err := c.Health().Service("x", "", false, nil)
+		if err == nil && len(svcs) == 1 {
+			meta = m
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("health: %v %v", svcs, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
 	}
 	before := meta.LastIndex
 	a.Kill()
@@ -33,7 +47,7 @@ func TestStartRegisterRestart(t *testing.T) {
 		t.Fatal("killed agent still answers")
 	}
 	a.Restart()
-	_, meta, err = c.Health().Service("x", "", false, nil)
+	_, meta, err := c.Health().Service("x", "", false, nil)
 	if err != nil {
 		t.Fatalf("after restart: %v", err)
 	}
@@ -43,6 +57,7 @@ func TestStartRegisterRestart(t *testing.T) {
 }
 
 func TestCluster(t *testing.T) {
+	leaktest.Check(t)
 	if testing.Short() {
 		t.Skip("cluster in -short")
 	}
