@@ -6,10 +6,16 @@ CONSUL  := $(BIN)/consul
 # Consul is built from the Go module proxy: some of its nested modules
 # are not in the checksum database, so sums come from the module itself.
 CONSUL_ENV := GOFLAGS=-mod=mod GOSUMDB=off
+# TESTFLAGS adds flags to every `go test` of `make unit` (-json, -run ...).
+TESTFLAGS ?=
+# N is how many times `make stress` runs the suite.
+N ?= 5
 
 export WEFT_CONSUL := $(CONSUL)
 
-.PHONY: test tools vet unit examples bench fuzz
+EXAMPLES := quickstart grpc consul resilience observability
+
+.PHONY: test tools vet unit examples build-examples bench stress
 
 ## test: install what the tests need, then vet and race-test every module and run the examples.
 test: tools vet examples unit
@@ -22,28 +28,35 @@ $(CONSUL): tools/consul/go.mod
 	cd tools/consul && $(CONSUL_ENV) $(GO) build -o $(CONSUL) github.com/hashicorp/consul
 	@touch $(CONSUL)
 
+## vet: gofmt, go vet and staticcheck (pinned as a tool in go.mod) on every module.
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 	$(GO) vet ./...
-	cd benchmarks && $(GO) vet ./...
-	cd examples/observability && $(GO) vet ./...
+	$(GO) tool staticcheck ./...
+	cd benchmarks && $(GO) vet ./... && "$$($(GO) -C .. tool -n staticcheck)" ./...
+	cd examples/observability && $(GO) vet ./... && "$$($(GO) -C ../.. tool -n staticcheck)" ./...
 
 unit:
-	$(GO) test -race -count=1 -timeout 20m ./...
-	cd benchmarks && $(GO) test -race -count=1 -timeout 20m ./...
-	cd examples/observability && $(GO) test -race -count=1 -timeout 5m ./...
+	$(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+	cd benchmarks && $(GO) test -race -count=1 -timeout 20m $(TESTFLAGS) ./...
+	cd examples/observability && $(GO) test -race -count=1 -timeout 5m $(TESTFLAGS) ./...
 
 ## examples: build every example, then run each to completion with a time
-## bound of its own run (the build is not counted).
-EXAMPLES := quickstart grpc consul resilience
-examples: tools
-	$(GO) build -o $(BIN)/examples/ $(addprefix ./examples/,$(EXAMPLES))
+## bound on its run alone (not on its build).
+examples: $(addprefix example-,$(EXAMPLES))
+
+build-examples: tools
+	$(GO) build -o $(BIN)/examples/ $(addprefix ./examples/,$(filter-out observability,$(EXAMPLES)))
 	cd examples/observability && $(GO) build -o $(BIN)/examples/observability .
-	timeout 90 $(BIN)/examples/quickstart
-	timeout 90 $(BIN)/examples/grpc
-	timeout 150 $(BIN)/examples/consul
-	timeout 90 $(BIN)/examples/resilience
-	timeout 90 $(BIN)/examples/observability
+
+example-%: build-examples
+	timeout 150 $(BIN)/examples/$*
+
+## stress: run the examples and every module's tests N times (default 5)
+## with two busy CPU loops in the background; print which tests failed
+## and how often. Not part of `make test`.
+stress: tools
+	./tools/stress.sh $(N)
 
 ## bench: run the benchmarks and print medians and ratios to their baselines.
 bench:

@@ -6,6 +6,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // weighted returns endpoints with the given weights.
@@ -52,12 +53,11 @@ func count(t *testing.T, b *balancer.Balancer, eps []discovery.Endpoint, picks i
 	return counts
 }
 
-func noInfo(int) balancer.Info { return balancer.Info{} }
-
 // TestDistributionChiSquare checks that each policy's shares match the
 // expected ones: Pearson's chi-square statistic below its p = 0.001
 // critical value, with a fixed seed.
 func TestDistributionChiSquare(t *testing.T) {
+	leaktest.Check(t)
 	uniform := endpoints(10)
 	skewed := weighted(1, 2, 3, 4, 10, 0, 5, 25)
 	cases := []struct {
@@ -99,6 +99,7 @@ func TestDistributionChiSquare(t *testing.T) {
 // endpoint is at most its ideal spacing allows (nginx's smooth sequence
 // has runs of 2, and across cycles at most 4).
 func TestWeightedRoundRobinIsSmooth(t *testing.T) {
+	leaktest.Check(t)
 	eps := weighted(5, 1, 1)
 	b := balancer.New(balancer.WeightedRoundRobin(balancer.WithSeed(9)))
 	b.Update(eps)
@@ -141,6 +142,7 @@ func keyMap(t *testing.T, b *balancer.Balancer, keys int) map[string]string {
 // moves about 1/N of the keys; keys are stable while the set is not
 // changed; a rebuild of the same set changes nothing.
 func TestConsistentHashKeyMovement(t *testing.T) {
+	leaktest.Check(t)
 	const keys = 20_000
 	for _, c := range []struct {
 		name   string

@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,11 +130,8 @@ func newEnv() (*env, error) {
 	e.serverBin = os.Getenv("WEFT_BENCHSERVER")
 	if e.serverBin == "" {
 		e.serverBin = filepath.Join(dir, "benchserver")
-		goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if p, err := exec.LookPath("go"); err == nil {
-			goBin = p
-		}
-		cmd := exec.Command(goBin, "build", "-o", e.serverBin, "./cmd/benchserver")
+		// The go command on PATH: the one running these tests.
+		cmd := exec.Command("go", "build", "-o", e.serverBin, "./cmd/benchserver")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			return fail(fmt.Errorf("building benchserver: %v\n%s", err, out))
 		}

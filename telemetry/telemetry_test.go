@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/demo"
+	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -153,6 +154,7 @@ func httpCall(t testing.TB, dst *telemetry.Destination, client *http.Client, req
 }
 
 func TestHTTPSpansAndMetrics(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /users/{id}", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
@@ -218,7 +220,7 @@ func TestHTTPSpansAndMetrics(t *testing.T) {
 	}
 	for k, v := range want {
 		if got, ok := attr(attempt.Attributes(), k); !ok || got != v {
-			t.Errorf("attempt %s = %v, want %v", k, got.Emit(), v.Emit())
+			t.Errorf("attempt %s = %v, want %v", k, got.String(), v.String())
 		}
 	}
 	if got, _ := attr(server.Attributes(), "http.route"); got.AsString() != "/users/{id}" {
@@ -242,6 +244,7 @@ func TestHTTPSpansAndMetrics(t *testing.T) {
 }
 
 func TestRetryAttemptsAreChildSpans(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	var n int
 	var mu sync.Mutex
@@ -301,6 +304,7 @@ func TestRetryAttemptsAreChildSpans(t *testing.T) {
 }
 
 func TestMalformedTraceparentStartsFreshTrace(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	srv := httptest.NewServer(r.tel.Handler(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") }), nil))
 	defer srv.Close()
@@ -339,6 +343,7 @@ func TestMalformedTraceparentStartsFreshTrace(t *testing.T) {
 }
 
 func TestBoundedSeries(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /items/{id}", func(http.ResponseWriter, *http.Request) {})
@@ -378,7 +383,7 @@ func TestBoundedSeries(t *testing.T) {
 		for _, dp := range dps {
 			count += dp.Count
 			for _, kv := range dp.Attributes.ToSlice() {
-				if v := kv.Value.Emit(); strings.Contains(v, "/items/") && !strings.Contains(v, "{id}") {
+				if v := kv.Value.String(); strings.Contains(v, "/items/") && !strings.Contains(v, "{id}") {
 					t.Errorf("%s: raw path in %s=%s", name, kv.Key, v)
 				}
 			}
@@ -398,6 +403,7 @@ func TestBoundedSeries(t *testing.T) {
 // TestGRPC runs a real gRPC server and client on loopback with weft's
 // interceptors and checks the spans, their structure and the metrics.
 func TestGRPC(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(r.tel.UnaryServerInterceptor(nil)))
 	demo.Register(srv, "b", nil)
@@ -472,6 +478,7 @@ func TestGRPC(t *testing.T) {
 }
 
 func TestEventsAndSecrets(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	const token = "s3cr3t-bearer-token-value"
 	ctx, span := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(r.spans)).Tracer("t").Start(context.Background(), "op")
@@ -500,7 +507,7 @@ func TestEventsAndSecrets(t *testing.T) {
 	}
 	for _, e := range events {
 		for _, kv := range e.Attributes {
-			if strings.Contains(kv.Value.Emit(), token) {
+			if strings.Contains(kv.Value.String(), token) {
 				t.Errorf("token in span event %s", e.Name)
 			}
 		}
@@ -519,6 +526,7 @@ func TestEventsAndSecrets(t *testing.T) {
 }
 
 func TestRedact(t *testing.T) {
+	leaktest.Check(t)
 	const secret = "SECRETVALUE123"
 	for _, in := range []string{
 		"Authorization: Bearer " + secret,
@@ -560,6 +568,7 @@ func FuzzRedact(f *testing.F) {
 // TestNilIsFree checks that telemetry that is not configured (a nil
 // *Telemetry) costs no allocation on the call path.
 func TestNilIsFree(t *testing.T) {
+	leaktest.Check(t)
 	var tel *telemetry.Telemetry
 	dst := tel.Destination("svc", "round_robin", true)
 	req := httptest.NewRequest("GET", "http://svc/x", nil)
@@ -589,6 +598,7 @@ func TestNilIsFree(t *testing.T) {
 }
 
 func TestDefaults(t *testing.T) {
+	leaktest.Check(t)
 	tel, err := telemetry.New(nil, telemetry.WithTracerProvider(nil), telemetry.WithMeterProvider(nil), telemetry.WithLogger(nil), telemetry.WithPropagator(nil), telemetry.WithMaxRPCMethods(0))
 	if err != nil {
 		t.Fatal(err)
@@ -598,7 +608,8 @@ func TestDefaults(t *testing.T) {
 	if !slices.Equal(fields, []string{"baggage", "traceparent", "tracestate"}) {
 		t.Errorf("default propagator fields %v, want traceparent, tracestate, baggage", fields)
 	}
-	if tel.Destination("a", "p", true) != tel.Destination("a", "p", true) || tel.Destination("a", "p", true) == tel.Destination("a", "p", false) {
+	first, again := tel.Destination("a", "p", true), tel.Destination("a", "p", true)
+	if first != again || first == tel.Destination("a", "p", false) {
 		t.Error("Destination not reused")
 	}
 	var _ propagation.TextMapPropagator = tel.Propagator()
@@ -608,6 +619,7 @@ func TestDefaults(t *testing.T) {
 // reported at each collection and that a renewal is logged, with an
 // injected clock.
 func TestObserveSVIDs(t *testing.T) {
+	leaktest.Check(t)
 	r := newRig(t)
 	var mu sync.Mutex
 	now := time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
