@@ -4,9 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // slowStartShares joins a third endpoint to two at t=0 and returns the
@@ -52,7 +51,7 @@ func slowStartShares(t *testing.T, policy balancer.Policy, from ...time.Duration
 // policies scale it about as much; after the window, every policy gives
 // it its full share.
 func TestSlowStart(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	linear := balancer.WithSlowStart(balancer.SlowStart{Window: 10 * time.Second})
 	aggressive := balancer.WithSlowStart(balancer.SlowStart{Window: 10 * time.Second, Aggression: 2, MinWeight: 0.2})
 	seed := balancer.WithSeed(9)
@@ -102,7 +101,7 @@ func TestSlowStart(t *testing.T) {
 // start at full weight, hash policies keep their affinity, and a zero
 // window means no slow start.
 func TestSlowStartLeavesOthersAlone(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	ss := balancer.WithSlowStart(balancer.SlowStart{Window: 10 * time.Second})
 	for _, tc := range []struct {
 		name   string

@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // warmupShare runs a deterministic discrete-event model on an injected
@@ -94,7 +93,7 @@ func warmupPolicies(opts ...balancer.Option) []struct {
 // hash policies do too, because the keys are spread: each key keeps its
 // endpoint, and a third of the keys move to the newcomer.
 func TestNewEndpointWarmup(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	for _, tc := range warmupPolicies() {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, window := range []time.Duration{time.Second, 5 * time.Second} {
@@ -112,7 +111,7 @@ func TestNewEndpointWarmup(t *testing.T) {
 // picked at once, but gets no second request before its first completes;
 // once it has a sample, it competes on cost.
 func TestPeakEWMAProbesOneAtATime(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.PeakEWMA(balancer.WithSeed(1)), clk.option())
 	eps := endpoints(3)
@@ -155,7 +154,7 @@ func TestPeakEWMAProbesOneAtATime(t *testing.T) {
 // TestPeakEWMADecaysToZero: every estimate, whatever it was, decays
 // towards zero with the time since its last update (exp(-Δt/τ)).
 func TestPeakEWMADecaysToZero(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	clk := newFakeClock()
 	b := balancer.New(balancer.PeakEWMA(balancer.WithDecay(time.Second)), clk.option())
 	b.Update([]discovery.Endpoint{{ID: "a", Addr: "10.0.0.1:80"}})

@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"go.uber.org/goleak"
 
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // hookLog keeps the re-registrations a registration reports.
@@ -93,8 +93,9 @@ func waitStatus(t *testing.T, reg *Registration, max time.Duration, what string,
 // cannot be made to apply in less than a minute), and the agent restarts
 // with a fresh data directory.
 func TestReregister(t *testing.T) {
+	leaktest.Check(t)
 	a := consultest.Start(t)
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	leaktest.Check(t)
 	// The restarted agent's process has goroutines of its own: stop it
 	// before the leak check.
 	defer a.Stop()
@@ -195,7 +196,7 @@ func boolInt(b bool) int {
 // registration): a real agent cannot be made to refuse a registration it
 // accepted a moment before without ACLs being set up for it.
 func TestReregisterFailureStatus(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	leaktest.Check(t)
 	fake := newFakeAgent()
 	defer fake.srv.Close()
 	cfg := api.DefaultNonPooledConfig()

@@ -9,13 +9,14 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
-	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // ending is the way an RPC ends; the client tells the server in the
@@ -251,7 +252,7 @@ func bidiStreamingRPC(ctx context.Context, cancel context.CancelFunc, c testgrpc
 // against a real gRPC server, and checks that the RPC's client spans end
 // once and its duration is measured once, on the client and the server.
 func TestStreamSpansEndOnce(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	kinds := []struct {
 		name, method string
 		rpc          rpc
@@ -377,7 +378,7 @@ func grpcStatusName(c codes.Code) string {
 // while the interceptor is still returning it. A fake streamer: a real
 // one cannot be made to lose that race every time.
 func TestStreamCancelledAsItStarts(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	r := newRig(t)
 	intercept := r.tel.Destination("test", "round_robin", false).StreamInterceptor()
 	ctx, cancel := context.WithCancel(context.Background())

@@ -5,9 +5,12 @@ import (
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestConsulServiceID(t *testing.T) {
+	leaktest.Check(t)
 	roots := &api.CARootList{TrustDomain: "11111111-2222-3333-4444-555555555555.consul"}
 	for _, tc := range []struct {
 		name        string

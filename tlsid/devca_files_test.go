@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 func TestDevCASaveLoad(t *testing.T) {
+	leaktest.Check(t)
 	dir := filepath.Join(t.TempDir(), "ca")
 	ca, err := NewDevCA("example.org", WithSVIDTTL(time.Hour))
 	if err != nil {
@@ -64,6 +67,7 @@ func TestDevCASaveLoad(t *testing.T) {
 // that the SVID verifies against the first process's bundle and that a
 // FileSource over those files talks mTLS with a source of this process.
 func TestDevCAOtherProcess(t *testing.T) {
+	leaktest.Check(t)
 	if os.Getenv("WEFT_TEST_DEVCA_CHILD") != "" {
 		t.Skip("in the child process")
 	}
@@ -107,6 +111,7 @@ func TestDevCAOtherProcess(t *testing.T) {
 // TestDevCAChildProcess is the other process of TestDevCAOtherProcess; it
 // does nothing unless that test runs it.
 func TestDevCAChildProcess(t *testing.T) {
+	leaktest.Check(t)
 	dir := os.Getenv("WEFT_TEST_DEVCA_CHILD")
 	if dir == "" {
 		t.Skip("run by TestDevCAOtherProcess")
@@ -125,6 +130,7 @@ func TestDevCAChildProcess(t *testing.T) {
 }
 
 func TestLoadDevCABad(t *testing.T) {
+	leaktest.Check(t)
 	good, err := NewDevCA("example.org")
 	if err != nil {
 		t.Fatal(err)
@@ -198,6 +204,7 @@ func TestLoadDevCABad(t *testing.T) {
 }
 
 func TestWriteSVIDFilesBad(t *testing.T) {
+	leaktest.Check(t)
 	ca, err := NewDevCA("example.org")
 	if err != nil {
 		t.Fatal(err)

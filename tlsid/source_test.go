@@ -8,6 +8,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // go-spiffe's own sources are weft sources as they are.
@@ -21,6 +23,7 @@ var (
 // TestJoinStaticSVID makes sources of a bare SVID and bundle set, with
 // and without rotation notices, and uses them for mutual TLS.
 func TestJoinStaticSVID(t *testing.T) {
+	leaktest.Check(t)
 	ca, srv, _ := devPair(t)
 	svid, err := ca.Issue(spiffeid.RequireFromString("spiffe://example.org/static"))
 	if err != nil {
