@@ -103,6 +103,11 @@ type Settings struct {
 	// order, from the goroutine whose call caused the change; it may call
 	// the breaker's methods but should not block.
 	OnStateChange func(StateChange)
+	// Now, when not nil, is the clock that times the open state (and
+	// stamps [StateChange.At]): tests inject a fake one to move past
+	// OpenTimeout without waiting. Nil means time.Now. The closed state's
+	// sliding Window is gobreaker's and follows the real clock.
+	Now func() time.Time
 }
 
 func (s Settings) withDefaults() Settings {
@@ -123,6 +128,9 @@ func (s Settings) withDefaults() Settings {
 	}
 	if s.HalfOpenProbes == 0 {
 		s.HalfOpenProbes = DefaultHalfOpenProbes
+	}
+	if s.Now == nil {
+		s.Now = time.Now
 	}
 	return s
 }
@@ -149,13 +157,24 @@ type Breaker struct {
 	cb      *gobreaker.CircuitBreaker[struct{}]
 	name    string
 	timeout time.Duration
+	now     func() time.Time
 	pub     *publisher
 
 	// A mirror of the state, kept by the state-change hook, so that
 	// [Breaker.Open] needs neither the breaker's lock nor the clock
 	// while closed.
 	state     atomic.Uint32
-	openUntil atomic.Int64 // unix nanoseconds
+	openUntil atomic.Int64 // unix nanoseconds, on the breaker's clock
+
+	// The open state is timed here, on the breaker's clock: gobreaker's
+	// own open timeout is 1 ns, so gobreaker half-opens at the first call
+	// it sees after tripping. Calls reach it only once openUntil has
+	// passed, except those that raced the trip: gobreaker may half-open
+	// for them early. Then the change is deferred (not mirrored nor
+	// published) until openUntil passes, and the racing calls are refused
+	// without running.
+	deferMu  sync.Mutex  // serialises the publication of a deferred change
+	deferred atomic.Bool // gobreaker half-opened before openUntil
 }
 
 // New returns a breaker named name (an endpoint ID, say) of service,
@@ -169,14 +188,14 @@ func New(service, name string, s Settings) *Breaker {
 }
 
 func newBreaker(name string, s Settings, pub *publisher) *Breaker {
-	b := &Breaker{name: name, timeout: s.OpenTimeout, pub: pub}
+	b := &Breaker{name: name, timeout: s.OpenTimeout, now: s.Now, pub: pub}
 	consecutive, ratio, minReq := s.ConsecutiveFailures, s.FailureRatio, s.MinRequests
 	b.cb = gobreaker.NewCircuitBreaker[struct{}](gobreaker.Settings{
 		Name:         name,
 		MaxRequests:  s.HalfOpenProbes,
 		Interval:     s.Window,
 		BucketPeriod: s.Window / 10,
-		Timeout:      s.OpenTimeout,
+		Timeout:      time.Nanosecond, // the open state is timed by b (see Breaker)
 		ReadyToTrip: func(c gobreaker.Counts) bool {
 			if c.ConsecutiveFailures >= consecutive {
 				return true
@@ -188,7 +207,7 @@ func newBreaker(name string, s Settings, pub *publisher) *Breaker {
 		// the event; listeners run after the lock is released.
 		OnStateChange: b.onStateChange,
 		IsSuccessful:  func(err error) bool { return err == nil },
-		IsExcluded:    func(err error) bool { return err == errExcluded },
+		IsExcluded:    func(err error) bool { return err == errExcluded || err == errStillOpen },
 	})
 	return b
 }
@@ -196,18 +215,53 @@ func newBreaker(name string, s Settings, pub *publisher) *Breaker {
 var (
 	errFailure  = errors.New("breaker: failure")
 	errExcluded = errors.New("breaker: excluded")
+	// errStillOpen is the outcome of a call gobreaker admitted although
+	// the breaker's clock says it is still open: it did not run.
+	errStillOpen = errors.New("breaker: still open")
 )
 
 var resultErr = [...]error{Success: nil, Failure: errFailure, Excluded: errExcluded}
 
 func (b *Breaker) onStateChange(_ string, from, to gobreaker.State) {
-	now := time.Now()
+	now := b.now()
 	t := fromGobreaker(to)
-	if t == Open {
+	switch {
+	case t == Open:
 		b.openUntil.Store(now.Add(b.timeout).UnixNano())
+	case t == HalfOpen && b.stillOpen(now):
+		// A call that raced the trip made gobreaker half-open early.
+		b.deferred.Store(true)
+		return
 	}
 	b.state.Store(uint32(t))
 	b.pub.queue(StateChange{Name: b.name, Service: b.pub.service, From: fromGobreaker(from), To: t, At: now})
+}
+
+// stillOpen reports whether the breaker's open timeout has yet to pass at
+// now.
+func (b *Breaker) stillOpen(now time.Time) bool { return now.UnixNano() < b.openUntil.Load() }
+
+// gate reports whether the breaker is open on its own clock, so that a
+// call must be refused without asking gobreaker. Once the open timeout
+// has passed, it publishes a half-open change that gobreaker made early.
+func (b *Breaker) gate() (open bool) {
+	if State(b.state.Load()) != Open {
+		return false
+	}
+	now := b.now()
+	if b.stillOpen(now) {
+		return true
+	}
+	if b.deferred.Load() {
+		b.deferMu.Lock()
+		if b.deferred.Load() {
+			b.state.Store(uint32(HalfOpen))
+			b.pub.queue(StateChange{Name: b.name, Service: b.pub.service, From: Open, To: HalfOpen, At: now})
+			b.deferred.Store(false)
+		}
+		b.deferMu.Unlock()
+	}
+	return false
 }
 
 // Name returns the breaker's name.
@@ -218,7 +272,15 @@ func (b *Breaker) Name() string { return b.name }
 // breaker is open or half-open with every probe taken. Do does not
 // allocate.
 func (b *Breaker) Do(fn func() Result) error {
+	if b.gate() {
+		b.pub.flush()
+		return ErrCircuitOpen
+	}
 	_, err := b.cb.Execute(func() (struct{}, error) {
+		// A call that raced the trip: gobreaker may admit it as a probe.
+		if b.gate() {
+			return struct{}{}, errStillOpen
+		}
 		r := fn()
 		if int(r) >= len(resultErr) {
 			r = Excluded
@@ -226,7 +288,7 @@ func (b *Breaker) Do(fn func() Result) error {
 		return struct{}{}, resultErr[r]
 	})
 	b.pub.flush()
-	if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests {
+	if err == gobreaker.ErrOpenState || err == gobreaker.ErrTooManyRequests || err == errStillOpen {
 		return ErrCircuitOpen
 	}
 	return nil
@@ -243,8 +305,16 @@ func (b *Breaker) Record(r Result) bool {
 // State returns the breaker's state, moving an open breaker whose
 // timeout has passed to half-open.
 func (b *Breaker) State() State {
+	if b.gate() {
+		b.pub.flush()
+		return Open
+	}
 	s := fromGobreaker(b.cb.State())
 	b.pub.flush()
+	if s != Closed && State(b.state.Load()) == Open {
+		// gobreaker half-opened early for a call that raced a trip.
+		return Open
+	}
 	return s
 }
 
@@ -256,7 +326,7 @@ func (b *Breaker) Open() bool {
 	if State(b.state.Load()) != Open {
 		return false
 	}
-	return time.Now().UnixNano() < b.openUntil.Load()
+	return b.stillOpen(b.now())
 }
 
 // publisher delivers the state changes of a set of breakers to its

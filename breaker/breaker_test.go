@@ -3,9 +3,11 @@ package breaker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/clocktest"
 	"github.com/weftmesh/weft/internal/leaktest"
 )
 
@@ -25,19 +28,12 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// The tests of open timeouts run in a synctest bubble: gobreaker reads
-// time.Now itself, and in a bubble that is a fake clock which moves only
-// when every goroutine of the bubble is blocked, as in time.Sleep. So
-// each time.Sleep in those tests advances the fake clock by exactly its
-// argument, at once, and no state changes in between: the tests do not
-// depend on the machine's speed.
-
-// openTimeout is the open timeout of the tests that wait it out.
+// openTimeout is the open timeout of the tests that move a fake clock
+// past it (Settings.Now): they never wait in real time.
 const openTimeout = 20 * time.Millisecond
 
-// passOpenTimeout advances the bubble's clock just past openTimeout
-// (gobreaker half-opens once the expiry is strictly in the past).
-func passOpenTimeout() { time.Sleep(openTimeout + time.Millisecond) }
+// newClock returns a fake clock for Settings.Now.
+func newClock() *clocktest.Clock { return clocktest.New(time.Unix(1_700_000_000, 0)) }
 
 // wantState fails t unless b reports want.
 func wantState(t *testing.T, b *Breaker, want State, when string) {
@@ -121,98 +117,154 @@ func TestBreakerExcludedDoesNotCount(t *testing.T) {
 
 func TestBreakerHalfOpenProbes(t *testing.T) {
 	leaktest.Check(t)
-	synctest.Test(t, func(t *testing.T) {
-		b := New("svc", "ep", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout, HalfOpenProbes: 2})
-		_ = b.Do(func() Result { return Failure })
-		time.Sleep(openTimeout - time.Millisecond) // fake clock: not yet past the open timeout
-		wantState(t, b, Open, "1 ms before the open timeout")
-		if !b.Open() {
-			t.Fatal("Open() false before the open timeout")
-		}
-		passOpenTimeout()
-		wantState(t, b, HalfOpen, "after the open timeout")
-		if b.Open() {
-			t.Fatal("Open() true for a half-open breaker")
-		}
+	clock := newClock()
+	b := New("svc", "ep", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout, HalfOpenProbes: 2, Now: clock.Now})
+	_ = b.Do(func() Result { return Failure })
+	clock.Advance(openTimeout - time.Nanosecond)
+	wantState(t, b, Open, "1 ns before the open timeout")
+	if !b.Open() {
+		t.Fatal("Open() false before the open timeout")
+	}
+	ran := false
+	if err := b.Do(func() Result { ran = true; return Success }); !errors.Is(err, ErrCircuitOpen) || ran {
+		t.Fatalf("open breaker: err %v, ran %v", err, ran)
+	}
+	clock.Advance(time.Nanosecond)
+	wantState(t, b, HalfOpen, "at the open timeout")
+	if b.Open() {
+		t.Fatal("Open() true for a half-open breaker")
+	}
 
-		// Two probes are admitted; a concurrent third is refused.
-		release := make(chan Result)
-		var wg sync.WaitGroup
-		started := make(chan struct{}, 2)
-		for i := 0; i < 2; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := b.Do(func() Result { started <- struct{}{}; return <-release }); err != nil {
-					t.Error(err)
-				}
-			}()
-		}
-		<-started
-		<-started
-		if err := b.Do(func() Result { return Success }); !errors.Is(err, ErrCircuitOpen) {
-			t.Fatalf("third probe: %v, want ErrCircuitOpen", err)
-		}
-		release <- Success
-		release <- Success
-		wg.Wait()
-		wantState(t, b, Closed, "after 2 successful probes")
+	// Two probes are admitted; a concurrent third is refused.
+	release := make(chan Result)
+	var wg sync.WaitGroup
+	started := make(chan struct{}, 2)
+	for i := 0; i < 2; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := b.Do(func() Result { started <- struct{}{}; return <-release }); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	<-started
+	<-started
+	if err := b.Do(func() Result { return Success }); !errors.Is(err, ErrCircuitOpen) {
+		t.Fatalf("third probe: %v, want ErrCircuitOpen", err)
+	}
+	release <- Success
+	release <- Success
+	wg.Wait()
+	wantState(t, b, Closed, "after 2 successful probes")
 
-		// A probe failure re-opens, for a whole open timeout again.
-		_ = b.Do(func() Result { return Failure })
-		passOpenTimeout()
-		wantState(t, b, HalfOpen, "after the second open timeout")
-		_ = b.Do(func() Result { return Failure })
-		time.Sleep(openTimeout - time.Millisecond) // fake clock: not yet past the open timeout
-		wantState(t, b, Open, "after a failed probe")
-	})
+	// A probe failure re-opens, for a whole open timeout again.
+	_ = b.Do(func() Result { return Failure })
+	clock.Advance(openTimeout)
+	wantState(t, b, HalfOpen, "after the second open timeout")
+	_ = b.Do(func() Result { return Failure })
+	clock.Advance(openTimeout - time.Nanosecond)
+	wantState(t, b, Open, "after a failed probe")
+	clock.Advance(time.Nanosecond)
+	wantState(t, b, HalfOpen, "an open timeout after the failed probe")
+}
+
+// TestBreakerEarlyHalfOpenDeferred makes gobreaker half-open right after
+// a trip, as a call racing the trip does (gobreaker's own open timeout is
+// 1 ns): the breaker stays open on its clock, refuses calls without
+// running them, and publishes the half-open change only once its open
+// timeout has passed.
+func TestBreakerEarlyHalfOpenDeferred(t *testing.T) {
+	leaktest.Check(t)
+	clock := newClock()
+	var mu sync.Mutex
+	var changes []string
+	b := New("svc", "ep", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout, Now: clock.Now,
+		OnStateChange: func(c StateChange) {
+			mu.Lock()
+			defer mu.Unlock()
+			changes = append(changes, fmt.Sprintf("%v→%v@%v", c.From, c.To, c.At.Sub(time.Unix(1_700_000_000, 0))))
+		}})
+	seen := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return strings.Join(changes, " ")
+	}
+	_ = b.Do(func() Result { return Failure })
+	for !b.deferred.Load() {
+		_ = b.cb.State() // gobreaker half-opens once a nanosecond of real time has passed
+	}
+	for _, tc := range []struct {
+		advance time.Duration
+		state   State
+		changes string
+	}{
+		{0, Open, "closed→open@0s"},
+		{openTimeout - time.Nanosecond, Open, "closed→open@0s"},
+		{time.Nanosecond, HalfOpen, "closed→open@0s open→half-open@20ms"},
+	} {
+		clock.Advance(tc.advance)
+		ran := false
+		err := b.Do(func() Result { ran = true; return Success })
+		if tc.state == Open && (!errors.Is(err, ErrCircuitOpen) || ran) {
+			t.Fatalf("+%v: err %v, ran %v; want refused", tc.advance, err, ran)
+		}
+		if tc.state == HalfOpen && (err != nil || !ran) {
+			t.Fatalf("+%v: the probe: err %v, ran %v", tc.advance, err, ran)
+		}
+		if got := seen(); !strings.HasPrefix(got, tc.changes) {
+			t.Fatalf("+%v: changes %q, want %q first", tc.advance, got, tc.changes)
+		}
+	}
+	wantState(t, b, Closed, "after the probe")
+	if got, want := seen(), "closed→open@0s open→half-open@20ms half-open→closed@20ms"; got != want {
+		t.Fatalf("changes %q, want %q", got, want)
+	}
 }
 
 func TestBreakerIgnoresResultsFromBeforeAStateChange(t *testing.T) {
 	leaktest.Check(t)
-	synctest.Test(t, func(t *testing.T) {
-		b := New("svc", "ep", Settings{ConsecutiveFailures: 2, OpenTimeout: openTimeout})
-		release := make(chan Result)
-		started := make(chan struct{})
-		done := make(chan error)
-		go func() {
-			done <- b.Do(func() Result { close(started); return <-release })
-		}()
-		<-started
-		_ = b.Do(func() Result { return Failure })
-		_ = b.Do(func() Result { return Failure })
-		passOpenTimeout()
-		wantState(t, b, HalfOpen, "after the open timeout")
-		// The slow call of the closed generation succeeds now: it must not
-		// count as the half-open probe's success.
-		release <- Success
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-		wantState(t, b, HalfOpen, "after a result of the closed generation")
-	})
+	clock := newClock()
+	b := New("svc", "ep", Settings{ConsecutiveFailures: 2, OpenTimeout: openTimeout, Now: clock.Now})
+	release := make(chan Result)
+	started := make(chan struct{})
+	done := make(chan error)
+	go func() {
+		done <- b.Do(func() Result { close(started); return <-release })
+	}()
+	<-started
+	_ = b.Do(func() Result { return Failure })
+	_ = b.Do(func() Result { return Failure })
+	clock.Advance(openTimeout)
+	wantState(t, b, HalfOpen, "after the open timeout")
+	// The slow call of the closed generation succeeds now: it must not
+	// count as the half-open probe's success.
+	release <- Success
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	wantState(t, b, HalfOpen, "after a result of the closed generation")
 }
 
 func TestStateChangeListenerMayCallBreaker(t *testing.T) {
 	leaktest.Check(t)
-	synctest.Test(t, func(t *testing.T) {
-		set := NewSet("svc", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout})
-		set.Update([]discovery.Endpoint{{ID: "a", Addr: "127.0.0.1:1"}})
-		var seen atomic.Int32
-		cancel := set.Subscribe(func(c StateChange) {
-			// Would deadlock if called under gobreaker's lock.
-			_ = set.Get(c.Name).State()
-			seen.Add(1)
-		})
-		defer cancel()
-		b := set.Get("a")
-		_ = b.Do(func() Result { return Failure })
-		passOpenTimeout()
-		wantState(t, b, HalfOpen, "after the open timeout")
-		if n := seen.Load(); n != 2 {
-			t.Fatalf("listener saw %d changes, want 2 (closed→open→half-open)", n)
-		}
+	clock := newClock()
+	set := NewSet("svc", Settings{ConsecutiveFailures: 1, OpenTimeout: openTimeout, Now: clock.Now})
+	set.Update([]discovery.Endpoint{{ID: "a", Addr: "127.0.0.1:1"}})
+	var seen atomic.Int32
+	cancel := set.Subscribe(func(c StateChange) {
+		// Would deadlock if called under gobreaker's lock.
+		_ = set.Get(c.Name).State()
+		seen.Add(1)
 	})
+	defer cancel()
+	b := set.Get("a")
+	_ = b.Do(func() Result { return Failure })
+	clock.Advance(openTimeout)
+	wantState(t, b, HalfOpen, "after the open timeout")
+	if n := seen.Load(); n != 2 {
+		t.Fatalf("listener saw %d changes, want 2 (closed→open→half-open)", n)
+	}
 }
 
 func TestSetFollowsDiscovery(t *testing.T) {
