@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/hashicorp/consul/api"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -144,6 +146,7 @@ func rotateConsulRoot(t *testing.T, c *api.Client) {
 // each other over mutual TLS, enforces a deny intention, then rotates the
 // CA root twice under steady load.
 func TestConsulMesh(t *testing.T) {
+	leaktest.Check(t)
 	agent := consultest.Start(t)
 	c := agent.Client()
 	disc := &discovery.Static{}

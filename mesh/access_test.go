@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -46,6 +48,7 @@ func callStatus(t *testing.T, hc *http.Client, method, url string) (int, string)
 }
 
 func TestAccessPolicyHTTP(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	policy, err := tlsid.NewPolicy(
 		tlsid.Rule{Name: "client reads", Peers: []string{testClientID.String()}, Methods: []string{"GET"}, Paths: []string{"/public", "/echo"}},
@@ -118,6 +121,7 @@ func TestAccessPolicyHTTP(t *testing.T) {
 }
 
 func TestAccessPolicyGRPC(t *testing.T) {
+	leaktest.Check(t)
 	policy, err := tlsid.NewPolicy(tlsid.Rule{Peers: []string{testClientID.String()}, Paths: []string{demo.WhoamiMethod}})
 	if err != nil {
 		t.Fatal(err)
@@ -158,6 +162,7 @@ func TestAccessPolicyGRPC(t *testing.T) {
 }
 
 func TestCanonicalGRPCMethod(t *testing.T) {
+	leaktest.Check(t)
 	for m, want := range map[string]bool{
 		"/pkg.Svc/Method":   true,
 		"/a/b":              true,
@@ -196,6 +201,7 @@ func (l *lockedBuffer) String() string {
 }
 
 func TestAccessAudit(t *testing.T) {
+	leaktest.Check(t)
 	denyAll, err := tlsid.NewPolicy(tlsid.Rule{Deny: true})
 	if err != nil {
 		t.Fatal(err)
@@ -223,6 +229,7 @@ func TestAccessAudit(t *testing.T) {
 // listens (a real fault): requests are refused as unavailable, not
 // allowed.
 func TestAccessUnavailable(t *testing.T) {
+	leaktest.Check(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

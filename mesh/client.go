@@ -89,7 +89,7 @@ type cluster struct {
 	balancer  *balancer.Balancer
 	transport *http.Transport
 	scheme    string
-	tlsConfig *tls.Config // nil: plaintext
+	tlsConfig *tls.Config   // nil: plaintext
 	ready     chan struct{} // closed on the first update
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]

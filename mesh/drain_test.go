@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/discovery"
@@ -36,6 +38,7 @@ type drainInstance struct {
 // request may fail because of the shutdown, and the drained instance gets
 // no traffic once it is gone.
 func TestDrainUnderLoad(t *testing.T) {
+	leaktest.Check(t)
 	agent := consultest.Start(t)
 	ca, err := tlsid.NewDevCA("example.org")
 	if err != nil {

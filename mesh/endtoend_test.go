@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/balancer"
@@ -40,6 +42,7 @@ func get(t *testing.T, hc *http.Client, url string) (string, *http.Response) {
 }
 
 func TestHTTPOverMutualTLS(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 3)
 	hc := env.client().HTTPClient()
 	seen := map[string]int{}
@@ -62,6 +65,7 @@ func TestHTTPOverMutualTLS(t *testing.T) {
 }
 
 func TestGRPCOverMutualTLS(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 3)
 	cc, err := env.client().DialGRPC("demo-grpc")
 	if err != nil {
@@ -88,6 +92,7 @@ func TestGRPCOverMutualTLS(t *testing.T) {
 }
 
 func TestDiscoveryUpdatesReachTheBalancer(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 3)
 	c := env.client()
 	hc := c.HTTPClient()
@@ -119,6 +124,7 @@ func TestDiscoveryUpdatesReachTheBalancer(t *testing.T) {
 }
 
 func TestClientWithoutCertificateIsRefused(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 1)
 	addr := env.instances[0].httpAddr
 	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13}}
@@ -134,6 +140,7 @@ func TestClientWithoutCertificateIsRefused(t *testing.T) {
 }
 
 func TestPeerAuthorization(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 1)
 	other, err := tlsid.NewDevCA("example.org")
 	if err != nil {
@@ -176,6 +183,7 @@ func TestPeerAuthorization(t *testing.T) {
 }
 
 func TestServerRefusesClientOutsideItsPolicy(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 1, WithAuthorizer(tlsid.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/billing"))))
 	resp, err := env.client().HTTPClient().Get("http://demo/")
 	if err == nil {
@@ -185,6 +193,7 @@ func TestServerRefusesClientOutsideItsPolicy(t *testing.T) {
 }
 
 func TestClientErrors(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 1)
 	if err := env.discovery.Set("empty"); err != nil {
 		t.Fatal(err)
@@ -223,6 +232,7 @@ func TestClientErrors(t *testing.T) {
 }
 
 func TestPlaintextWithoutIdentity(t *testing.T) {
+	leaktest.Check(t)
 	srv, err := NewServer(demo.Handler("plain", PeerID))
 	if err != nil {
 		t.Fatal(err)
@@ -247,6 +257,7 @@ func TestPlaintextWithoutIdentity(t *testing.T) {
 }
 
 func TestNilOptionsAreIgnored(t *testing.T) {
+	leaktest.Check(t)
 	c, err := NewClient(nil, WithDiscovery(nil), WithIdentity(nil), WithAuthorizer(nil), WithBalancer(nil), WithLogger(nil), WithServerAuthorizer(nil))
 	if err != nil {
 		t.Fatal(err)
@@ -264,6 +275,7 @@ func TestNilOptionsAreIgnored(t *testing.T) {
 // a failed gRPC call, even with no retry policy: an attempt whose chosen
 // endpoint has no ready connection goes to a ready one instead.
 func TestGRPCInstanceLeavesThenStops(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 3)
 	cc, err := env.client().DialGRPC("demo-grpc")
 	if err != nil {

@@ -3,12 +3,14 @@ package mesh
 import (
 	"context"
 	"errors"
-	"net/http"
 	"io"
+	"net/http"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -230,6 +232,7 @@ func cancelSoon(cancel context.CancelFunc) {
 // bidi, CloseSend then EOF), end their client span exactly once and give
 // their endpoint back to the balancer exactly once.
 func TestGRPCEveryRPCEndsOnce(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	svc := &streamService{name: "s1"}
 	r.serveGRPC("streams", telBID, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
@@ -294,6 +297,7 @@ func (c *Client) clusterEndpoints(t *testing.T, service string) *balancer.Endpoi
 // TestGRPCStreamsRefusedLikeUnary: the client rate limit and open
 // breakers refuse streams as they refuse unary calls, without I/O.
 func TestGRPCStreamsRefusedLikeUnary(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	svc := &streamService{name: "s1"}
 	r.serveGRPC("limited", telBID, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
@@ -358,6 +362,7 @@ func TestGRPCStreamsRefusedLikeUnary(t *testing.T) {
 // hedged call gives its caller are the winner's, and stay so after the
 // losing attempt has ended.
 func TestGRPCHedgeKeepsWinnersMetadata(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	var slowEntered, slowDone atomic.Int64
 	answer := func(name string, slow bool) func(context.Context) (string, error) {
@@ -433,6 +438,7 @@ func startDemoGRPC(t *testing.T, env *testEnv, name string, answer func(context.
 // config of the caller's (per-method timeouts) does not turn weft's
 // balancing off: calls still spread over every instance.
 func TestDialGRPCKeepsBalancingWithUserServiceConfig(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 3)
 	c := env.client()
 	cc, err := c.DialGRPC("demo-grpc", grpc.WithDefaultServiceConfig(`{"methodConfig":[{"name":[{"service":"weft.demo.v1.Demo"}],"timeout":"5s"}]}`))
@@ -459,6 +465,7 @@ func TestDialGRPCKeepsBalancingWithUserServiceConfig(t *testing.T) {
 // endpoint set, HTTP and gRPC calls both fail at once with
 // ErrNoEndpoints, and both recover when endpoints come back.
 func TestEmptyEndpointSetHTTPAndGRPC(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 2)
 	c := env.client()
 	hc := c.HTTPClient()

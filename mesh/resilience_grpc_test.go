@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -69,6 +71,7 @@ func idempotentWhoami(m string) bool { return m == demo.WhoamiMethod }
 // fails. When all fail, breakers open and calls fail fast with
 // ErrCircuitOpen as Unavailable.
 func TestGRPCRetriesAndBreakers(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	a, b, bad := startGRPCResServer(t, env, "a"), startGRPCResServer(t, env, "b"), startGRPCResServer(t, env, "bad")
 	bad.fail.Store(true)
@@ -142,6 +145,7 @@ func TestGRPCRetriesAndBreakers(t *testing.T) {
 // with the retry pushback trailer; a retrying client honours the pushback
 // and gives up when it is beyond the deadline.
 func TestGRPCRouteRateLimit(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startGRPCResServer(t, env, "limited",
@@ -204,6 +208,7 @@ func TestGRPCRouteRateLimit(t *testing.T) {
 // when the server is at the sheddable part of its limit; critical calls
 // (metadata weft-priority: critical) still get through.
 func TestGRPCShedding(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	release := make(chan struct{})
 	entered := make(chan struct{}, 8)
@@ -261,6 +266,7 @@ func TestGRPCShedding(t *testing.T) {
 // an idempotent method is answered by the other endpoint after the hedge
 // delay, and the stalled attempt is cancelled (the server sees it).
 func TestGRPCHedging(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	var entered, cancelled atomic.Int64
 	fast := startGRPCResServer(t, env, "fast")

@@ -16,11 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/clocktest"
 )
 
 // countingListener counts the connections a server accepts, to prove
@@ -162,6 +165,7 @@ func poll(t *testing.T, what string, cond func() bool) {
 // refuses a concurrent extra one; a failed probe re-opens; successes
 // close; a result from before a state change does not count.
 func TestCircuitBreakerSemantics(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	s := startResServer(t, env, "flaky-1")
 	publishServers(t, env, "flaky", s)
@@ -300,6 +304,7 @@ func TestCircuitBreakerSemantics(t *testing.T) {
 // everything; with retries and breakers, 2 000 idempotent requests all
 // succeed and the failing endpoint sees few of them.
 func TestRetriesAroundAFailingEndpoint(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	good1, good2, bad := startResServer(t, env, "good-1"), startResServer(t, env, "good-2"), startResServer(t, env, "bad")
 	bad.failAll.Store(true)
@@ -338,6 +343,7 @@ func TestRetriesAroundAFailingEndpoint(t *testing.T) {
 // the budget (20% of requests + 10/s over 10 s, on a frozen clock) and
 // callers get their answer fast. With breakers, they get ErrCircuitOpen.
 func TestRetriesStayWithinBudget(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	servers := []*resServer{startResServer(t, env, "a"), startResServer(t, env, "b"), startResServer(t, env, "c")}
 	for _, s := range servers {
@@ -405,6 +411,7 @@ func TestRetriesStayWithinBudget(t *testing.T) {
 // TestPostRetries: a POST that reached a server is never retried; a POST
 // refused at connect is, with its body replayed.
 func TestPostRetries(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	failing := startResServer(t, env, "failing")
 	failing.failAll.Store(true)
@@ -461,6 +468,7 @@ func (p firstPicker) Pick(balancer.Info) (*balancer.Endpoint, error) { return p[
 // stalls; after the hedge delay a second goes to the other endpoint, whose
 // answer wins, and the stalled attempt is cancelled (the server sees it).
 func TestHedgingAroundAStall(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	stall, fast := startResServer(t, env, "stall"), startResServer(t, env, "fast")
 	stall.stallAll.Store(true)
@@ -500,6 +508,7 @@ func TestHedgingAroundAStall(t *testing.T) {
 // TestServerRouteRateLimit: exactly the burst passes, then 429 with
 // Retry-After; other routes are not limited.
 func TestServerRouteRateLimit(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startResServer(t, env, "limited",
@@ -537,6 +546,7 @@ func TestServerRouteRateLimit(t *testing.T) {
 // TestServerPeerRateLimit: a noisy identity at 10× its limit does not
 // lower a quiet identity's success rate.
 func TestServerPeerRateLimit(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	var clock atomic.Int64
 	clock.Store(time.Unix(1_700_000_000, 0).UnixNano())
@@ -583,6 +593,7 @@ func TestServerPeerRateLimit(t *testing.T) {
 // requests of 40 ms (250/s) is offered 3× that, a sixth of it critical:
 // critical requests keep ≥ 99% success, sheddable ones are shed fast.
 func TestLoadSheddingUnderOverload(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	const limit, work = 10, 40 * time.Millisecond
 	var inflight, maxInflight atomic.Int64
@@ -704,6 +715,7 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 // TestClientRateLimit: fail fast once the burst is spent (no I/O), or wait
 // for a token within the caller's deadline.
 func TestClientRateLimit(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	s := startResServer(t, env, "rl-1")
 	publishServers(t, env, "rl", s)
@@ -760,6 +772,7 @@ func TestClientRateLimit(t *testing.T) {
 // before the caller's deadline; a per-try timeout ends a stalled attempt
 // and the retry goes to another endpoint.
 func TestDeadlinesBoundAttempts(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	failing := startResServer(t, env, "failing")
 	failing.failAll.Store(true)
@@ -782,14 +795,16 @@ func TestDeadlinesBoundAttempts(t *testing.T) {
 	publishServers(t, env, "pertry", stall, fast)
 	pc := env.client(
 		WithBalancer(func(string) balancer.Policy { return firstPolicy{} }),
-		WithRetry(RetryPolicy{Backoff: time.Millisecond, PerTryTimeout: 100 * time.Millisecond}),
+		// The per-try timeout covers the answer's body too: long enough
+		// for the fast endpoint's on a loaded machine.
+		WithRetry(RetryPolicy{Backoff: time.Millisecond, PerTryTimeout: time.Second}),
 	)
 	start := time.Now()
 	code, body, err := call(t, pc.HTTPClient(), "GET", "http://pertry/", "", nil)
 	if err != nil || code != 200 || !strings.HasPrefix(body, "fast") {
 		t.Fatalf("per-try timeout: %d %q %v", code, body, err)
 	}
-	if took := time.Since(start); took < 100*time.Millisecond {
+	if took := time.Since(start); took < time.Second {
 		t.Fatalf("answered in %v, before the per-try timeout", took)
 	}
 	poll(t, "the timed-out attempt's cancellation", func() bool { return stall.cancelled.Load() == 1 })
@@ -798,6 +813,7 @@ func TestDeadlinesBoundAttempts(t *testing.T) {
 // TestRetryBodyCap: a body over the cap is not replayed, so a POST refused
 // at connect with a large body is not retried.
 func TestRetryBodyCap(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -828,6 +844,7 @@ func TestRetryBodyCap(t *testing.T) {
 // spread over every endpoint trip it before any endpoint's own breaker,
 // and calls then fail fast.
 func TestServiceBreaker(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	servers := []*resServer{startResServer(t, env, "a"), startResServer(t, env, "b"), startResServer(t, env, "c")}
 	for _, s := range servers {
@@ -856,15 +873,18 @@ func TestServiceBreaker(t *testing.T) {
 }
 
 // TestRetryAfterHonoured: a 429 with Retry-After is retried no sooner
-// than asked, and not at all when the caller's deadline comes first.
+// than asked, on the client's clock, and not at all when the caller's
+// deadline comes first.
 func TestRetryAfterHonoured(t *testing.T) {
+	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	t0 := time.Unix(1_700_000_000, 0)
 	s := startResServer(t, env, "ra",
 		WithClock(nowClock(func() time.Time { return t0 })),
 		WithRouteRateLimit("/", breaker.RateLimit{PerSecond: 1, Burst: 1}))
 	publishServers(t, env, "ra", s)
-	c := env.client(WithRetry(RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond}))
+	clk := clocktest.New(t0)
+	c := env.client(WithClock(clk), WithRetry(RetryPolicy{MaxAttempts: 2, Backoff: time.Millisecond}))
 	hc := c.HTTPClient()
 	if code, _, _ := call(t, hc, "GET", "http://ra/", "", nil); code != 200 {
 		t.Fatalf("first call: %d", code)
@@ -882,17 +902,58 @@ func TestRetryAfterHonoured(t *testing.T) {
 		// s.requests counts handler runs: the 429s never reach it.
 		t.Fatalf("short deadline: %d", resp.StatusCode)
 	}
-	// With time to spare, the retry waits out Retry-After.
-	start := time.Now()
-	code, _, _ := call(t, hc, "GET", "http://ra/", "", nil)
-	if took := time.Since(start); code != 429 || took < time.Second {
-		t.Fatalf("retried 429 after %v (status %d), want ≥ 1 s", took, code)
+	// With time to spare, the retry waits out Retry-After on the
+	// client's clock: not sent before a second has passed on it.
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := call(t, hc, "GET", "http://ra/", "", nil)
+		done <- code
+	}()
+	clk.AwaitWaiting(t, 1)
+	clk.Advance(999 * time.Millisecond)
+	select {
+	case code := <-done:
+		t.Fatalf("retried 429 before Retry-After passed (status %d)", code)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	if code := <-done; code != 429 {
+		t.Fatalf("after the retry: %d, want the second 429", code)
+	}
+}
+
+// TestRetryWaitBounded: without a deadline, a server cannot park a caller
+// with a huge Retry-After: the call ends with the answer it has.
+func TestRetryWaitBounded(t *testing.T) {
+	leaktest.Check(t)
+	env := newTestEnv(t, 0)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", "31536000")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	})
+	srv, err := NewServer(h, WithIdentity(env.source(testServerID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.discovery.Set("park", discovery.Endpoint{ID: "park-1", Addr: startServer(t, srv)}); err != nil {
+		t.Fatal(err)
+	}
+	c := env.client(WithRetry(RetryPolicy{}))
+	req, _ := http.NewRequest("GET", "http://park/", nil) // no deadline
+	resp, err := c.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want the 503 at once", resp.StatusCode)
 	}
 }
 
 // TestHedgeDelayFromObservedLatency: without a fixed delay, hedging waits
 // the default until 20 calls were observed, then their 95th percentile.
 func TestHedgeDelayFromObservedLatency(t *testing.T) {
+	leaktest.Check(t)
 	g := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{}}, nil)
 	if d := g.hedgeDelay(); d != DefaultHedgeDelay {
 		t.Fatalf("delay %v before any observation, want %v", d, DefaultHedgeDelay)

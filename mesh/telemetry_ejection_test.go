@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
@@ -16,6 +18,7 @@ import (
 // An endpoint that outlier detection ejects shows in telemetry: the
 // ejection counter, the ejected endpoint count and a log record.
 func TestTelemetryOutlierEjection(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	r.serveHTTP("flaky", telAID, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		w.WriteHeader(http.StatusServiceUnavailable)

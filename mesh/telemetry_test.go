@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/weftmesh/weft/internal/leaktest"
+
 	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
@@ -322,6 +324,7 @@ func telGet(t *testing.T, hc *http.Client, url string, header http.Header) (int,
 // TLS, weft on every side, and checks the one trace it makes, the mesh
 // attributes on its spans and the RED metrics.
 func TestTelemetryHTTPChain(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	r.serveHTTP("b", telBID, backend())
 	r.serveHTTP("a", telAID, forward(r.client(telAID, WithCircuitBreaker(breaker.Settings{})).HTTPClient()))
@@ -382,6 +385,7 @@ func TestTelemetryHTTPChain(t *testing.T) {
 // TestTelemetryHTTPRetry checks that a failed-then-retried call shows one
 // call span with two attempt spans, each with its server span.
 func TestTelemetryHTTPRetry(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	var n atomic.Int32
 	r.serveHTTP("flaky", telBID, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -438,6 +442,7 @@ func TestTelemetryHTTPRetry(t *testing.T) {
 // TestTelemetryRetryBudget checks that a retry refused by the retry
 // budget is counted and shows on the call's span.
 func TestTelemetryRetryBudget(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	r.serveHTTP("sick", telBID, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "sick", http.StatusServiceUnavailable)
@@ -489,6 +494,7 @@ func TestTelemetryRetryBudget(t *testing.T) {
 // TestTelemetryHTTPHedge checks that a hedge is its own attempt span,
 // marked weft.hedge=true, under the call span.
 func TestTelemetryHTTPHedge(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -579,6 +585,7 @@ func dial(t *testing.T, c *Client, service string) *grpc.ClientConn {
 // TestTelemetryGRPCChain calls client → A → B over real gRPC with mutual
 // TLS and checks the trace and its mesh attributes.
 func TestTelemetryGRPCChain(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	r.serveGRPC("b", telBID, func(s *grpc.Server) { demo.Register(s, "b", PeerID) })
 	toB := dial(t, r.client(telAID, WithCircuitBreaker(breaker.Settings{})), "b")
@@ -611,6 +618,7 @@ func TestTelemetryGRPCChain(t *testing.T) {
 // TestTelemetryGRPCRetry checks a failed-then-retried gRPC call: one call
 // span, two attempt spans.
 func TestTelemetryGRPCRetry(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	var n atomic.Int32
 	n.Store(-1) // the warm-up call succeeds; the next one fails once
@@ -660,6 +668,7 @@ func TestTelemetryGRPCRetry(t *testing.T) {
 // that fails, and finds neither token in any span, metric attribute or
 // log record.
 func TestTelemetryKeepsSecrets(t *testing.T) {
+	leaktest.Check(t)
 	const (
 		aclToken    = "7e1e3e7a-0000-4000-8000-acl0token0000"
 		wrongToken  = "0badc0de-0000-4000-8000-wrong0token00"
@@ -775,6 +784,7 @@ func TestTelemetryKeepsSecrets(t *testing.T) {
 // recorded: a peer refused at the TLS handshake, a request denied by an
 // access policy, a request over a rate limit.
 func TestTelemetryServerRefusals(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	policy, err := tlsid.NewPolicy(tlsid.Rule{Name: "no-admin", Deny: true, Paths: []string{"/admin"}}, tlsid.Rule{Name: "rest"})
 	if err != nil {
@@ -883,6 +893,7 @@ func pollUntil(t *testing.T, max time.Duration, what string, cond func() bool) {
 // to a weft server over mutual TLS: each request succeeds and starts a
 // fresh trace.
 func TestTelemetryMalformedTraceparent(t *testing.T) {
+	leaktest.Check(t)
 	r := newTelRig(t)
 	r.serveHTTP("b", telBID, backend())
 	eps, _ := r.disc.Endpoints("b")
