@@ -305,7 +305,10 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			cancel()
 		}
 		s.stopWatch = context.AfterFunc(sctx, func() {
-			s.finish(status.FromContextError(context.Cause(sctx)).Err())
+			// Not s.finish: stopWatch may not be set yet when the context
+			// is already done, and there is no watch left to stop.
+			err := status.FromContextError(context.Cause(sctx)).Err()
+			s.once.Do(func() { s.end(err) })
 		})
 		return s, nil
 	}
@@ -327,9 +330,7 @@ type clientStream struct {
 
 func (s *clientStream) finish(err error) {
 	s.once.Do(func() {
-		if s.stopWatch != nil {
-			s.stopWatch()
-		}
+		s.stopWatch()
 		s.end(err)
 	})
 }

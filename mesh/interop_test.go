@@ -121,13 +121,6 @@ type interopSetup struct {
 	check func(t *testing.T, env *interopEnv)
 }
 
-// interopKnownBugs names the cases that fail against a known bug of
-// mesh, with the bug; they are skipped until it is fixed.
-var interopKnownBugs = map[string]string{
-	"timeout_on_sleeping_server": "mesh: a stream whose deadline passes as it starts is a data race: " +
-		"clientStream.stopWatch is set after context.AfterFunc returns and read by the callback's goroutine (client_grpc.go)",
-}
-
 var (
 	interopServerID = spiffeid.RequireFromString("spiffe://example.org/interop")
 	interopClientID = spiffeid.RequireFromString("spiffe://example.org/interop-client")
@@ -293,9 +286,6 @@ func TestInterop(t *testing.T) {
 			env := newInteropEnv(t, 3, s)
 			for _, c := range interopCases {
 				t.Run(c.name, func(t *testing.T) {
-					if bug := interopKnownBugs[c.name]; bug != "" {
-						t.Skip(bug)
-					}
 					ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 					defer cancel()
 					runInteropCase(t, func() { c.run(ctx, t, env) })
