@@ -117,10 +117,21 @@ func (l *Load) tauNanos() float64 {
 	return float64(DefaultDecay)
 }
 
+// sampleWeight is the least weight a latency below the estimate gets.
+// Finagle's weight, 1 − exp(−elapsed/τ), is about 0 for an endpoint
+// answering every millisecond, so one peak (a pause of the caller's
+// process, which hits every endpoint at once) stayed in its estimate for
+// about τ, and the endpoints that were really slow looked no worse than
+// the ones that had answered during the pause. With this floor a lone
+// peak fades within a few samples, while an endpoint that stays slow
+// keeps renewing its own.
+const sampleWeight = 0.3
+
 // observe folds a latency into the peak EWMA (Finagle's PeakEwma): a
 // latency above the estimate replaces it at once; below, the estimate
-// moves towards it with weight exp(-elapsed/tau). Concurrent observations
-// race on a CAS; a lost race after a few tries drops the sample.
+// moves towards it with weight max(1 − exp(−elapsed/tau), sampleWeight).
+// Concurrent observations race on a CAS; a lost race after a few tries
+// drops the sample.
 func (l *Load) observe(now int64, lat time.Duration) {
 	rtt := float64(max(lat, 1))
 	tau := l.tauNanos()
@@ -130,11 +141,9 @@ func (l *Load) observe(now int64, lat time.Duration) {
 		if old != 0 {
 			cost := math.Float64frombits(old)
 			if rtt <= cost {
-				w := 1.0
-				if x := float64(max(now-l.stamp.Load(), 0)) / tau; x < 1e-3 {
-					w = 1 - x // exp(-x) within 5e-7, without the call
-				} else {
-					w = math.Exp(-x)
+				w := 1 - sampleWeight
+				if x := float64(max(now-l.stamp.Load(), 0)) / tau; x > 0.3567 {
+					w = min(w, math.Exp(-x)) // exp(-0.3567) = 0.7: the call only when it can matter
 				}
 				next = cost*w + rtt*(1-w)
 			}

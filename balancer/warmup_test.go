@@ -176,3 +176,32 @@ func TestPeakEWMADecaysToZero(t *testing.T) {
 		}
 	}
 }
+
+// TestPeakEWMAPeakFades: a lone peak (a pause that delays every endpoint
+// at once) leaves the estimate within a few samples, even when samples
+// arrive far more often than the decay time; a latency above the
+// estimate still replaces it at once.
+func TestPeakEWMAPeakFades(t *testing.T) {
+	leaktest.Check(t)
+	clk := newFakeClock()
+	b := balancer.New(balancer.PeakEWMA(), clk.option())
+	b.Update([]discovery.Endpoint{{ID: "a", Addr: "10.0.0.1:80"}})
+	sample := func(lat time.Duration) time.Duration {
+		clk.Advance(time.Millisecond)
+		e, _ := b.Pick(balancer.Info{})
+		e.Done(balancer.Outcome{Latency: lat})
+		got, _ := e.Load.Latency()
+		return got
+	}
+	sample(time.Millisecond)
+	if got := sample(10 * time.Millisecond); got != 10*time.Millisecond {
+		t.Fatalf("after a peak: %v, want the peak at once", got)
+	}
+	var got time.Duration
+	for range 10 {
+		got = sample(time.Millisecond)
+	}
+	if got > 1300*time.Microsecond {
+		t.Errorf("ten 1 ms samples after a 10 ms peak: estimate %v, want < 1.3ms", got)
+	}
+}
