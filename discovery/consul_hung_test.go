@@ -10,7 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
-	"go.uber.org/goleak"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // silentListener accepts TCP connections and never answers on them: an
@@ -101,7 +102,7 @@ func (h *hangAfterFirst) firstHang() time.Time {
 // whether it hangs from the start or in the middle of a blocking query.
 // Wait and margin are short so the test takes a few seconds.
 func TestConsulHungAgent(t *testing.T) {
-	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	leaktest.Check(t)
 	const (
 		wait   = time.Second
 		margin = 500 * time.Millisecond

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // fakeTimers is an injected clock for HoldLastSet: armed timers wait
@@ -87,7 +87,7 @@ func (c *fakeTimers) armed() int {
 // non-empty set ends the hold at once; without a hold, empty sets pass
 // as they are (fail fast).
 func TestHoldLastSet(t *testing.T) {
-	defer goleak.VerifyNone(t)
+	leaktest.Check(t)
 	a := Endpoint{ID: "a", Addr: "10.0.0.1:80"}
 	b := Endpoint{ID: "b", Addr: "10.0.0.2:80"}
 	static, err := NewStatic(map[string][]Endpoint{"svc": {a}})
