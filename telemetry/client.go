@@ -128,7 +128,7 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 		return ctx, nil
 	}
 	mi := methodIndex(r.Method)
-	c := &Call{d: d, start: time.Now(), method: mi, rawHTTP: r.Method}
+	c := &Call{d: d, start: d.t.now(), method: mi, rawHTTP: r.Method}
 	if !d.single {
 		ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
 		if c.span.IsRecording() {
@@ -149,7 +149,7 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 	if d == nil {
 		return ctx, nil
 	}
-	c := &Call{d: d, start: time.Now(), rpc: strings.TrimPrefix(fullMethod, "/")}
+	c := &Call{d: d, start: d.t.now(), rpc: strings.TrimPrefix(fullMethod, "/")}
 	if !d.single {
 		ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
 		if c.span.IsRecording() {
@@ -203,7 +203,7 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 		return ctx, nil
 	}
 	d := c.d
-	a := &Attempt{c: c, start: time.Now(), n: c.attempts.Add(1)}
+	a := &Attempt{c: c, start: d.t.now(), n: c.attempts.Add(1)}
 	hedge := c.inflight.Add(1) > 1
 	retry := a.n > 1 && !hedge
 	name := c.rpc
@@ -296,7 +296,7 @@ func (a *Attempt) EndHTTP(resp *http.Response, err error) {
 		kv := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[a.c.method]), keyServerAddr.String(d.service), ServiceKey.String(d.service)}
 		return recordOptions(kv, code, errT, keyURLTemplate, a.route)
 	})
-	d.t.inst.httpClient.Record(a.ctx, time.Since(a.start).Seconds(), opts...)
+	d.t.inst.httpClient.Record(a.ctx, d.t.now().Sub(a.start).Seconds(), opts...)
 }
 
 // EndGRPC ends the attempt with the error the call returned (nil for OK).
@@ -315,7 +315,7 @@ func (a *Attempt) EndGRPC(err error) {
 	opts := d.rpcSeries.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
 		return rpcRecordOptions(method, code, keyServerAddr.String(d.service), ServiceKey.String(d.service))
 	})
-	d.t.inst.rpcClient.Record(a.ctx, time.Since(a.start).Seconds(), opts...)
+	d.t.inst.rpcClient.Record(a.ctx, d.t.now().Sub(a.start).Seconds(), opts...)
 }
 
 // EndHTTP ends the logical call with the response or error it returns.

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
@@ -63,7 +62,7 @@ type handler struct {
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.t
-	start := time.Now()
+	start := t.now()
 	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
 	mi := methodIndex(r.Method)
 	name := httpMethods[mi]
@@ -132,7 +131,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			kv := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme)}
 			return recordOptions(kv, code, errT, keyHTTPRoute, route)
 		})
-		t.inst.httpServer.Record(ctx, time.Since(start).Seconds(), opts...)
+		t.inst.httpServer.Record(ctx, t.now().Sub(start).Seconds(), opts...)
 	}()
 	h.next.ServeHTTP(rw, r)
 }
@@ -253,7 +252,7 @@ type grpcServer struct {
 
 func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, func(error)) {
 	t := s.t
-	begin := time.Now()
+	begin := t.now()
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		ctx = t.prop.Extract(ctx, mdCarrier(md))
 	}
@@ -290,7 +289,7 @@ func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Cont
 		opts := s.series.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
 			return rpcRecordOptions(method, code)
 		})
-		t.inst.rpcServer.Record(ctx, time.Since(begin).Seconds(), opts...)
+		t.inst.rpcServer.Record(ctx, t.now().Sub(begin).Seconds(), opts...)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
@@ -41,6 +42,8 @@ type Telemetry struct {
 	// routes bounds the server routes used as metric attributes.
 	routes *boundedSet
 
+	now func() time.Time // the clock of the duration histograms
+
 	mu    sync.Mutex // serialises Destination creation
 	dests map[string]*Destination
 
@@ -54,6 +57,7 @@ type config struct {
 	log    *slog.Logger
 	route  func(*http.Request) string
 	maxRPC int
+	now    func() time.Time
 }
 
 // Option configures [New].
@@ -107,6 +111,18 @@ func WithLogger(l *slog.Logger) Option {
 	})
 }
 
+// WithClock sets the clock that times calls, attempts and served
+// requests for the duration histograms; tests inject a fake one to
+// record exact durations. The default is time.Now. Spans keep the
+// tracer provider's timestamps. A nil now is ignored.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(c *config) {
+		if now != nil {
+			c.now = now
+		}
+	})
+}
+
 // WithRoute sets how an HTTP request is mapped to its route template
 // ("/users/{id}"), the http.route / url.template attribute of spans and
 // metrics. route must return values from a small fixed set (a template,
@@ -145,7 +161,7 @@ const maxRoutes = 256
 // created on the meter provider. It fails, wrapping [ErrInstrument], only
 // when the meter provider refuses an instrument.
 func New(opts ...Option) (*Telemetry, error) {
-	cfg := config{maxRPC: DefaultMaxRPCMethods}
+	cfg := config{maxRPC: DefaultMaxRPCMethods, now: time.Now}
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&cfg)
@@ -168,6 +184,7 @@ func New(opts ...Option) (*Telemetry, error) {
 		prop:    cfg.prop,
 		log:     cfg.log,
 		route:   cfg.route,
+		now:     cfg.now,
 		methods: newBoundedSet(cfg.maxRPC),
 		routes:  newBoundedSet(maxRoutes),
 		dests:   make(map[string]*Destination),

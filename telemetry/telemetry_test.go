@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/weftmesh/weft/internal/clocktest"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/telemetry"
@@ -659,5 +660,39 @@ func TestObserveSVIDs(t *testing.T) {
 	}
 	if strings.Contains(r.logs.String(), "PRIVATE KEY") {
 		t.Error("key material logged")
+	}
+}
+
+// TestDurationsFromClock times a call, its attempt and a served request
+// on an injected clock: the histograms hold exactly the time the clock
+// moved, whatever the machine's speed.
+func TestDurationsFromClock(t *testing.T) {
+	leaktest.Check(t)
+	clock := clocktest.New(time.Unix(1_700_000_000, 0))
+	r := newRig(t, telemetry.WithClock(clock.Now), telemetry.WithClock(nil)) // a nil clock is ignored
+	for _, tc := range []struct {
+		name string
+		took time.Duration
+	}{
+		{"http.client.request.duration", 250 * time.Millisecond},
+		{"http.server.request.duration", 1500 * time.Millisecond},
+	} {
+		req := httptest.NewRequest(http.MethodGet, "http://svc/x", nil)
+		switch tc.name {
+		case "http.client.request.duration":
+			ctx, call := r.tel.Destination("svc", "round_robin", false).StartHTTP(context.Background(), req)
+			_, a := call.StartAttempt(ctx, req)
+			clock.Advance(tc.took)
+			resp := &http.Response{StatusCode: http.StatusOK}
+			a.EndHTTP(resp, nil)
+			call.EndHTTP(resp, nil)
+		case "http.server.request.duration":
+			h := r.tel.Handler(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { clock.Advance(tc.took) }), nil)
+			h.ServeHTTP(httptest.NewRecorder(), req)
+		}
+		dps := histogram(t, r.metric(t, tc.name))
+		if len(dps) != 1 || dps[0].Count != 1 || dps[0].Sum != tc.took.Seconds() {
+			t.Errorf("%s: %+v, want one duration of %v", tc.name, dps, tc.took)
+		}
 	}
 }
