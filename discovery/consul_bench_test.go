@@ -70,7 +70,7 @@ func BenchmarkConsulPropagation(b *testing.B) {
 // shape of the workload, not a wait for state.
 func pause(d time.Duration) {
 	if d > 0 {
-		time.Sleep(d)
+		time.Sleep(d) // the workload's spacing between changes, not a wait for state
 	}
 }
 
