@@ -92,11 +92,12 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 		msg, isProto := reply.(proto.Message)
 		x := &grpcUnary{gc: gc, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
 		x.pushback = g.retry != nil
-		spec := callSpec{route: method, replayable: true, concurrent: isProto, skip: gc.skipNotReady}
+		spec := callSpec{route: method, replayable: true, concurrent: isProto, skip: gc.skip}
 		if g.retry != nil || g.hedge != nil {
 			spec.idempotent = g.idempotentCall("", method, true)
 		}
-		err = grpcStatus(cl.do(ctx, x, spec).err)
+		cl.do(ctx, x, spec, &x.outcome)
+		err = grpcStatus(x.outcome.err)
 	} else {
 		err = grpcStatus(err)
 	}
@@ -118,6 +119,7 @@ type grpcUnary struct {
 	call     *telemetry.Call
 	ctx      context.Context // the call's
 	pushback bool            // read the server's retry pushback (retries are on)
+	outcome  attempt         // the call's outcome, filled by the engine
 }
 
 // grpcAttempt is what an attempt of a unary call received into memory
@@ -139,14 +141,14 @@ func (x *grpcUnary) balancerInfo(ctx context.Context) balancer.Info {
 // trailer and peer into its own variables, so that it never writes to
 // the caller's.
 func (x *grpcUnary) send(actx context.Context, a *attempt) {
-	ctx := withEndpoint(actx, a.ep.ID)
+	ctx := withEndpoint(actx, a.ep)
 	ctx, att := x.gc.cl.startAttempt(x.call, ctx, nil, a.ep)
 	ctx = att.InjectGRPC(ctx)
 	opts, reply := x.opts, x.reply
-	var own grpcAttempt
+	var trailer *metadata.MD // read for pushback
 	switch {
 	case a.own:
-		own.reply = x.msg.ProtoReflect().New().Interface()
+		own := &grpcAttempt{reply: x.msg.ProtoReflect().New().Interface()}
 		reply = own.reply
 		opts = make([]grpc.CallOption, 0, len(x.opts)+3)
 		for _, o := range x.opts {
@@ -157,14 +159,17 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 			}
 		}
 		opts = append(opts, grpc.Header(&own.header), grpc.Trailer(&own.trailer), grpc.Peer(&own.peer))
-		a.grpc = &own
+		a.grpc, trailer = own, &own.trailer
 	case x.pushback:
-		opts = append(x.opts[:len(x.opts):len(x.opts)], grpc.Trailer(&own.trailer))
+		trailer = new(metadata.MD)
+		opts = append(x.opts[:len(x.opts):len(x.opts)], grpc.Trailer(trailer))
 	}
 	a.err = x.invoker(ctx, x.method, x.req, reply, x.cc, opts...)
 	att.EndGRPC(a.err)
 	x.gc.classify(x.ctx, a)
-	a.pushback, a.hasPushback = pushback(own.trailer)
+	if trailer != nil {
+		a.pushback, a.hasPushback = pushback(*trailer)
+	}
 }
 
 func (x *grpcUnary) discard(*attempt) {}
@@ -274,7 +279,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if err := gc.awaitConnection(ctx, cc, opts); err != nil {
 		return fail(err)
 	}
-	spec := callSpec{route: method, skip: gc.skipNotReady}
+	spec := callSpec{route: method, skip: gc.skip}
 	var tried []*balancer.Endpoint
 	for try := 1; ; try++ {
 		ep, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
@@ -282,7 +287,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			return fail(err)
 		}
 		start := g.clock.Now()
-		sctx, cancel := context.WithCancel(withEndpoint(ctx, ep.ID))
+		sctx, cancel := context.WithCancel(withEndpoint(ctx, ep))
 		sctx, att := cl.startAttempt(call, sctx, nil, ep)
 		sctx = att.InjectGRPC(sctx)
 		cs, err := streamer(sctx, desc, cc, method, opts...)
@@ -386,8 +391,8 @@ type readiness struct {
 // service's cluster it calls and which of its endpoints have a ready
 // connection. It is the connection's resolver builder too.
 type grpcConn struct {
-	cl           *cluster
-	skipNotReady func(*balancer.Endpoint) bool // built once
+	cl   *cluster
+	skip func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
 	ready        atomic.Pointer[readiness]
 
 	mu       sync.Mutex // guards resolver
@@ -396,7 +401,10 @@ type grpcConn struct {
 
 func newGRPCConn(cl *cluster) *grpcConn {
 	gc := &grpcConn{cl: cl}
-	gc.skipNotReady = func(e *balancer.Endpoint) bool { return !gc.ready.Load().ready[e.ID] }
+	open := cl.guard.skipOpen
+	gc.skip = func(e *balancer.Endpoint) bool {
+		return !gc.ready.Load().ready[e.ID] || (open != nil && open(e))
+	}
 	gc.ready.Store(&readiness{idle: true, changed: make(chan struct{})})
 	return gc
 }
@@ -450,6 +458,6 @@ func waitForReady(opts []grpc.CallOption) bool {
 // flows back through it.
 type endpointKey struct{}
 
-func withEndpoint(ctx context.Context, id string) context.Context {
-	return context.WithValue(ctx, endpointKey{}, id)
+func withEndpoint(ctx context.Context, ep *balancer.Endpoint) context.Context {
+	return context.WithValue(ctx, endpointKey{}, ep)
 }

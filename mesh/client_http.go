@@ -34,7 +34,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 	ctx, call := cl.tel.StartHTTP(r.Context(), r)
 	g := cl.guard
 	x := &httpExchange{cl: cl, r: r, call: call, ctx: ctx}
-	spec := callSpec{route: r.URL.Path, concurrent: true}
+	spec := callSpec{route: r.URL.Path, concurrent: true, skip: g.skipOpen}
 	if g.retry != nil || g.hedge != nil {
 		maxBody := int64(DefaultMaxRetryBody)
 		if g.retry != nil {
@@ -43,7 +43,8 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 		spec.idempotent = g.idempotentCall(r.Method, r.URL.Path, false)
 		spec.replayable = canReplay(r, maxBody)
 	}
-	a := cl.do(ctx, x, spec)
+	a := &x.outcome
+	cl.do(ctx, x, spec, a)
 	if !x.bodyUsed.Load() {
 		closeBody(r) // no attempt took the caller's body
 	}
@@ -59,6 +60,7 @@ type httpExchange struct {
 	call     *telemetry.Call
 	ctx      context.Context // the call's
 	bodyUsed atomic.Bool     // an attempt took r.Body (later ones replay it)
+	outcome  attempt         // the call's outcome, filled by the engine
 }
 
 func (x *httpExchange) balancerInfo(ctx context.Context) balancer.Info {

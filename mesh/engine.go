@@ -50,8 +50,9 @@ type callSpec struct {
 	// replayable: the request can be sent again (its body can be
 	// replayed).
 	replayable bool
-	// skip, when not nil, also rules endpoints out (gRPC: those without
-	// a ready connection).
+	// skip rules endpoints out for the call: open breakers (the guard's
+	// skipOpen) and, for gRPC, endpoints without a ready connection. Nil
+	// rules nothing out.
 	skip func(*balancer.Endpoint) bool
 	// concurrent: two attempts may run side by side (the exchange can
 	// give each its own memory), which hedging needs.
@@ -86,17 +87,19 @@ type attempt struct {
 // do runs one unary call through the engine: the client's admission
 // (rate limit, budget), then attempts — one, or more when retries or
 // hedging are on — until one gives an answer worth returning, the policy
-// or the budget says stop, or ctx ends. The returned attempt has been
-// kept ([exchange.keep]).
-func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec) attempt {
+// or the budget says stop, or ctx ends. It fills a, storage of the
+// exchange's, with the call's outcome, which it has kept
+// ([exchange.keep]).
+func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec, a *attempt) {
 	g := cl.guard
 	if err := g.admit(ctx); err != nil {
-		return attempt{err: err}
+		*a = attempt{err: err}
+		return
 	}
 	if g.retry == nil && g.hedge == nil {
-		a := cl.attempt(ctx, ctx, ex, spec, 1, nil)
-		ex.keep(&a, nil)
-		return a
+		cl.attempt(ctx, ctx, ex, spec, 1, nil, a)
+		ex.keep(a, nil)
+		return
 	}
 	pol := g.retry
 	maxAttempts := 1
@@ -107,34 +110,34 @@ func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec) attempt {
 		(g.hedge.Route == nil || g.hedge.Route(cl.service, spec.route))
 	var tried []*balancer.Endpoint // allocated on the first retry only
 	for n := 1; ; n++ {
-		var a attempt
 		var cancel context.CancelFunc
 		switch {
 		case hedge:
-			a, cancel = cl.hedged(ctx, ex, spec, n, tried)
+			cancel = cl.hedged(ctx, ex, spec, n, tried, a)
 		case pol != nil && pol.PerTryTimeout > 0:
 			var actx context.Context
 			actx, cancel = g.clock.withTimeout(ctx, pol.PerTryTimeout)
-			a = cl.attempt(ctx, actx, ex, spec, n, tried)
+			cl.attempt(ctx, actx, ex, spec, n, tried, a)
 		default:
-			a = cl.attempt(ctx, ctx, ex, spec, n, tried)
+			cl.attempt(ctx, ctx, ex, spec, n, tried, a)
 		}
-		if pol == nil || n >= maxAttempts || !retryable(ctx, &a, spec) {
-			ex.keep(&a, cancel)
-			return a
+		if pol == nil || n >= maxAttempts || !retryable(ctx, a, spec) {
+			ex.keep(a, cancel)
+			return
 		}
 		wait := pol.backoff(n)
 		if a.hasPushback {
 			wait = max(wait, a.pushback)
 		}
 		if !g.roomFor(ctx, wait, pol.MinRemaining) || !cl.retryAllowed(ctx) {
-			ex.keep(&a, cancel)
-			return a
+			ex.keep(a, cancel)
+			return
 		}
-		ex.discard(&a)
+		ex.discard(a)
 		release(cancel)
 		if err := g.clock.sleep(ctx, wait); err != nil {
-			return attempt{err: fmt.Errorf("mesh: %q: waiting to retry: %w", cl.service, err)}
+			*a = attempt{err: fmt.Errorf("mesh: %q: waiting to retry: %w", cl.service, err)}
+			return
 		}
 		if a.ep != nil {
 			tried = append(tried, a.ep)
@@ -170,35 +173,37 @@ func retryable(ctx context.Context, a *attempt, spec callSpec) bool {
 	return spec.idempotent && a.retry
 }
 
-// attempt makes one attempt of a call: a pick among the endpoints that
-// neither skip rules out nor tried holds (when there is one), through
-// the endpoint's circuit breaker. ctx is the call's context, actx the
-// attempt's. It makes no network I/O when no endpoint is available.
-func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint) attempt {
+// attempt makes one attempt of a call, into a: a pick among the
+// endpoints that neither skip rules out nor tried holds (when there is
+// one), through the endpoint's circuit breaker. ctx is the call's
+// context, actx the attempt's. It makes no network I/O when no endpoint
+// is available.
+func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint, a *attempt) {
 	ep, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
 	if err != nil {
-		return attempt{n: n, err: err}
+		*a = attempt{n: n, err: err}
+		return
 	}
-	return cl.attemptTo(ctx, actx, ex, spec, n, ep, tried, false)
+	cl.attemptTo(ctx, actx, ex, spec, n, ep, tried, false, a)
 }
 
 // attemptTo is [cluster.attempt] with the endpoint picked: when ep's
 // breaker refuses, it picks again (up to twice), avoiding the endpoints
-// that refused.
-func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, tried []*balancer.Endpoint, own bool) attempt {
+// that refused. own says the attempt receives into memory of its own.
+func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, tried []*balancer.Endpoint, own bool, a *attempt) {
 	g := cl.guard
 	var refused []*balancer.Endpoint
 	for i := 0; ; i++ {
-		a := attempt{n: n, ep: ep, own: own}
+		*a = attempt{n: n, ep: ep, own: own}
 		if g.through(ep, func() breaker.Result {
-			ex.send(actx, &a)
+			ex.send(actx, a)
 			if context.Cause(actx) == errHedgeLost {
 				// Cancelled by weft: nothing to learn of the endpoint.
 				a.result = breaker.Excluded
 			}
 			return a.result
 		}) {
-			return a
+			return
 		}
 		if svc := g.breakers.Service(); i == 2 || (svc != nil && svc.Open()) {
 			break
@@ -206,23 +211,23 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 		refused = append(refused, ep)
 		var err error
 		if ep, err = cl.pick(ex.balancerInfo(ctx), spec, tried, refused); err != nil {
-			return attempt{n: n, err: err}
+			*a = attempt{n: n, err: err}
+			return
 		}
 	}
-	return attempt{n: n, err: fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)}
+	*a = attempt{n: n, err: fmt.Errorf("mesh: %q: %w", cl.service, ErrCircuitOpen)}
 }
 
 // pick is the one pick site of the client: it asks the service's
-// balancer for an endpoint that no breaker has open, that the exchange
-// does not rule out and, when another one is available, that is neither
-// in tried nor in refused.
+// balancer for an endpoint that spec.skip does not rule out (an open
+// breaker, no ready connection) and, when another one is available,
+// that is neither in tried nor in refused.
 func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
-	g := cl.guard
-	info.Skip = skipping(g.skipOpen, spec.skip, tried, refused)
+	info.Skip = skipping(spec.skip, tried, refused)
 	ep, err := cl.balancer.Pick(info)
 	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
 		// Every other endpoint was tried: a retry may go back to one.
-		info.Skip = skipping(g.skipOpen, spec.skip, nil, refused)
+		info.Skip = skipping(spec.skip, nil, refused)
 		ep, err = cl.balancer.Pick(info)
 	}
 	if errors.Is(err, balancer.ErrAllSkipped) {
@@ -234,20 +239,14 @@ func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*bal
 	return ep, nil
 }
 
-// skipping returns the skip function that rules out what open, extra,
-// tried and refused rule out; nil when nothing does.
-func skipping(open, extra func(*balancer.Endpoint) bool, tried, refused []*balancer.Endpoint) func(*balancer.Endpoint) bool {
-	switch {
-	case len(tried) == 0 && len(refused) == 0 && extra == nil:
-		return open
-	case len(tried) == 0 && len(refused) == 0 && open == nil:
-		return extra
+// skipping returns the skip function that rules out what skip, tried and
+// refused rule out: skip itself when tried and refused are empty.
+func skipping(skip func(*balancer.Endpoint) bool, tried, refused []*balancer.Endpoint) func(*balancer.Endpoint) bool {
+	if len(tried) == 0 && len(refused) == 0 {
+		return skip
 	}
 	return func(e *balancer.Endpoint) bool {
-		if (open != nil && open(e)) || (extra != nil && extra(e)) {
-			return true
-		}
-		return holds(tried, e) || holds(refused, e)
+		return (skip != nil && skip(e)) || holds(tried, e) || holds(refused, e)
 	}
 }
 
@@ -256,13 +255,14 @@ func skipping(open, extra func(*balancer.Endpoint) bool, tried, refused []*balan
 // second one to another endpoint (budget permitting). The first good
 // answer wins; the other attempt is cancelled, and what it receives is
 // its own, never the caller's. No hedge starts once an answer is in.
-// When both fail, the last failure is returned. It returns the winner
-// and the cancel function of the winner's context.
-func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint) (attempt, context.CancelFunc) {
+// When both fail, the last failure is the outcome. It fills a with the
+// winner and returns the cancel function of the winner's context.
+func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint, a *attempt) context.CancelFunc {
 	g := cl.guard
 	first, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
 	if err != nil {
-		return attempt{n: n, err: err}, nil
+		*a = attempt{n: n, err: err}
+		return nil
 	}
 	type result struct {
 		a      attempt
@@ -275,7 +275,8 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 		actx, cancel := context.WithCancelCause(ctx)
 		cancels[i] = cancel
 		go func() {
-			a := cl.attemptTo(ctx, actx, ex, spec, n+i, ep, tried, true)
+			var a attempt
+			cl.attemptTo(ctx, actx, ex, spec, n+i, ep, tried, true, &a)
 			results <- result{a: a, idx: i, cancel: func() { cancel(context.Canceled) }}
 		}()
 	}
@@ -284,7 +285,7 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 	timer, stop := g.clock.timer(g.hedgeDelay())
 	defer func() { stop() }()
 	var last *result
-	finish := func(res result) (attempt, context.CancelFunc) {
+	finish := func(res result) context.CancelFunc {
 		if pending > 0 {
 			// The loser is cancelled; what it gets is dropped when it
 			// returns.
@@ -305,7 +306,8 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 			ex.discard(&last.a)
 			last.cancel()
 		}
-		return res.a, res.cancel
+		*a = res.a
+		return res.cancel
 	}
 	for {
 		select {
@@ -338,7 +340,7 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 			// (and a retry's tried ones); while there is none to go to,
 			// the hedge waits another delay.
 			info := ex.balancerInfo(ctx)
-			info.Skip = skipping(g.skipOpen, spec.skip, append(slices.Clip(tried), first), nil)
+			info.Skip = skipping(spec.skip, append(slices.Clip(tried), first), nil)
 			ep, err := cl.balancer.Pick(info)
 			if err != nil {
 				stop()

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/serviceconfig"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -175,9 +176,10 @@ type grpcPicker struct {
 }
 
 func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	id, _ := info.Ctx.Value(endpointKey{}).(string)
-	if child, ok := p.ready[id]; ok {
-		return child.Pick(info)
+	if ep, ok := info.Ctx.Value(endpointKey{}).(*balancer.Endpoint); ok {
+		if child, ok := p.ready[ep.ID]; ok {
+			return child.Pick(info)
+		}
 	}
 	return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, notReadyMessage)
 }
