@@ -391,9 +391,9 @@ type readiness struct {
 // service's cluster it calls and which of its endpoints have a ready
 // connection. It is the connection's resolver builder too.
 type grpcConn struct {
-	cl   *cluster
-	skip func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
-	ready        atomic.Pointer[readiness]
+	cl    *cluster
+	skip  func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
+	ready atomic.Pointer[readiness]
 
 	mu       sync.Mutex // guards resolver
 	resolver *grpcResolver
