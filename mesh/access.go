@@ -66,10 +66,11 @@ func accessOf(c *serverConfig) *accessConfig {
 // 503 / Unavailable. Several policies may be given: each must allow.
 //
 // p sees the peer's verified SPIFFE ID and the request's method and path
-// in canonical form ([tlsid.CleanPath]: "/a/../admin", "//admin" and
-// "/a%2F..%2Fadmin" are all "/admin"); an HTTP handler then receives that
-// same canonical path (trailing slash kept, RawPath cleared), so what was
-// authorized is what is routed. A gRPC method name that is not canonical
+// in normalized form ([NormalizePath]: "/a/../admin", "//admin" and
+// "/a%2F..%2Fadmin" are all "/admin"); the server normalizes every
+// request's path once, before any decision, so the HTTP handler receives
+// that same path (RawPath cleared): what was authorized is what is
+// routed. A gRPC method name that is not canonical
 // ("/pkg.Service/Method") is denied.
 //
 // Use [tlsid.NewPolicy] for allow/deny rules and [tlsid.NewConsulIntentions]
@@ -176,27 +177,14 @@ func accessHandler(h http.Handler, c *serverConfig) http.Handler {
 	}
 	logger := c.logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		clean := tlsid.CleanPath(r.URL.Path)
 		peer, _ := PeerID(r.Context())
-		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: clean}, logger) {
+		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: r.URL.Path}, logger) {
 		case deny:
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
 		case unavailable:
 			http.Error(w, "access check unavailable", http.StatusServiceUnavailable)
 			return
-		}
-		routed := clean
-		if clean != "/" && strings.HasSuffix(r.URL.Path, "/") {
-			routed = clean + "/"
-		}
-		if (routed != r.URL.Path || r.URL.RawPath != "") && r.URL.Path != "*" { // "OPTIONS *" stays as is
-			r2 := new(http.Request)
-			*r2 = *r
-			u := *r.URL
-			u.Path, u.RawPath = routed, ""
-			r2.URL = &u
-			r = r2
 		}
 		h.ServeHTTP(w, r)
 	})

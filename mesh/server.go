@@ -43,7 +43,7 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.http = &http.Server{
-		Handler:           cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID),
+		Handler:           normalizeHandler(cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),

@@ -1,0 +1,88 @@
+package mesh
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/weftmesh/weft/tlsid"
+)
+
+// NormalizePath returns the normalized form of a decoded URL path (an
+// [http.Request]'s URL.Path), the one form in which a weft server's
+// access policies, route rate limits and the handler's routing all see a
+// request's path:
+//
+//   - percent-encodings are decoded (net/http has done so in URL.Path;
+//     this covers Istio's BASE decoding of unreserved bytes, and "%2F"
+//     is a slash, as with Istio's DECODE_AND_MERGE_SLASHES, so that a
+//     policy and [http.ServeMux] agree on the segments);
+//   - "." and ".." segments are resolved (RFC 3986 §5.2.4);
+//   - runs of slashes are merged (Istio's MERGE_SLASHES);
+//   - the path is rooted; a trailing slash is kept, as it routes
+//     differently ("/docs/" is a subtree for ServeMux, "/docs" is not).
+//
+// A normalized path is a fixed point: NormalizePath(NormalizePath(p)) ==
+// NormalizePath(p). An already normalized path is returned without
+// allocating.
+func NormalizePath(p string) string {
+	if normalized(p) {
+		return p
+	}
+	clean := tlsid.CleanPath(p)
+	if clean != "/" && strings.HasSuffix(p, "/") {
+		return clean + "/"
+	}
+	return clean
+}
+
+// normalized reports whether p is rooted and has no empty, "." or ".."
+// segment, except that it may end with a slash.
+func normalized(p string) bool {
+	if p == "" || p[0] != '/' {
+		return false
+	}
+	start := 1
+	for i := 1; i <= len(p); i++ {
+		if i < len(p) && p[i] != '/' {
+			continue
+		}
+		seg := p[start:i]
+		switch {
+		case seg == "." || seg == "..":
+			return false
+		case seg == "" && i < len(p):
+			return false // "//"
+		}
+		start = i + 1
+	}
+	return true
+}
+
+// normalizeRequest returns r with its URL path normalized ([NormalizePath])
+// and RawPath cleared, or r itself when its path is already in that form.
+// Asterisk-form ("OPTIONS *") and authority-form (CONNECT) targets are
+// not paths and stay as they are.
+func normalizeRequest(r *http.Request) *http.Request {
+	if r.URL.RawPath == "" && normalized(r.URL.Path) {
+		return r
+	}
+	if r.URL.Path == "*" || r.Method == http.MethodConnect {
+		return r
+	}
+	r2 := new(http.Request)
+	*r2 = *r
+	u := *r.URL
+	u.Path, u.RawPath = NormalizePath(r.URL.Path), ""
+	r2.URL = &u
+	return r2
+}
+
+// normalizeHandler normalizes the path of every request before h, the
+// server's first step after the handshake: every later decision (access
+// policy, rate limits, telemetry, the handler's routing) sees the same
+// path.
+func normalizeHandler(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, normalizeRequest(r))
+	})
+}
