@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -45,7 +47,9 @@ type RequestPolicy interface {
 // the rule matches callers with and without an ID.
 //
 // Methods holds HTTP methods, compared exactly ("GET"); gRPC calls are
-// "POST".
+// "POST". A list that names GET also matches HEAD, as servers answer HEAD
+// with their GET handlers ([http.ServeMux] does, RFC 9110 §9.3.2): a rule
+// on GET covers HEAD.
 //
 // Paths holds canonical path prefixes compared by whole segments: "/admin"
 // matches "/admin" and "/admin/users", not "/administrator"; "/" matches
@@ -141,6 +145,9 @@ func compileRule(r Rule) (rule, error) {
 			return c, fmt.Errorf("method %q is not an HTTP method token", truncate(m))
 		}
 		c.methods = append(c.methods, m)
+	}
+	if slices.Contains(c.methods, http.MethodGet) && !slices.Contains(c.methods, http.MethodHead) {
+		c.methods = append(c.methods, http.MethodHead)
 	}
 	for _, p := range r.Paths {
 		if p != "/" {
