@@ -1,0 +1,73 @@
+// Package route is weft's traffic management: which backend a call goes
+// to and under what policy — what Istio's VirtualService, DestinationRule
+// and ServiceEntry, or Consul's service-router, -splitter and -resolver,
+// say for a sidecar. It holds the types, their validation, their
+// compilation into immutable tables, and the matching of calls; the
+// package mesh applies what a table decides.
+//
+// # The model
+//
+// A [Config] maps service names to a [Service]:
+//
+//   - [Service.Subsets] name groups of endpoints by tags and meta, as
+//     balancer.Subset does; [Service.DefaultSubset] takes what no route
+//     takes.
+//   - [Service.Routes] are tried in order and the first that matches a
+//     call takes it; an implicit catch-all sends everything else to the
+//     default subset. A [Route] has [Match] entries, ORed, whose fields —
+//     [PathMatch] (exact, prefix or RE2 regex matching the whole path,
+//     optionally ignoring case), methods, headers and query parameters
+//     ([StringMatch]: exact, prefix, suffix, regex, present, each
+//     invertible) — are ANDed.
+//   - A route sends its calls to weighted [Backend]s (a service and
+//     subset; weights in basis points summing to [TotalWeight], so steps of
+//     0.01%), or answers itself with a [Redirect] or a [DirectResponse].
+//     It may rewrite the path and authority ([Rewrite]), change headers
+//     ([Headers], also per backend), bound the call ([Route.Timeout]),
+//     retry ([Retry]) and hedge ([Hedge]) within the chosen backend,
+//     inject faults ([Fault]) and mirror calls ([Mirror]).
+//   - [TrafficPolicy] — load balancer, outlier detection, breaker, retries —
+//     applies per service, and per subset block by block over it, as
+//     DestinationRule's trafficPolicy does.
+//   - [Config.External] names services outside the mesh
+//     ([ExternalService]: fixed addresses or DNS names, reached over TLS
+//     with their own server name and CA), which backends and mirrors may
+//     name.
+//
+// For gRPC the path is the full method name, "/pkg.Service/Method", and
+// the headers are the metadata; paths are matched as the server's
+// authorization sees them, after normalization.
+//
+// # Validation
+//
+// [Compile] and [Validate] check the whole config, as Istio's Galley
+// does, and report every problem at once in a [*ValidationError], each a
+// [*FieldError] with the path of its field:
+//
+//	services.payments.routes[2].match[0].headers["x-canary"].regex: error parsing regexp: missing closing ): `(a`
+//
+// Warnings (a route that never matches, a per-try timeout not below the
+// route's timeout, a mirror to where the route already sends) do not
+// refuse a config; [Table.Warnings] keeps them. [Parse] reads YAML and
+// JSON, refusing unknown fields.
+//
+// # Tables and matching
+//
+// A [Table] is immutable. [Table.Match] takes a service name, a
+// [Request] (method, normalized path, query, headers or metadata) and a
+// random number from the caller, and returns a [Decision]: the [Rule]
+// that took the call, with its policy (timeout, [RetryPolicy],
+// [HedgePolicy], [FaultPolicy], [MirrorPolicy], [HeaderRules], rewrite,
+// redirect or direct response), and the [Target] the weights chose, whose
+// [Destination] is a service and subset with its effective [Policy].
+// Matching takes no lock and allocates nothing.
+//
+// # Sources
+//
+// A [Source] publishes tables through an atomic pointer, so readers see
+// one table or the next, never a mix. [Static] holds configs given in
+// code; [File] follows a YAML or JSON file, applying a change only once it
+// reads the same twice. Neither ever applies an invalid config, or part
+// of one: the last good table stays, and the rejection is kept
+// ([Status]) and reported ([WithOnReject]).
+package route

@@ -1,0 +1,98 @@
+package route
+
+import "time"
+
+// DefaultPollInterval is how often a [File] reads its file by default.
+const DefaultPollInterval = time.Second
+
+// Option configures [Compile] and the sources. Each function says which
+// options it reads; the others are ignored.
+type Option interface {
+	apply(*options)
+}
+
+type optionFunc func(*options)
+
+func (f optionFunc) apply(o *options) { f(o) }
+
+type options struct {
+	version  string
+	source   string
+	onUpdate func(*Table)
+	onReject func(Rejection)
+	now      func() time.Time
+	poll     time.Duration
+}
+
+func newOptions(opts []Option) options {
+	o := options{now: time.Now, poll: DefaultPollInterval}
+	for _, opt := range opts {
+		if opt != nil {
+			opt.apply(&o)
+		}
+	}
+	return o
+}
+
+// WithVersion sets the version recorded in the table ([Table.Version]);
+// by default it is a hash of the config. An empty v is ignored.
+func WithVersion(v string) Option {
+	return optionFunc(func(o *options) {
+		if v != "" {
+			o.version = v
+		}
+	})
+}
+
+// WithSource sets the source recorded in the table ([Table.Source]). The
+// sources set their own. An empty name is ignored.
+func WithSource(name string) Option {
+	return optionFunc(func(o *options) {
+		if name != "" {
+			o.source = name
+		}
+	})
+}
+
+// WithOnUpdate has a source call fn with each table it publishes, the
+// first included, after it is published. Calls are made one at a time
+// from the goroutine that made the update; fn must not update the source.
+// A nil fn is ignored.
+func WithOnUpdate(fn func(*Table)) Option {
+	return optionFunc(func(o *options) {
+		if fn != nil {
+			o.onUpdate = fn
+		}
+	})
+}
+
+// WithOnReject has a source call fn with each update it refuses (to log
+// it, count it in a metric), one at a time, from the goroutine that made
+// the update; fn must not update the source. A nil fn is ignored.
+func WithOnReject(fn func(Rejection)) Option {
+	return optionFunc(func(o *options) {
+		if fn != nil {
+			o.onReject = fn
+		}
+	})
+}
+
+// WithClock sets the clock a source stamps updates and rejections with.
+// A nil now is ignored.
+func WithClock(now func() time.Time) Option {
+	return optionFunc(func(o *options) {
+		if now != nil {
+			o.now = now
+		}
+	})
+}
+
+// WithPollInterval sets how often [File.Run] reads the file; a
+// non-positive d is ignored.
+func WithPollInterval(d time.Duration) Option {
+	return optionFunc(func(o *options) {
+		if d > 0 {
+			o.poll = d
+		}
+	})
+}

@@ -1,0 +1,154 @@
+package route
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Source gives the current route table. Table is safe for concurrent use,
+// takes no lock and does not allocate: it is one atomic load, for the
+// request path. It never returns nil.
+type Source interface {
+	Table() *Table
+}
+
+// Status is what a source has done, for admin pages and health checks.
+type Status struct {
+	// Table is the current table.
+	Table *Table
+	// Updated is when Table was published.
+	Updated time.Time
+	// Rejected counts the updates refused since the source was made.
+	Rejected uint64
+	// LastRejection is the most recent refused update; nil when none was.
+	LastRejection *Rejection
+}
+
+// Rejection is an update a source refused; its table stayed as it was.
+type Rejection struct {
+	// Source is the source's name ("static", "file:/etc/weft/routes.yaml").
+	Source string
+	// At is when the update was refused.
+	At time.Time
+	// Err says why: a [*ValidationError] listing each problem with its
+	// path, or an error wrapping [ErrSyntax], [ErrEmpty] or a read error.
+	Err error
+}
+
+// Error returns the source's name and why its update was refused.
+func (r Rejection) Error() string { return fmt.Sprintf("%s: update refused: %v", r.Source, r.Err) }
+
+// publisher compiles updates and publishes good tables: the part every
+// source shares.
+type publisher struct {
+	name string
+	opts options
+	cur  atomic.Pointer[Table]
+
+	mu       sync.Mutex // serializes updates and hooks; guards below
+	updated  time.Time
+	rejected uint64
+	last     *Rejection
+}
+
+func newPublisher(name string, opts []Option) *publisher {
+	o := newOptions(opts)
+	o.source = name
+	p := &publisher{name: name, opts: o}
+	p.cur.Store(&Table{source: name})
+	return p
+}
+
+// Table returns the current table.
+func (p *publisher) Table() *Table { return p.cur.Load() }
+
+// Status returns what the source has done.
+func (p *publisher) Status() Status {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Status{Table: p.cur.Load(), Updated: p.updated, Rejected: p.rejected}
+	if p.last != nil {
+		r := *p.last
+		s.LastRejection = &r
+	}
+	return s
+}
+
+// update compiles cfg and publishes it, or, when cfg (or err, the error
+// of reading it) is bad, keeps the current table and records the
+// rejection.
+func (p *publisher) update(cfg *Config, version string, err error) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var t *Table
+	if err == nil {
+		o := p.opts
+		o.version = version
+		t, err = Compile(cfg, o.asOptions()...)
+	}
+	if err != nil {
+		r := Rejection{Source: p.name, At: p.opts.now(), Err: err}
+		p.rejected++
+		p.last = &r
+		if p.opts.onReject != nil {
+			p.opts.onReject(r)
+		}
+		return r
+	}
+	p.cur.Store(t)
+	p.updated = p.opts.now()
+	if p.opts.onUpdate != nil {
+		p.opts.onUpdate(t)
+	}
+	return nil
+}
+
+// asOptions returns the options Compile reads.
+func (o options) asOptions() []Option {
+	return []Option{WithVersion(o.version), WithSource(o.source)}
+}
+
+// Static is a source of configs given in code. It is safe for concurrent
+// use. Build one with [NewStatic].
+type Static struct {
+	pub *publisher
+}
+
+var _ Source = (*Static)(nil)
+
+// NewStatic returns a source whose table is cfg compiled; it fails with
+// the [*ValidationError] of an invalid cfg. It reads [WithOnUpdate],
+// [WithOnReject], [WithClock] and [WithVersion].
+func NewStatic(cfg *Config, opts ...Option) (*Static, error) {
+	s := &Static{newPublisher("static", opts)}
+	if err := s.pub.update(cfg, s.pub.opts.version, nil); err != nil {
+		return nil, unwrapRejection(err)
+	}
+	return s, nil
+}
+
+// Update compiles cfg and publishes its table. When cfg is invalid the
+// current table stays, the rejection is recorded ([Static.Status]) and
+// reported to [WithOnReject], and Update returns a [Rejection] wrapping
+// the [*ValidationError]. The version is a hash of cfg.
+func (s *Static) Update(cfg *Config) error { return s.pub.update(cfg, "", nil) }
+
+// Table returns the current table: one atomic load.
+func (s *Static) Table() *Table { return s.pub.Table() }
+
+// Status returns the current table and the rejections so far.
+func (s *Static) Status() Status { return s.pub.Status() }
+
+// Unwrap returns the reason of the rejection.
+func (r Rejection) Unwrap() error { return r.Err }
+
+func unwrapRejection(err error) error {
+	var r Rejection
+	if errors.As(err, &r) {
+		return r.Err
+	}
+	return err
+}
