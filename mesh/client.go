@@ -61,7 +61,7 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 		}
 		c.cfg.authorize = a
 	}
-	observeIdentity(c.cfg.telemetry, c.cfg.identity)
+	c.cfg.stopObserving = observeIdentity(c.cfg.telemetry, c.cfg.identity)
 	empty := map[string]*cluster{}
 	c.clusters.Store(&empty)
 	return c, nil
@@ -241,6 +241,7 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.closed = true
+	c.cfg.stopObserving()
 	clusters := *c.clusters.Load()
 	empty := map[string]*cluster{}
 	c.clusters.Store(&empty)

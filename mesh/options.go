@@ -31,6 +31,7 @@ type clientConfig struct {
 	logger           *slog.Logger
 	resilience       resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
 	clock            Clock                // nil: the system clock
+	stopObserving    func()               // stops telemetry's watch of the identity's expiry
 	telemetry        *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
@@ -41,6 +42,8 @@ type serverConfig struct {
 	logger    *slog.Logger
 	access    *accessConfig        // request policies, see access.go
 	telemetry *telemetry.Telemetry // nil: none (telemetry.go)
+	// stopObserving stops telemetry's watch of the identity's expiry.
+	stopObserving func()
 }
 
 type clientOptionFunc func(*clientConfig)

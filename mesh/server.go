@@ -82,7 +82,7 @@ func newServerConfig(opts []ServerOption) (serverConfig, error) {
 		}
 		cfg.authorize = a
 	}
-	observeIdentity(cfg.telemetry, cfg.identity)
+	cfg.stopObserving = observeIdentity(cfg.telemetry, cfg.identity)
 	cfg.authorize = observeAuthorizer(cfg.telemetry, telemetry.Server, cfg.authorize)
 	return cfg, nil
 }
@@ -101,11 +101,14 @@ func (s *Server) Serve(ln net.Listener) error {
 // Shutdown stops accepting connections and waits, until ctx ends, for
 // requests in flight to finish.
 func (s *Server) Shutdown(ctx context.Context) error {
+	s.cfg.stopObserving()
 	return s.http.Shutdown(ctx)
 }
 
-// Close closes the listeners and every connection at once.
+// Close closes the listeners and every connection at once, and stops
+// reporting the server's identity to telemetry.
 func (s *Server) Close() error {
+	s.cfg.stopObserving()
 	return s.http.Close()
 }
 

@@ -144,11 +144,13 @@ func observeAuthorizer(t *telemetry.Telemetry, side telemetry.Side, authorize tl
 	}
 }
 
-// observeIdentity reports the expiry of src's SVIDs through t.
-func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) {
-	if t != nil && src != nil {
-		t.ObserveSVIDs(src)
+// observeIdentity reports the expiry of src's SVIDs through t until
+// the returned stop is called.
+func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) (stop func()) {
+	if t == nil || src == nil {
+		return func() {}
 	}
+	return t.ObserveSVIDs(src)
 }
 
 // observeRejection records a call the client refused to make.
