@@ -147,11 +147,11 @@ func accessAttrs(r tlsid.Request, err error) []slog.Attr {
 	if !r.Peer.IsZero() {
 		peer = r.Peer.String()
 	}
-	p := r.Path
+	p := redactText(r.Path)
 	if len(p) > 256 {
 		p = p[:256] + "…"
 	}
-	return []slog.Attr{slog.String("peer", peer), slog.String("method", r.Method), slog.String("path", p), slog.String("reason", err.Error())}
+	return []slog.Attr{slog.String("peer", peer), slog.String("method", r.Method), slog.String("path", p), slog.String("reason", telemetry.Redact(err))}
 }
 
 // newAccess finishes the access configuration of a server; nil when no

@@ -46,7 +46,7 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 		Handler:           normalizeHandler(cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID)),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          slog.NewLogLogger(cfg.logger.Handler(), slog.LevelWarn),
+		ErrorLog:          serverErrorLog(cfg.logger),
 		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: DefaultMaxConcurrentStreams},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
