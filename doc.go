@@ -10,6 +10,9 @@
 //     name, and servers for [net/http.Handler]s and gRPC, over mutual TLS.
 //   - [github.com/weftmesh/weft/discovery] knows where the instances of a
 //     service are and pushes full endpoint sets to subscribers.
+//   - [github.com/weftmesh/weft/route] says where a call goes and under
+//     what policy: ordered routes, weighted subsets, timeouts, retries,
+//     faults and mirrors, validated and compiled into immutable tables.
 //   - [github.com/weftmesh/weft/balancer] chooses the instance for each
 //     request from an immutable snapshot, with no lock and no allocation.
 //   - [github.com/weftmesh/weft/breaker] says no: circuit breakers, retry

@@ -724,8 +724,18 @@ func (c *compiler) compileRedirect(path string, r *Redirect, grpc bool) *Redirec
 	return &v
 }
 
+// validAuthority: a host or host:port, with nothing of a path, query,
+// user or control character in it.
 func validAuthority(a string) bool {
-	return a != "" && !strings.ContainsAny(a, " /?#@\\") && validToken(a)
+	if a == "" || strings.ContainsAny(a, "/?#@\\\"") {
+		return false
+	}
+	for _, r := range a {
+		if r <= ' ' || r >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func (c *compiler) compileDirect(path string, d *DirectResponse, grpc bool) *DirectResponse {

@@ -208,7 +208,7 @@ func TestActions(t *testing.T) {
 
 	d := tab.Match("payments", &route.Request{Method: "GET", Path: "/admin/x"}, 0)
 	u, _ := url.Parse("http://user:pw@payments/admin/x?a=1")
-	if got := d.Rule.Location(u); got != "https://payments/admin/x?a=1" || d.Rule.Redirect.Code != 308 {
+	if got := d.Rule.Location(u); got != "https://pay.example.org:8443/admin/x?a=1" || d.Rule.Redirect.Code != 308 {
 		t.Errorf("location %q, code %d", got, d.Rule.Redirect.Code)
 	}
 

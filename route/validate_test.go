@@ -157,6 +157,9 @@ services:
 		{"redirect to itself", base + `
       - redirect: {code: 302}`,
 			`services.payments.routes[0].redirect`, "would redirect to itself"},
+		{"redirect authority", base + `
+      - redirect: {authority: "a/b"}`,
+			`services.payments.routes[0].redirect.authority`, `"a/b" is not a host or host:port`},
 		{"redirect scheme", base + `
       - redirect: {scheme: ftp}`,
 			`services.payments.routes[0].redirect.scheme`, `"ftp": must be http or https`},

@@ -1,0 +1,106 @@
+package route_test
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/weftmesh/weft/route"
+)
+
+// A 10% canary, and every call with the header x-canary: true on the
+// canary.
+const canaryYAML = `
+services:
+  payments:
+    defaultSubset: stable
+    subsets:
+      stable: {meta: {version: v1}}
+      canary: {meta: {version: v2}}
+    routes:
+      - name: by-header
+        match:
+          - headers: {x-canary: {exact: "true"}}
+        backends: [{subset: canary}]
+      - name: split
+        match:
+          - path: {prefix: /charge}
+        backends:
+          - {subset: stable, weight: 9000}
+          - {subset: canary, weight: 1000}
+        timeout: 2s
+        retries: {attempts: 2, perTryTimeout: 500ms, retryOn: [connect-failure, "503"]}
+`
+
+func ExampleTable_Match() {
+	cfg, err := route.Parse([]byte(canaryYAML), route.YAML)
+	if err != nil {
+		panic(err)
+	}
+	tab, err := route.Compile(cfg)
+	if err != nil {
+		panic(err)
+	}
+	show := func(req *route.Request, rnd uint64) {
+		d := tab.Match("payments", req, rnd)
+		fmt.Printf("%s %s -> %s (route %s, timeout %v)\n", req.Method, req.Path, d.Target.Destination, d.Rule.Name, d.Rule.Timeout)
+	}
+	show(&route.Request{Method: "POST", Path: "/charge"}, 42)   // 42 < 9000: stable
+	show(&route.Request{Method: "POST", Path: "/charge"}, 9042) // 9042 ≥ 9000: canary
+	show(&route.Request{Method: "GET", Path: "/refunds", Header: http.Header{"X-Canary": {"true"}}}, 42)
+	show(&route.Request{Method: "GET", Path: "/refunds"}, 42)
+	// Output:
+	// POST /charge -> payments/stable (route split, timeout 2s)
+	// POST /charge -> payments/canary (route split, timeout 2s)
+	// GET /refunds -> payments/canary (route by-header, timeout 0s)
+	// GET /refunds -> payments/stable (route default, timeout 0s)
+}
+
+func ExampleValidate() {
+	cfg, err := route.Parse([]byte(`
+services:
+  payments:
+    subsets:
+      stable: {meta: {version: v1}}
+    routes:
+      - match:
+          - headers: {x-canary: {regex: "(true"}}
+        backends:
+          - {subset: stable, weight: 9000}
+          - {subset: canary, weight: 1000}
+        fault:
+          abort: {httpStatus: 503, percent: 150}
+`), route.YAML)
+	if err != nil {
+		panic(err)
+	}
+	_, err = route.Validate(cfg)
+	var ve *route.ValidationError
+	if errors.As(err, &ve) {
+		for _, fe := range ve.Errors {
+			fmt.Println(fe)
+		}
+	}
+	// Output:
+	// services.payments.routes[0].match[0].headers["x-canary"].regex: error parsing regexp: missing closing ): `(true`
+	// services.payments.routes[0].backends[1].subset: unknown subset "canary" of "payments" (subsets: stable)
+	// services.payments.routes[0].fault.abort.percent: 150 is outside 0–100
+}
+
+func ExampleStatic_Update() {
+	src, err := route.NewStatic(&route.Config{Services: map[string]*route.Service{
+		"web": {Routes: []*route.Route{{Timeout: route.Duration(1e9)}}},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	before := src.Table()
+	err = src.Update(&route.Config{Services: map[string]*route.Service{
+		"web": {Routes: []*route.Route{{Timeout: route.Duration(-1e9)}}},
+	}})
+	fmt.Println(err)
+	fmt.Println("table kept:", src.Table() == before, "rejected:", src.Status().Rejected)
+	// Output:
+	// static: update refused: route: invalid config: services.web.routes[0].timeout: -1s is negative
+	// table kept: true rejected: 1
+}
