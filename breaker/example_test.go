@@ -31,6 +31,27 @@ func ExampleSet() {
 	// true true
 }
 
+// Settings.Now gives the breaker a clock of the program's own: here a
+// clock moved by hand, so the open timeout passes without waiting.
+func ExampleSettings_now() {
+	now := time.Unix(1_700_000_000, 0)
+	b := breaker.New("payments", "payments-1", breaker.Settings{
+		ConsecutiveFailures: 1,
+		OpenTimeout:         30 * time.Second,
+		Now:                 func() time.Time { return now },
+	})
+	_ = b.Do(func() breaker.Result { return breaker.Failure })
+	fmt.Println(b.State())
+	now = now.Add(29 * time.Second)
+	fmt.Println(b.State())
+	now = now.Add(time.Second)
+	fmt.Println(b.State())
+	// Output:
+	// open
+	// open
+	// half-open
+}
+
 // A retry budget allows retries of 20% of recent requests plus a floor.
 func ExampleBudget() {
 	now := time.Unix(1_700_000_000, 0)
