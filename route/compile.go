@@ -61,6 +61,9 @@ func Compile(cfg *Config, opts ...Option) (*Table, error) {
 		a, b := t.dests[i], t.dests[j]
 		return a.Service < b.Service || a.Service == b.Service && a.Subset < b.Subset
 	})
+	for i, d := range t.dests {
+		d.Index = i
+	}
 	return t, nil
 }
 
@@ -465,22 +468,45 @@ type seenEntry struct {
 	m            *Match
 }
 
-// shadowed warns of the match entries of route i that an earlier route
-// already has, word for word.
+// shadowed warns of the match entries of route i that an entry of an
+// earlier route matches whenever they do: the same entry, or a path
+// prefix alone that covers their path.
 func (c *compiler) shadowed(path string, i int, r *Route, seen []seenEntry) []seenEntry {
 	for j, m := range r.Match {
 		if m == nil {
 			continue
 		}
 		for _, s := range seen {
-			if reflect.DeepEqual(s.m, m) {
+			switch {
+			case reflect.DeepEqual(s.m, m):
 				c.warnf(path+".match"+index(j), "never matches: routes[%d].match[%d] is the same", s.route, s.entry)
-				break
+			case covers(s.m, m):
+				c.warnf(path+".match"+index(j), "never matches: routes[%d].match[%d] matches the prefix %q first", s.route, s.entry, s.m.Path.Prefix)
+			default:
+				continue
 			}
+			break
 		}
 		seen = append(seen, seenEntry{i, j, m})
 	}
 	return seen
+}
+
+// covers reports whether a, an entry with only a case-sensitive path
+// prefix, matches every request b does.
+func covers(a, b *Match) bool {
+	if a.Path == nil || a.Path.Prefix == "" || a.Path.IgnoreCase || len(a.Methods)+len(a.Headers)+len(a.Query) > 0 ||
+		b.Path == nil || b.Path.Regex != "" {
+		return false
+	}
+	p := b.Path.Prefix + b.Path.Exact
+	if b.Path.IgnoreCase {
+		p = strings.ToLower(p)
+		if p != strings.ToUpper(p) { // letters may match in another case
+			return false
+		}
+	}
+	return strings.HasPrefix(p, a.Path.Prefix)
 }
 
 func (c *compiler) compileRoute(path, svcName string, i int, r *Route, grpc bool) *Rule {
@@ -551,9 +577,11 @@ func (c *compiler) compileRoute(path, svcName string, i int, r *Route, grpc bool
 }
 
 func (c *compiler) compileMatch(path string, m *Match, grpc bool) matcher {
-	var mt matcher
+	mt := matcher{path: strMatcher{kind: strAny}}
 	if pm := m.Path; pm != nil {
-		mt.path = c.compilePath(path+".path", pm)
+		if sm := c.compilePath(path+".path", pm); sm != nil {
+			mt.path = *sm
+		}
 	}
 	if len(m.Methods) > 0 && grpc {
 		c.errorf(path+".methods", "gRPC calls have no method: match the path \"/pkg.Service/Method\" instead")

@@ -3,8 +3,12 @@ package route_test
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/http"
+	"slices"
 
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/route"
 )
 
@@ -103,4 +107,47 @@ func ExampleStatic_Update() {
 	// Output:
 	// static: update refused: route: invalid config: services.web.routes[0].timeout: -1s is negative
 	// table kept: true rejected: 1
+}
+
+// A destination selects its subset's endpoints for a balancer: its
+// Matches method is a balancer.Match.
+func ExampleDestination_Matches() {
+	tab, err := route.Compile(&route.Config{Services: map[string]*route.Service{
+		"payments": {
+			DefaultSubset: "stable",
+			Subsets: map[string]*route.Subset{
+				"stable": {Meta: map[string]string{"version": "v1"}},
+				"canary": {Meta: map[string]string{"version": "v2"}},
+			},
+			Routes: []*route.Route{{Backends: []*route.Backend{
+				{Subset: "stable", Weight: 9900},
+				{Subset: "canary", Weight: 100},
+			}}},
+		},
+	}})
+	if err != nil {
+		panic(err)
+	}
+	eps := []discovery.Endpoint{
+		{ID: "a", Addr: "10.0.0.1:8443", Meta: map[string]string{"version": "v1"}},
+		{ID: "b", Addr: "10.0.0.2:8443", Meta: map[string]string{"version": "v2"}},
+		{ID: "c", Addr: "10.0.0.3:8443", Meta: map[string]string{"version": "v1"}},
+	}
+	for _, d := range tab.Destinations() {
+		b := balancer.New(balancer.Subset(d.Matches, balancer.RoundRobin()))
+		b.Update(eps)
+		seen := map[string]bool{}
+		for range 10 {
+			ep, err := b.Pick(balancer.Info{})
+			if err != nil {
+				panic(err)
+			}
+			seen[ep.ID] = true
+			ep.Done(balancer.Outcome{})
+		}
+		fmt.Println(d.Index, d, slices.Sorted(maps.Keys(seen)))
+	}
+	// Output:
+	// 0 payments/canary [b]
+	// 1 payments/stable [a c]
 }

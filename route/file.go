@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -120,7 +121,13 @@ func (f *File) Poll() error {
 
 // read reads the file and returns its content and digest.
 func (f *File) read() ([]byte, string, error) {
-	data, err := os.ReadFile(f.path)
+	fh, err := os.Open(f.path)
+	if err != nil {
+		return nil, "", err
+	}
+	defer fh.Close()
+	// One byte over the limit is enough for Parse to refuse the file.
+	data, err := io.ReadAll(io.LimitReader(fh, maxConfigBytes+1))
 	if err != nil {
 		return nil, "", err
 	}

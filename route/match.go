@@ -79,6 +79,7 @@ const (
 	strSuffix
 	strRegex
 	strPresent
+	strAny // no matcher: everything matches
 )
 
 // strMatcher is a compiled [StringMatch] or [PathMatch].
@@ -118,7 +119,7 @@ func (m *strMatcher) test(v string) bool {
 	case strRegex:
 		return m.re.MatchString(v)
 	}
-	return true // strPresent
+	return true // strPresent, strAny
 }
 
 // headerMatcher is a compiled header match.
@@ -135,14 +136,14 @@ type queryMatcher struct {
 
 // matcher is a compiled [Match] entry.
 type matcher struct {
-	path    *strMatcher
+	path    strMatcher // strAny when the entry has no path
 	methods []string
 	headers []headerMatcher
 	query   []queryMatcher
 }
 
 func (m *matcher) match(r *Request) bool {
-	if m.path != nil && !m.path.test(r.Path) {
+	if m.path.kind != strAny && !m.path.test(r.Path) {
 		return false
 	}
 	if m.methods != nil && !hasMethod(m.methods, r.Method) {

@@ -284,3 +284,31 @@ func TestNilAndZeroTables(t *testing.T) {
 		t.Error("an empty table has a service")
 	}
 }
+
+func TestFaultCap(t *testing.T) {
+	tab := load(t, "routes.yaml")
+	f := tab.Match("payments", &route.Request{Method: "GET", Path: "/", RawQuery: "debug=1"}, 0).Rule.Fault
+	for i := range f.MaxActive {
+		if !f.Start() {
+			t.Fatalf("faulted call %d refused under a cap of %d", i+1, f.MaxActive)
+		}
+	}
+	if f.Start() {
+		t.Fatal("a faulted call over the cap was admitted")
+	}
+	f.Done()
+	if !f.Start() {
+		t.Fatal("a slot that was freed was not reused")
+	}
+	uncapped := &route.FaultPolicy{}
+	for range 100 {
+		if !uncapped.Start() {
+			t.Fatal("no cap refused a call")
+		}
+	}
+	for i, d := range tab.Destinations() {
+		if d.Index != i {
+			t.Errorf("destination %s has index %d at %d", d, d.Index, i)
+		}
+	}
+}

@@ -16,7 +16,7 @@ import (
 type Format uint8
 
 const (
-	// Detect reads JSON when the first non-blank byte is '{', YAML
+	// Detect reads JSON when the input is a JSON object, YAML
 	// otherwise.
 	Detect Format = iota
 	// YAML is YAML 1.2 (go.yaml.in/yaml/v3).
@@ -60,8 +60,8 @@ func Parse(data []byte, f Format) (*Config, error) {
 	trimmed := bytes.TrimSpace(data)
 	if f == Detect {
 		f = YAML
-		if len(trimmed) > 0 && trimmed[0] == '{' {
-			f = JSON
+		if len(trimmed) > 0 && trimmed[0] == '{' && json.Valid(trimmed) {
+			f = JSON // a YAML flow mapping starts with '{' too
 		}
 	}
 	cfg := &Config{}

@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -182,6 +183,9 @@ type Target struct {
 // sends to the same service and subset points to the same Destination.
 // Its fields are read-only.
 type Destination struct {
+	// Index is the destination's position in [Table.Destinations], so a
+	// caller can keep per-destination state of a table in a slice.
+	Index int
 	// Service is the service's name.
 	Service string
 	// Subset is the subset's name; empty for every endpoint.
@@ -313,8 +317,34 @@ type FaultPolicy struct {
 	AbortShare Fraction
 	AbortHTTP  int
 	AbortGRPC  codes.Code
-	// MaxActive caps the faulted calls in flight; zero for no cap.
+	// MaxActive caps the faulted calls in flight; zero for no cap. See
+	// [FaultPolicy.Start].
 	MaxActive int
+
+	active atomic.Int64 // faulted calls in flight
+}
+
+// Start admits one faulted call under MaxActive, and reports whether it
+// may be faulted; a call refused runs unfaulted. Every admitted call must
+// be ended by one call of [FaultPolicy.Done]. The count belongs to the
+// table: calls on a table count against its own cap. Safe for concurrent
+// use; it does not allocate.
+func (f *FaultPolicy) Start() bool {
+	if f.MaxActive <= 0 {
+		return true
+	}
+	if f.active.Add(1) > int64(f.MaxActive) {
+		f.active.Add(-1)
+		return false
+	}
+	return true
+}
+
+// Done ends a faulted call admitted by [FaultPolicy.Start].
+func (f *FaultPolicy) Done() {
+	if f.MaxActive > 0 {
+		f.active.Add(-1)
+	}
 }
 
 // MirrorPolicy is a compiled [Mirror].

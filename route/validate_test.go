@@ -337,6 +337,11 @@ func TestValidateWarns(t *testing.T) {
         backends: [{subset: v2}]
       - match: [{path: {prefix: /b}}, {path: {prefix: /a}}]`,
 			"services.payments.routes[1].match[1]", "routes[0].match[0] is the same"},
+		{"a shorter prefix first", base + `
+      - match: [{path: {prefix: /api}}]
+        backends: [{subset: v2}]
+      - match: [{path: {exact: /api/v2/x}, methods: [GET]}]`,
+			"services.payments.routes[1].match[0]", `routes[0].match[0] matches the prefix "/api" first`},
 		{"per-try timeout not below timeout", base + `
       - timeout: 1s
         retries: {attempts: 2, perTryTimeout: 1s}`,
@@ -383,6 +388,7 @@ func TestParse(t *testing.T) {
 	}{
 		{"yaml", "services: {web: {routes: [{timeout: 1s}]}}", route.YAML, nil, ""},
 		{"json detected", `{"services": {"web": {"routes": [{"timeout": "1s"}]}}}`, route.Detect, nil, ""},
+		{"yaml flow mapping detected", `{services: {web: {routes: [{timeout: 1s}]}}}`, route.Detect, nil, ""},
 		{"unknown yaml field", "services: {web: {routs: []}}", route.YAML, route.ErrSyntax, "field routs not found"},
 		{"unknown json field", `{"services": {"web": {"routs": []}}}`, route.JSON, route.ErrSyntax, `unknown field "routs"`},
 		{"bad duration", "services: {web: {routes: [{timeout: 5}]}}", route.YAML, route.ErrSyntax, `bad duration "5"`},
@@ -425,5 +431,21 @@ func TestConfigRoundTrip(t *testing.T) {
 	v, err := route.Compile(tab.Config(), route.WithVersion("v7"), route.WithSource("test"))
 	if err != nil || v.Version() != "v7" || v.Source() != "test" {
 		t.Fatalf("%v %q %q", err, v.Version(), v.Source())
+	}
+}
+
+// TestNoFalseShadowWarnings: routes that only look alike are not
+// reported.
+func TestNoFalseShadowWarnings(t *testing.T) {
+	warns, err := route.Validate(mustParse(t, base+`
+      - match: [{path: {prefix: /api}, methods: [GET]}]
+      - match: [{path: {prefix: /api/v2}}]
+      - match: [{path: {prefix: /b, ignoreCase: true}}]
+      - match: [{path: {prefix: /b/x}}]
+      - match: [{path: {prefix: /c}}]
+      - match: [{path: {regex: "/c.*"}}, {path: {prefix: /D, ignoreCase: true}}, {path: {exact: /d}}]
+`))
+	if err != nil || len(warns) != 0 {
+		t.Fatalf("warnings %v, error %v", warns, err)
 	}
 }
