@@ -614,7 +614,8 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 		}
 	})
 	srv, err := NewServer(h, WithIdentity(env.source(testServerID)),
-		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: limit, CriticalReserve: 0.3, CriticalWait: 200 * time.Millisecond}))
+		// Critical calls wait for a slot long enough for a loaded machine.
+		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: limit, CriticalReserve: 0.3, CriticalWait: 5 * time.Second}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -651,7 +652,7 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 			for ; next.Before(end); next = next.Add(period) {
 				pace.Reset(time.Until(next))
 				<-pace.C
-				req, _ := http.NewRequestWithContext(testContext(t, 10*time.Second), "GET", "http://busy/", nil)
+				req, _ := http.NewRequestWithContext(testContext(t, 60*time.Second), "GET", "http://busy/", nil)
 				if critical {
 					req.Header.Set(PriorityHeader, "critical")
 				}
@@ -707,7 +708,9 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 	if shedCount == 0 || maxInflight.Load() > limit {
 		t.Fatalf("no shedding (%d shed) or limit exceeded (%d in flight)", shedCount, maxInflight.Load())
 	}
-	if p(0.5) > 50*time.Millisecond {
+	// Shedding answers at once, not after a service time: a bound
+	// generous for a loaded machine, far below the critical wait.
+	if p(0.5) > 500*time.Millisecond {
 		t.Fatalf("shed median latency %v: not fast", p(0.5))
 	}
 }
