@@ -333,14 +333,19 @@ func (c *compiler) destination(path, svcName, subset string) *Destination {
 	if s == nil {
 		s = &Service{}
 	}
-	if subset == "" {
+	explicit := subset != ""
+	if !explicit {
 		subset = s.DefaultSubset
 	}
 	if subset == "" {
 		return c.dest(svcName, "", s, nil)
 	}
-	if s.Subsets[subset] == nil {
+	sub, ok := s.Subsets[subset]
+	switch {
+	case !ok && explicit:
 		c.errorf(path+".subset", "unknown subset %q of %q%s", subset, svcName, known(s.Subsets))
+		return nil
+	case !ok || sub == nil: // reported at defaultSubset or at the subset
 		return nil
 	}
 	return c.dest(svcName, subset, s, nil)
@@ -591,6 +596,9 @@ func (c *compiler) compileMatch(path string, m *Match, grpc bool) matcher {
 			c.errorf(path+".methods"+index(k), "%q is not an HTTP method", meth)
 			continue
 		}
+		if up := strings.ToUpper(meth); up != meth && standardMethods[up] {
+			c.warnf(path+".methods"+index(k), "methods are case-sensitive: %q does not match %s", meth, up)
+		}
 		mt.methods = append(mt.methods, meth)
 		if meth == http.MethodGet {
 			mt.methods = append(mt.methods, http.MethodHead)
@@ -617,6 +625,11 @@ func (c *compiler) compileMatch(path string, m *Match, grpc bool) matcher {
 		}
 	}
 	return mt
+}
+
+var standardMethods = map[string]bool{
+	http.MethodGet: true, http.MethodHead: true, http.MethodPost: true, http.MethodPut: true, http.MethodPatch: true,
+	http.MethodDelete: true, http.MethodConnect: true, http.MethodOptions: true, http.MethodTrace: true,
 }
 
 // validToken: an HTTP method is a token (RFC 9110 §9.1).

@@ -7,7 +7,9 @@ package route
 // Config is the traffic management of a set of services: what Istio's
 // VirtualServices, DestinationRules and ServiceEntries say together.
 // A service that is not in Services is called as it would be without a
-// route table.
+// route table; the zero Config routes nothing. Configs are plain values:
+// [Compile] copies what it keeps, so a Config may be changed or reused
+// once compiled, but not while it is being compiled.
 type Config struct {
 	// Services maps a service name to its routes, subsets and policy.
 	Services map[string]*Service `json:"services,omitempty" yaml:"services,omitempty"`
@@ -42,7 +44,9 @@ type Service struct {
 // and every key/value of Meta, as balancer.MatchTags and
 // balancer.MatchMeta do. At least one of them must be set.
 type Subset struct {
-	Tags []string          `json:"tags,omitempty" yaml:"tags,omitempty"`
+	// Tags an endpoint must all carry (discovery.Endpoint.Tags).
+	Tags []string `json:"tags,omitempty" yaml:"tags,omitempty"`
+	// Meta key/values an endpoint must all have (discovery.Endpoint.Meta).
 	Meta map[string]string `json:"meta,omitempty" yaml:"meta,omitempty"`
 	// TrafficPolicy overrides the service's, block by block, for calls
 	// a route sends to this subset.
@@ -53,10 +57,14 @@ type Subset struct {
 // DestinationRule's trafficPolicy. A nil block leaves the caller's
 // default in place.
 type TrafficPolicy struct {
-	LoadBalancer *LoadBalancer     `json:"loadBalancer,omitempty" yaml:"loadBalancer,omitempty"`
-	Outlier      *OutlierDetection `json:"outlierDetection,omitempty" yaml:"outlierDetection,omitempty"`
-	Breaker      *Breaker          `json:"breaker,omitempty" yaml:"breaker,omitempty"`
-	Retries      *Retry            `json:"retries,omitempty" yaml:"retries,omitempty"`
+	// LoadBalancer chooses the balancer policy.
+	LoadBalancer *LoadBalancer `json:"loadBalancer,omitempty" yaml:"loadBalancer,omitempty"`
+	// Outlier sets outlier detection (ejection of failing endpoints).
+	Outlier *OutlierDetection `json:"outlierDetection,omitempty" yaml:"outlierDetection,omitempty"`
+	// Breaker sets the circuit breaker of each endpoint.
+	Breaker *Breaker `json:"breaker,omitempty" yaml:"breaker,omitempty"`
+	// Retries is the retry policy of calls whose route sets none.
+	Retries *Retry `json:"retries,omitempty" yaml:"retries,omitempty"`
 }
 
 // LoadBalancer names a balancer policy.
@@ -74,10 +82,16 @@ type LoadBalancer struct {
 // OutlierDetection ejects failing endpoints (balancer.Outlier). Zero
 // fields mean the balancer's defaults.
 type OutlierDetection struct {
-	ConsecutiveFailures int      `json:"consecutiveFailures,omitempty" yaml:"consecutiveFailures,omitempty"`
-	Interval            Duration `json:"interval,omitempty" yaml:"interval,omitempty"`
-	BaseEjectionTime    Duration `json:"baseEjectionTime,omitempty" yaml:"baseEjectionTime,omitempty"`
-	MaxEjectionTime     Duration `json:"maxEjectionTime,omitempty" yaml:"maxEjectionTime,omitempty"`
+	// ConsecutiveFailures ejects an endpoint after this many failures in
+	// a row (balancer.WithConsecutiveFailures).
+	ConsecutiveFailures int `json:"consecutiveFailures,omitempty" yaml:"consecutiveFailures,omitempty"`
+	// Interval is how often success rates are compared
+	// (balancer.WithInterval).
+	Interval Duration `json:"interval,omitempty" yaml:"interval,omitempty"`
+	// BaseEjectionTime and MaxEjectionTime bound ejections
+	// (balancer.WithEjectionTime).
+	BaseEjectionTime Duration `json:"baseEjectionTime,omitempty" yaml:"baseEjectionTime,omitempty"`
+	MaxEjectionTime  Duration `json:"maxEjectionTime,omitempty" yaml:"maxEjectionTime,omitempty"`
 	// MaxEjectedPercent is the most endpoints ejected at once, 0–100.
 	MaxEjectedPercent float64 `json:"maxEjectedPercent,omitempty" yaml:"maxEjectedPercent,omitempty"`
 }
@@ -85,13 +99,20 @@ type OutlierDetection struct {
 // Breaker is the circuit breaker of each endpoint (breaker.Settings).
 // Zero fields mean the breaker's defaults.
 type Breaker struct {
+	// ConsecutiveFailures trips the breaker after this many failures in a
+	// row.
 	ConsecutiveFailures uint32 `json:"consecutiveFailures,omitempty" yaml:"consecutiveFailures,omitempty"`
-	// FailureRatio is in [0, 1], or above 1 to turn the ratio off.
-	FailureRatio   float64  `json:"failureRatio,omitempty" yaml:"failureRatio,omitempty"`
-	MinRequests    uint32   `json:"minRequests,omitempty" yaml:"minRequests,omitempty"`
-	Window         Duration `json:"window,omitempty" yaml:"window,omitempty"`
-	OpenTimeout    Duration `json:"openTimeout,omitempty" yaml:"openTimeout,omitempty"`
-	HalfOpenProbes uint32   `json:"halfOpenProbes,omitempty" yaml:"halfOpenProbes,omitempty"`
+	// FailureRatio trips it when this share of the window's calls failed:
+	// in [0, 1], or above 1 to turn the ratio off.
+	FailureRatio float64 `json:"failureRatio,omitempty" yaml:"failureRatio,omitempty"`
+	// MinRequests is how many calls the window needs for the ratio.
+	MinRequests uint32 `json:"minRequests,omitempty" yaml:"minRequests,omitempty"`
+	// Window is the sliding window calls are counted over.
+	Window Duration `json:"window,omitempty" yaml:"window,omitempty"`
+	// OpenTimeout is how long the breaker stays open before probes.
+	OpenTimeout Duration `json:"openTimeout,omitempty" yaml:"openTimeout,omitempty"`
+	// HalfOpenProbes is how many probes a half-open breaker admits.
+	HalfOpenProbes uint32 `json:"halfOpenProbes,omitempty" yaml:"halfOpenProbes,omitempty"`
 }
 
 // Route sends the requests that match it to weighted backends, or answers
@@ -115,14 +136,18 @@ type Route struct {
 	// Timeout bounds the whole call, retries included. Zero: none.
 	Timeout Duration `json:"timeout,omitempty" yaml:"timeout,omitempty"`
 	// Retries replaces the destination's retry policy for this route.
-	Retries *Retry  `json:"retries,omitempty" yaml:"retries,omitempty"`
-	Hedge   *Hedge  `json:"hedge,omitempty" yaml:"hedge,omitempty"`
-	Fault   *Fault  `json:"fault,omitempty" yaml:"fault,omitempty"`
-	Mirror  *Mirror `json:"mirror,omitempty" yaml:"mirror,omitempty"`
+	Retries *Retry `json:"retries,omitempty" yaml:"retries,omitempty"`
+	// Hedge sends a second try of a slow call, within the chosen backend.
+	Hedge *Hedge `json:"hedge,omitempty" yaml:"hedge,omitempty"`
+	// Fault injects delays and aborts.
+	Fault *Fault `json:"fault,omitempty" yaml:"fault,omitempty"`
+	// Mirror copies calls to another destination.
+	Mirror *Mirror `json:"mirror,omitempty" yaml:"mirror,omitempty"`
 }
 
 // Match is one match entry; every field that is set must match.
 type Match struct {
+	// Path matches the normalized path.
 	Path *PathMatch `json:"path,omitempty" yaml:"path,omitempty"`
 	// Methods matches any of the HTTP methods; GET also matches HEAD.
 	// gRPC calls have no method and never match a method list.
@@ -138,10 +163,11 @@ type Match struct {
 // Exactly one of Exact, Prefix and Regex; Regex is RE2 and must match the
 // whole path.
 type PathMatch struct {
-	Exact      string `json:"exact,omitempty" yaml:"exact,omitempty"`
-	Prefix     string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
-	Regex      string `json:"regex,omitempty" yaml:"regex,omitempty"`
-	IgnoreCase bool   `json:"ignoreCase,omitempty" yaml:"ignoreCase,omitempty"`
+	Exact  string `json:"exact,omitempty" yaml:"exact,omitempty"`
+	Prefix string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
+	Regex  string `json:"regex,omitempty" yaml:"regex,omitempty"`
+	// IgnoreCase compares letters in either case.
+	IgnoreCase bool `json:"ignoreCase,omitempty" yaml:"ignoreCase,omitempty"`
 }
 
 // StringMatch matches a header or query value. Exactly one of Exact,
@@ -149,13 +175,16 @@ type PathMatch struct {
 // the result: an inverted match of an absent value matches, except that
 // an absent value never matches a non-inverted one.
 type StringMatch struct {
-	Exact      string `json:"exact,omitempty" yaml:"exact,omitempty"`
-	Prefix     string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
-	Suffix     string `json:"suffix,omitempty" yaml:"suffix,omitempty"`
-	Regex      string `json:"regex,omitempty" yaml:"regex,omitempty"`
-	Present    bool   `json:"present,omitempty" yaml:"present,omitempty"`
-	IgnoreCase bool   `json:"ignoreCase,omitempty" yaml:"ignoreCase,omitempty"`
-	Invert     bool   `json:"invert,omitempty" yaml:"invert,omitempty"`
+	Exact  string `json:"exact,omitempty" yaml:"exact,omitempty"`
+	Prefix string `json:"prefix,omitempty" yaml:"prefix,omitempty"`
+	Suffix string `json:"suffix,omitempty" yaml:"suffix,omitempty"`
+	Regex  string `json:"regex,omitempty" yaml:"regex,omitempty"`
+	// Present matches any value, the empty one included.
+	Present bool `json:"present,omitempty" yaml:"present,omitempty"`
+	// IgnoreCase compares letters in either case.
+	IgnoreCase bool `json:"ignoreCase,omitempty" yaml:"ignoreCase,omitempty"`
+	// Invert negates the match.
+	Invert bool `json:"invert,omitempty" yaml:"invert,omitempty"`
 }
 
 // Backend is a weighted destination of a route.
@@ -187,8 +216,10 @@ type Redirect struct {
 // DirectResponse answers an HTTP request with a fixed status and body.
 // Not for gRPC.
 type DirectResponse struct {
-	Status int    `json:"status" yaml:"status"`
-	Body   string `json:"body,omitempty" yaml:"body,omitempty"`
+	// Status is the response's status, 200–599.
+	Status int `json:"status" yaml:"status"`
+	// Body is the response's body.
+	Body string `json:"body,omitempty" yaml:"body,omitempty"`
 }
 
 // Rewrite changes a request before it is sent. At most one of Path and
@@ -208,21 +239,28 @@ type Rewrite struct {
 
 // RegexRewrite is a regular-expression path rewrite.
 type RegexRewrite struct {
-	Pattern      string `json:"pattern" yaml:"pattern"`
+	// Pattern is an RE2 expression, matched anywhere in the path.
+	Pattern string `json:"pattern" yaml:"pattern"`
+	// Substitution replaces each match; $1 or ${name} insert groups.
 	Substitution string `json:"substitution" yaml:"substitution"`
 }
 
 // Headers changes request and response headers (gRPC: metadata).
 type Headers struct {
-	Request  *HeaderOps `json:"request,omitempty" yaml:"request,omitempty"`
+	// Request changes what is sent.
+	Request *HeaderOps `json:"request,omitempty" yaml:"request,omitempty"`
+	// Response changes what the caller receives.
 	Response *HeaderOps `json:"response,omitempty" yaml:"response,omitempty"`
 }
 
 // HeaderOps are applied in the order Remove, Set, Add.
 type HeaderOps struct {
-	Set    map[string]string `json:"set,omitempty" yaml:"set,omitempty"`
-	Add    map[string]string `json:"add,omitempty" yaml:"add,omitempty"`
-	Remove []string          `json:"remove,omitempty" yaml:"remove,omitempty"`
+	// Set replaces every value of a header with one.
+	Set map[string]string `json:"set,omitempty" yaml:"set,omitempty"`
+	// Add appends a value to a header.
+	Add map[string]string `json:"add,omitempty" yaml:"add,omitempty"`
+	// Remove deletes headers.
+	Remove []string `json:"remove,omitempty" yaml:"remove,omitempty"`
 }
 
 // Retry is a retry policy. Retries stay within the backend the route
@@ -260,24 +298,32 @@ type Fault struct {
 
 // FaultDelay delays Percent% of the calls by Fixed before they are sent.
 type FaultDelay struct {
-	Fixed   Duration `json:"fixed" yaml:"fixed"`
-	Percent float64  `json:"percent" yaml:"percent"`
+	// Fixed is the delay, positive.
+	Fixed Duration `json:"fixed" yaml:"fixed"`
+	// Percent is the share of calls delayed, 0–100.
+	Percent float64 `json:"percent" yaml:"percent"`
 }
 
 // FaultAbort fails Percent% of the calls without sending them, with an
 // HTTP status (200–599) or a gRPC code by name or number: exactly one of
 // HTTPStatus and GRPCStatus.
 type FaultAbort struct {
-	HTTPStatus int     `json:"httpStatus,omitempty" yaml:"httpStatus,omitempty"`
-	GRPCStatus string  `json:"grpcStatus,omitempty" yaml:"grpcStatus,omitempty"`
-	Percent    float64 `json:"percent" yaml:"percent"`
+	// HTTPStatus is the status of the aborted calls.
+	HTTPStatus int `json:"httpStatus,omitempty" yaml:"httpStatus,omitempty"`
+	// GRPCStatus is the code of the aborted calls ("UNAVAILABLE", "14").
+	GRPCStatus string `json:"grpcStatus,omitempty" yaml:"grpcStatus,omitempty"`
+	// Percent is the share of calls aborted, 0–100.
+	Percent float64 `json:"percent" yaml:"percent"`
 }
 
 // Mirror sends a copy of Percent% of the route's requests to another
 // destination, asynchronously; its answers are dropped.
 type Mirror struct {
-	Service string  `json:"service,omitempty" yaml:"service,omitempty"`
-	Subset  string  `json:"subset,omitempty" yaml:"subset,omitempty"`
+	// Service is the destination service; empty means the route's own.
+	Service string `json:"service,omitempty" yaml:"service,omitempty"`
+	// Subset is a subset of Service; empty means its default subset.
+	Subset string `json:"subset,omitempty" yaml:"subset,omitempty"`
+	// Percent is the share of calls mirrored, 0–100.
 	Percent float64 `json:"percent" yaml:"percent"`
 }
 

@@ -19,7 +19,7 @@ import (
 // too. An invalid or unreadable file is refused: the last good table
 // stays, and the rejection is recorded ([File.Status]) and reported to
 // [WithOnReject] once per content. File is safe for concurrent use; build
-// one with [NewFile].
+// one with [NewFile] (the zero value is not usable).
 type File struct {
 	pub    *publisher
 	path   string

@@ -112,7 +112,7 @@ func (o options) asOptions() []Option {
 }
 
 // Static is a source of configs given in code. It is safe for concurrent
-// use. Build one with [NewStatic].
+// use. Build one with [NewStatic]; the zero value is not usable.
 type Static struct {
 	pub *publisher
 }

@@ -229,10 +229,14 @@ func (d *Destination) Matches(e *discovery.Endpoint) bool {
 // Policy is the traffic policy of a destination. A nil field leaves the
 // caller's default in place. The pointed-to values are read-only copies.
 type Policy struct {
+	// LoadBalancer names the balancer policy.
 	LoadBalancer *LoadBalancer
-	Outlier      *OutlierDetection
-	Breaker      *Breaker
-	Retry        *RetryPolicy
+	// Outlier configures outlier detection.
+	Outlier *OutlierDetection
+	// Breaker configures the per-endpoint circuit breakers.
+	Breaker *Breaker
+	// Retry is the retry policy of routes that set none.
+	Retry *RetryPolicy
 }
 
 // External is a compiled [ExternalService].
@@ -349,8 +353,10 @@ func (f *FaultPolicy) Done() {
 
 // MirrorPolicy is a compiled [Mirror].
 type MirrorPolicy struct {
+	// Destination receives the copies.
 	Destination *Destination
-	Share       Fraction
+	// Share is the share of the route's calls copied.
+	Share Fraction
 }
 
 // String returns the destination and share, as "payments/v2 25%".

@@ -283,6 +283,26 @@ external:
 	}
 }
 
+// TestOneErrorPerProblem: a problem is reported once, where it is, not
+// again at every place that depends on it.
+func TestOneErrorPerProblem(t *testing.T) {
+	_, err := route.Validate(mustParse(t, `
+services:
+  web:
+    defaultSubset: blue
+    subsets: {green: null}
+    routes:
+      - timeout: 1s
+      - backends: [{subset: green}]
+      - mirror: {percent: 5}
+`))
+	var ve *route.ValidationError
+	if !errors.As(err, &ve) || len(ve.Errors) != 2 ||
+		ve.Errors[0].Path != "services.web.subsets.green" || ve.Errors[1].Path != "services.web.defaultSubset" {
+		t.Fatalf("want one error for the subset and one for the default subset; got %v", err)
+	}
+}
+
 func TestValidateCollectsEveryProblem(t *testing.T) {
 	cfg := mustParse(t, base+`
       - match: [{path: {regex: "(a"}}, {headers: {x-b: {regex: "[z-a]"}}}]
@@ -350,6 +370,9 @@ func TestValidateWarns(t *testing.T) {
       - backends: [{subset: v2}]
         mirror: {subset: v2, percent: 10}`,
 			"services.payments.routes[0].mirror", "mirrors to payments/v2"},
+		{"lower-case method", base + `
+      - match: [{methods: [get]}]`,
+			"services.payments.routes[0].match[0].methods[0]", `methods are case-sensitive: "get" does not match GET`},
 		{"mirror of nothing", base + `
       - mirror: {subset: v2}`,
 			"services.payments.routes[0].mirror.percent", "nothing is mirrored"},
