@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -64,14 +65,18 @@ func (s *silentListener) Close() {
 type hangAfterFirst struct {
 	srv *httptest.Server
 
+	release chan struct{}
+
 	mu       sync.Mutex
 	answered bool
 	hungAt   time.Time
 }
 
 func newHangAfterFirst() *hangAfterFirst {
-	h := &hangAfterFirst{}
+	h := &hangAfterFirst{release: make(chan struct{})}
 	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Read the body, so the server notices when the client hangs up.
+		_, _ = io.Copy(io.Discard, r.Body)
 		h.mu.Lock()
 		if !h.answered {
 			h.answered = true
@@ -85,9 +90,18 @@ func newHangAfterFirst() *hangAfterFirst {
 			h.hungAt = time.Now()
 		}
 		h.mu.Unlock()
-		<-r.Context().Done()
+		select {
+		case <-r.Context().Done():
+		case <-h.release:
+		}
 	}))
 	return h
+}
+
+// Close releases the hung requests and stops the server.
+func (h *hangAfterFirst) Close() {
+	close(h.release)
+	h.srv.Close()
 }
 
 func (h *hangAfterFirst) firstHang() time.Time {
@@ -119,7 +133,7 @@ func TestConsulHungAgent(t *testing.T) {
 		}},
 		{"hung during a blocking query", func(t *testing.T) (string, func() time.Time, func()) {
 			h := newHangAfterFirst()
-			return h.srv.Listener.Addr().String(), h.firstHang, h.srv.Close
+			return h.srv.Listener.Addr().String(), h.firstHang, h.Close
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

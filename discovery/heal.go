@@ -117,7 +117,7 @@ func (r *Registration) Status() RegistrationStatus {
 // keep is the registration's goroutine: it heartbeats the TTL check (or,
 // for other checks, confirms the instance is still known) and registers
 // the instance again whenever the agent answers that it does not know it,
-// until ctx ends.
+// until ctx ends. Each call to the agent is bounded by callTimeout.
 func (r *Registration) keep(ctx context.Context) {
 	defer close(r.hbDone)
 	every := r.cfg.resync
@@ -158,8 +158,20 @@ func (r *Registration) keep(ctx context.Context) {
 	}
 }
 
+// callTimeout bounds each call of the registration's goroutine, so an
+// agent that accepts connections and never answers is a failure like any
+// other: the heartbeat interval, at least a second.
+func (r *Registration) callTimeout() time.Duration {
+	if r.cfg.ttl > 0 {
+		return max(r.cfg.ttl/3, time.Second)
+	}
+	return max(r.cfg.resync, time.Second)
+}
+
 // touch heartbeats the TTL check, or asks whether the instance is known.
 func (r *Registration) touch(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.callTimeout())
+	defer cancel()
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	if r.cfg.ttl > 0 {
 		return r.client.Agent().UpdateTTLOpts(r.checkID, "", api.HealthPassing, q)
@@ -172,7 +184,9 @@ func (r *Registration) touch(ctx context.Context) error {
 // until it succeeds (true) or ctx ends (false).
 func (r *Registration) reregister(ctx context.Context, cause error) bool {
 	for attempt := 1; ; attempt++ {
-		err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(ctx))
+		callCtx, cancel := context.WithTimeout(ctx, r.callTimeout())
+		err := r.client.Agent().ServiceRegisterOpts(r.reg, api.ServiceRegisterOpts{ReplaceExistingChecks: true}.WithContext(callCtx))
+		cancel()
 		if ctx.Err() != nil {
 			return false
 		}

@@ -258,3 +258,30 @@ func (f *fakeAgent) refuse(on bool) {
 		f.registered = false
 	}
 }
+
+// TestRegistrationHungAgent: an agent that took the registration and then
+// stops answering (a fake, as in TestConsulHungAgent) turns the
+// heartbeat into failures in Status, each bounded by the heartbeat
+// interval, instead of a goroutine stuck on a call; Deregister still
+// returns within its context.
+func TestRegistrationHungAgent(t *testing.T) {
+	leaktest.Check(t)
+	h := newHangAfterFirst()
+	defer h.Close()
+	cfg := api.DefaultNonPooledConfig()
+	cfg.Address = h.srv.Listener.Addr().String()
+	cfg.HttpClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	reg, err := Register(context.Background(), cfg, Instance{ID: "hung-1", Name: "hung", Address: "127.0.0.1", Port: 80}, WithTTLCheck(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := waitStatus(t, reg, 10*time.Second, "failed heartbeats", func(s RegistrationStatus) bool { return s.Failures >= 2 })
+	if !errors.Is(st.Err, ErrRegistration) || !strings.Contains(st.Err.Error(), "hung-1") {
+		t.Errorf("status with a hung agent = %+v", st)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := reg.Deregister(ctx); err == nil {
+		t.Error("Deregister against a hung agent succeeded")
+	}
+}
