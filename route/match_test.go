@@ -1,6 +1,8 @@
 package route_test
 
 import (
+	"math"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"testing"
@@ -309,6 +311,56 @@ func TestFaultCap(t *testing.T) {
 	for i, d := range tab.Destinations() {
 		if d.Index != i {
 			t.Errorf("destination %s has index %d at %d", d, d.Index, i)
+		}
+	}
+}
+
+// TestOneDrawServesEveryDecision: the split, the delay, the abort and the
+// mirror of a call all read the same random number and still come out
+// independent, each at its own share.
+func TestOneDrawServesEveryDecision(t *testing.T) {
+	tab, err := route.Compile(mustParse(t, base+`
+      - backends: [{subset: v1, weight: 9000}, {subset: v2, weight: 1000}]
+        fault: {delay: {fixed: 1s, percent: 10}, abort: {httpStatus: 503, percent: 50}}
+        mirror: {subset: v2, percent: 25}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(1, 2))
+	const n = 200_000
+	var v2, delayed, aborted, mirrored, v2Aborted, delayedAborted, abortedMirrored int
+	for range n {
+		rnd := rng.Uint64()
+		d := tab.Match("payments", &route.Request{Method: "GET", Path: "/"}, rnd)
+		isV2 := d.Target.Destination.Subset == "v2"
+		de, ab, mi := d.Rule.Fault.Delays(rnd), d.Rule.Fault.Aborts(rnd), d.Rule.Mirror.Mirrors(rnd)
+		count := func(c *int, b bool) {
+			if b {
+				*c++
+			}
+		}
+		count(&v2, isV2)
+		count(&delayed, de)
+		count(&aborted, ab)
+		count(&mirrored, mi)
+		count(&v2Aborted, isV2 && ab)
+		count(&delayedAborted, de && ab)
+		count(&abortedMirrored, ab && mi)
+	}
+	for _, c := range []struct {
+		name  string
+		got   int
+		share float64
+	}{
+		{"v2", v2, 0.10}, {"delayed", delayed, 0.10}, {"aborted", aborted, 0.50}, {"mirrored", mirrored, 0.25},
+		{"v2 and aborted", v2Aborted, 0.05}, {"delayed and aborted", delayedAborted, 0.05},
+		{"aborted and mirrored", abortedMirrored, 0.125},
+	} {
+		// Five standard deviations of a binomial count.
+		want := c.share * n
+		if tol := 5 * math.Sqrt(n*c.share*(1-c.share)); math.Abs(float64(c.got)-want) > tol {
+			t.Errorf("%s: %d of %d, want %.0f ± %.0f", c.name, c.got, n, want, tol)
 		}
 	}
 }

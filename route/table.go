@@ -304,14 +304,15 @@ type HedgePolicy struct {
 type Fraction uint32
 
 // Hit reports whether a call with the uniformly random number rnd falls in
-// the share. Zero never hits; a million always does.
+// the share (rnd modulo a million below f). Zero never hits; a million
+// always does. [FaultPolicy.Delays], [FaultPolicy.Aborts] and
+// [MirrorPolicy.Mirrors] mix their number first.
 func (f Fraction) Hit(rnd uint64) bool { return uint32(rnd%1_000_000) < uint32(f) }
 
 // Percent returns f as a percentage.
 func (f Fraction) Percent() float64 { return float64(f) / 10_000 }
 
-// FaultPolicy is a compiled [Fault]. Draw a separate random number for
-// the delay and for the abort.
+// FaultPolicy is a compiled [Fault].
 type FaultPolicy struct {
 	// Delay is applied to the share DelayShare of the calls.
 	Delay      time.Duration
@@ -327,6 +328,15 @@ type FaultPolicy struct {
 
 	active atomic.Int64 // faulted calls in flight
 }
+
+// Delays reports whether the call with the random number rnd is delayed.
+// rnd may be the number the call's [Table.Match] took: the decisions mix
+// it each in their own way, so they come out independent.
+func (f *FaultPolicy) Delays(rnd uint64) bool { return f.DelayShare.Hit(mix(rnd ^ delaySalt)) }
+
+// Aborts reports whether the call with the random number rnd is aborted,
+// independently of [FaultPolicy.Delays] and of the backend chosen.
+func (f *FaultPolicy) Aborts(rnd uint64) bool { return f.AbortShare.Hit(mix(rnd ^ abortSalt)) }
 
 // Start admits one faulted call under MaxActive, and reports whether it
 // may be faulted; a call refused runs unfaulted. Every admitted call must
@@ -357,6 +367,27 @@ type MirrorPolicy struct {
 	Destination *Destination
 	// Share is the share of the route's calls copied.
 	Share Fraction
+}
+
+// Mirrors reports whether the call with the random number rnd is
+// mirrored, independently of the backend chosen and of faults.
+func (m *MirrorPolicy) Mirrors(rnd uint64) bool { return m.Share.Hit(mix(rnd ^ mirrorSalt)) }
+
+// Salts that make the decisions of one random number independent.
+const (
+	delaySalt  = 0x9e3779b97f4a7c15
+	abortSalt  = 0xc2b2ae3d27d4eb4f
+	mirrorSalt = 0x165667b19e3779f9
+)
+
+// mix is the finalizer of splitmix64: a bijection whose every output bit
+// depends on every input bit.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // String returns the destination and share, as "payments/v2 25%".
