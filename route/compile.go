@@ -443,6 +443,12 @@ func (c *compiler) compileRoutes(path, n string, s *Service) {
 			}
 		}
 		st.rules = append(st.rules, rule)
+		if len(rule.matchers) == 0 {
+			st.entries = append(st.entries, entry{matcher{path: strMatcher{kind: strAny}}, rule, -1})
+		}
+		for j, m := range rule.matchers {
+			st.entries = append(st.entries, entry{m, rule, j})
+		}
 	}
 	fallback := &Rule{Service: n, Name: "default", Index: -1}
 	if d := c.destination(path+".defaultSubset", n, ""); d != nil {

@@ -206,28 +206,12 @@ func (t *Table) Match(service string, req *Request, rnd uint64) Decision {
 	if s == nil {
 		return Decision{}
 	}
-	for _, r := range s.rules {
-		if i := r.match(req); i != noMatch {
-			return Decision{Rule: r, Target: r.pick(rnd), entry: i}
+	for i := range s.entries {
+		if e := &s.entries[i]; e.match(req) {
+			return Decision{Rule: e.rule, Target: e.rule.pick(rnd), entry: e.index}
 		}
 	}
 	return Decision{Rule: s.fallback, Target: s.fallback.pick(rnd), entry: -1}
-}
-
-const noMatch = -2
-
-// match returns the index of the first entry of r that matches req, -1
-// when r has no entries (it matches every request), noMatch otherwise.
-func (r *Rule) match(req *Request) int {
-	if len(r.matchers) == 0 {
-		return -1
-	}
-	for i := range r.matchers {
-		if r.matchers[i].match(req) {
-			return i
-		}
-	}
-	return noMatch
 }
 
 // pick chooses a target by weight.

@@ -36,6 +36,16 @@ type Table struct {
 type service struct {
 	rules    []*Rule
 	fallback *Rule
+	// entries are the match entries of every rule in the order they are
+	// tried, in one flat list for the match loop.
+	entries []entry
+}
+
+// entry is a match entry of a rule.
+type entry struct {
+	matcher
+	rule  *Rule
+	index int // in the rule's entries; -1 for a rule without entries
 }
 
 // Version identifies the config the table was compiled from: the one given
