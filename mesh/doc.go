@@ -26,9 +26,24 @@
 //     [WithCircuitBreaker], [WithRateLimit], [WithHTTPClassifier],
 //     [WithGRPCClassifier];
 //   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
-//     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit];
+//     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit],
+//     [WithTrustedPriority];
 //   - what happened: [WithTelemetry], [WithLogger];
 //   - tests: [WithClock].
+//
+// # What a server trusts
+//
+// A server trusts its identity source's trust bundle and nothing a caller
+// sends: headers, metadata and paths are the caller's claims. Every
+// request's path is normalized once ([NormalizePath]) before any decision
+// reads it, so access policies, rate limits and the handler's routing all
+// see the same path.
+//
+// The priority of a call for load shedding ([PriorityHeader],
+// [PriorityMetadataKey]) is such a claim: any caller can send
+// "critical". A server honours it only from the callers whose verified
+// SPIFFE IDs [WithTrustedPriority] accepts. By default nobody's claim is
+// trusted, and under [WithConcurrencyLimit] every call is sheddable.
 //
 // # The gRPC balancer registration
 //

@@ -17,6 +17,7 @@ import (
 
 	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/tlsid"
 )
 
 // protectConfig is the server-side protection configured by options.
@@ -25,6 +26,7 @@ type protectConfig struct {
 	peer     *breaker.RateLimit
 	maxPeers int
 	conc     *breaker.ConcurrencySettings
+	trust    tlsid.Authorizer // whose priority claims count; nil: nobody's
 	now      func() time.Time
 }
 
@@ -57,18 +59,36 @@ func WithPeerRateLimit(l breaker.RateLimit, maxPeers int) ServerOption {
 }
 
 // WithConcurrencyLimit caps the calls a server handles at once, with
-// priorities (see [breaker.ConcurrencyLimiter]): a call marked critical
-// ([PriorityHeader] / [PriorityMetadataKey] set to "critical") may use
+// priorities (see [breaker.ConcurrencyLimiter]): a critical call may use
 // the whole limit and briefly wait for a slot; any other call is
 // sheddable and is refused at once — 503 Service Unavailable (HTTP) or
 // Unavailable (gRPC) — when in-flight calls reach the part of the limit
 // outside the critical reserve.
+//
+// A call is critical only when its caller marks it so ([PriorityHeader]
+// / [PriorityMetadataKey] set to "critical") and the server trusts that
+// caller's claim ([WithTrustedPriority]); by default no claim is trusted
+// and every call is sheddable.
 //
 // Like the rate limits, the limit is per server: [NewServer] and each call
 // of [GRPCServerOptions] build limiters of their own from the options.
 func WithConcurrencyLimit(s breaker.ConcurrencySettings) ServerOption {
 	return protectOption(func(c *serverConfig) {
 		c.protect.conc = &s
+	})
+}
+
+// WithTrustedPriority makes the server honour the priority claims
+// ([PriorityHeader], [PriorityMetadataKey]) of the callers authorize
+// accepts: their verified SPIFFE IDs. The claim is asserted by the
+// caller, so it is ignored from anyone else, and from callers without a
+// verified ID: their calls are sheddable, whatever they claim. Without
+// this option nobody's claim is trusted. A nil authorize is ignored.
+func WithTrustedPriority(authorize tlsid.Authorizer) ServerOption {
+	return protectOption(func(c *serverConfig) {
+		if authorize != nil {
+			c.protect.trust = authorize
+		}
 	})
 }
 
@@ -83,7 +103,8 @@ type protector struct {
 	routes map[string]*rate.Limiter // nil: no route limits
 	peers  *breaker.KeyedLimiter    // nil: no peer limit
 	conc   *breaker.ConcurrencyLimiter
-	timed  bool // the concurrency limit adapts to latency: time each call
+	timed  bool             // the concurrency limit adapts to latency: time each call
+	trust  tlsid.Authorizer // whose priority claims count; nil: nobody's
 	now    func() time.Time
 	tel    *telemetry.Telemetry // nil: none (telemetry.go)
 }
@@ -93,7 +114,7 @@ func newProtector(c *protectConfig) *protector {
 	if len(c.routes) == 0 && c.peer == nil && c.conc == nil {
 		return nil
 	}
-	p := &protector{now: c.now}
+	p := &protector{now: c.now, trust: c.trust}
 	if p.now == nil {
 		p.now = time.Now
 	}
@@ -144,7 +165,7 @@ func protectHandler(h http.Handler, c *serverConfig) http.Handler {
 			}
 		}
 		if p.conc != nil {
-			prio := breaker.ParsePriority(r.Header.Get(PriorityHeader))
+			prio := p.priority(r.Context(), r.Header.Get(PriorityHeader))
 			if err := p.conc.Acquire(r.Context(), prio); err != nil {
 				p.tel.Rejected(r.Context(), telemetry.Server, "", telemetry.Shed)
 				http.Error(w, "overloaded", http.StatusServiceUnavailable)
@@ -200,18 +221,37 @@ func (p *protector) admitGRPC(ctx context.Context, method string) (release func(
 	if p.conc == nil {
 		return noRelease, nil
 	}
-	prio := breaker.Sheddable
+	var claim string
 	if md, ok := metadata.FromIncomingContext(ctx); ok {
 		if v := md.Get(PriorityMetadataKey); len(v) > 0 {
-			prio = breaker.ParsePriority(v[0])
+			claim = v[0]
 		}
 	}
+	prio := p.priority(ctx, claim)
 	if err := p.conc.Acquire(ctx, prio); err != nil {
 		p.tel.Rejected(ctx, telemetry.Server, "", telemetry.Shed)
 		return nil, status.Error(codes.Unavailable, "mesh: overloaded, call shed")
 	}
 	start := p.start()
 	return func() { p.release(start) }, nil
+}
+
+// priority returns the priority of a call whose caller claims claim:
+// the claim counts only from a caller with a verified ID that the
+// server's trust authorizer accepts; any other call is sheddable.
+func (p *protector) priority(ctx context.Context, claim string) breaker.Priority {
+	if p.trust == nil || claim == "" {
+		return breaker.Sheddable
+	}
+	prio := breaker.ParsePriority(claim)
+	if prio == breaker.Sheddable {
+		return prio
+	}
+	id, err := PeerID(ctx)
+	if err != nil || p.trust(id) != nil {
+		return breaker.Sheddable
+	}
+	return prio
 }
 
 // start returns the start time of an admitted call when the concurrency

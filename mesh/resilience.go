@@ -26,9 +26,11 @@ var ErrCircuitOpen = fmt.Errorf("mesh: every endpoint's circuit is open: %w", br
 // [breaker.ErrRateLimited].
 var ErrRateLimited = fmt.Errorf("mesh: client rate limit: %w", breaker.ErrRateLimited)
 
-// PriorityHeader is the HTTP header that gives a request's priority for
-// load shedding on a weft server: "critical" marks a critical request;
-// any other value, or none, a sheddable one.
+// PriorityHeader is the HTTP header by which a caller claims a priority
+// for load shedding on a weft server: "critical" claims a critical
+// request; any other value, or none, a sheddable one. The claim is the
+// caller's own: a server honours it only from the callers
+// [WithTrustedPriority] accepts, and from nobody by default.
 const PriorityHeader = "Weft-Priority"
 
 // PriorityMetadataKey is the gRPC metadata key that plays the role of

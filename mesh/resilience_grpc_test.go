@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/leaktest"
+	"github.com/weftmesh/weft/tlsid"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -213,7 +214,8 @@ func TestGRPCShedding(t *testing.T) {
 	release := make(chan struct{})
 	entered := make(chan struct{}, 8)
 	gopts, err := GRPCServerOptions(WithIdentity(env.source(testServerID)),
-		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: 4, CriticalReserve: 0.5, CriticalWait: -1}))
+		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: 4, CriticalReserve: 0.5, CriticalWait: -1}),
+		WithTrustedPriority(tlsid.AuthorizeID(testClientID)))
 	if err != nil {
 		t.Fatal(err)
 	}

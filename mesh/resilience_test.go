@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/leaktest"
+	"github.com/weftmesh/weft/tlsid"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -615,7 +616,8 @@ func TestLoadSheddingUnderOverload(t *testing.T) {
 	})
 	srv, err := NewServer(h, WithIdentity(env.source(testServerID)),
 		// Critical calls wait for a slot long enough for a loaded machine.
-		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: limit, CriticalReserve: 0.3, CriticalWait: 5 * time.Second}))
+		WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: limit, CriticalReserve: 0.3, CriticalWait: 5 * time.Second}),
+		WithTrustedPriority(tlsid.AuthorizeID(testClientID)))
 	if err != nil {
 		t.Fatal(err)
 	}
