@@ -56,7 +56,8 @@ func WithSource(name string) Option {
 
 // WithOnUpdate has a source call fn with each table it publishes, the
 // first included, after it is published. Calls are made one at a time
-// from the goroutine that made the update; fn must not update the source.
+// from the goroutine that made the update; fn may read the source
+// (Table, Status) but must not update it.
 // A nil fn is ignored.
 func WithOnUpdate(fn func(*Table)) Option {
 	return optionFunc(func(o *options) {
@@ -68,7 +69,8 @@ func WithOnUpdate(fn func(*Table)) Option {
 
 // WithOnReject has a source call fn with each update it refuses (to log
 // it, count it in a metric), one at a time, from the goroutine that made
-// the update; fn must not update the source. A nil fn is ignored.
+// the update; fn may read the source (Table, Status) but must not update
+// it. A nil fn is ignored.
 func WithOnReject(fn func(Rejection)) Option {
 	return optionFunc(func(o *options) {
 		if fn != nil {

@@ -48,7 +48,9 @@ type publisher struct {
 	opts options
 	cur  atomic.Pointer[Table]
 
-	mu       sync.Mutex // serializes updates and hooks; guards below
+	upd sync.Mutex // serializes updates and their hooks
+
+	mu       sync.Mutex // guards below; never held while a hook runs
 	updated  time.Time
 	rejected uint64
 	last     *Rejection
@@ -79,27 +81,32 @@ func (p *publisher) Status() Status {
 
 // update compiles cfg and publishes it, or, when cfg (or err, the error
 // of reading it) is bad, keeps the current table and records the
-// rejection.
+// rejection. Hooks run after the state is recorded, so they may read it.
 func (p *publisher) update(cfg *Config, version string, err error) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
+	p.upd.Lock()
+	defer p.upd.Unlock()
 	var t *Table
 	if err == nil {
 		o := p.opts
 		o.version = version
 		t, err = Compile(cfg, o.asOptions()...)
 	}
+	now := p.opts.now()
 	if err != nil {
-		r := Rejection{Source: p.name, At: p.opts.now(), Err: err}
+		r := Rejection{Source: p.name, At: now, Err: err}
+		p.mu.Lock()
 		p.rejected++
 		p.last = &r
+		p.mu.Unlock()
 		if p.opts.onReject != nil {
 			p.opts.onReject(r)
 		}
 		return r
 	}
+	p.mu.Lock()
 	p.cur.Store(t)
-	p.updated = p.opts.now()
+	p.updated = now
+	p.mu.Unlock()
 	if p.opts.onUpdate != nil {
 		p.opts.onUpdate(t)
 	}

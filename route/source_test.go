@@ -94,6 +94,18 @@ func TestStaticKeepsTheLastGoodTable(t *testing.T) {
 	if u, r := rec.counts(); u != 2 || r != 1 {
 		t.Fatalf("hooks saw %d updates and %d rejections, want 2 and 1", u, r)
 	}
+	// Hooks may read the source they are called from.
+	var seen uint64
+	var reader *route.Static
+	reader, err = route.NewStatic(mustParse(t, goodV1), route.WithOnReject(func(route.Rejection) {
+		seen = reader.Status().Rejected
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reader.Update(bad) == nil || seen != 1 {
+		t.Fatalf("the rejection hook read %d rejections, want 1", seen)
+	}
 	if _, err := route.NewStatic(bad); !errors.As(err, &ve) {
 		t.Fatalf("NewStatic of an invalid config: %v", err)
 	}
