@@ -195,9 +195,10 @@ type Decision struct {
 // Match finds the route of a call to service and chooses its backend with
 // rnd, a uniformly random number from the caller (the weights take rnd
 // modulo 10000; the same number may then serve the rule's fault and
-// mirror decisions, which mix it). It takes no lock and does not allocate; a nil Table
-// matches nothing. Routes are tried in order and the first match wins; a
-// request no route matches goes to the service's default subset.
+// mirror decisions, which mix it). Routes are tried in order and the
+// first match wins; a request no route matches goes to the service's
+// default subset. Match takes no lock and does not allocate; a nil Table
+// matches nothing.
 func (t *Table) Match(service string, req *Request, rnd uint64) Decision {
 	if t == nil {
 		return Decision{}

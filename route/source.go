@@ -8,11 +8,15 @@ import (
 	"time"
 )
 
-// Source gives the current route table. Table is safe for concurrent use,
-// takes no lock and does not allocate: it is one atomic load, for the
-// request path. It never returns nil.
+// Source gives the current route table and what became of its updates.
+// Both methods are safe for concurrent use.
 type Source interface {
+	// Table returns the current table, never nil. It takes no lock and
+	// does not allocate (one atomic load), for the request path.
 	Table() *Table
+	// Status returns the current table and the updates refused, for
+	// admin pages and health checks.
+	Status() Status
 }
 
 // Status is what a source has done, for admin pages and health checks.
