@@ -364,3 +364,40 @@ func TestOneDrawServesEveryDecision(t *testing.T) {
 		}
 	}
 }
+
+// TestTableSharesNothingWithConfig: changing a config after compiling it
+// does not change the table.
+func TestTableSharesNothingWithConfig(t *testing.T) {
+	cfg := mustParse(t, `
+services:
+  web:
+    subsets: {v2: {tags: [v2], meta: {zone: a}, trafficPolicy: {loadBalancer: {policy: random}}}}
+    routes:
+      - match: [{path: {prefix: /old}}]
+        redirect: {path: /new}
+      - match: [{headers: {x-a: {exact: b}}}]
+        backends: [{subset: v2}]
+`)
+	tab, err := route.Compile(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	version := tab.Version()
+	sub := cfg.Services["web"].Subsets["v2"]
+	sub.Tags[0], sub.Meta["zone"], sub.TrafficPolicy.LoadBalancer.Policy = "x", "b", "maglev"
+	cfg.Services["web"].Routes[0].Redirect.Path = "/elsewhere"
+	cfg.Services["web"].Routes[1].Match[0].Headers["x-a"].Exact = "c"
+
+	d := tab.Match("web", &route.Request{Method: "GET", Path: "/", Header: http.Header{"X-A": {"b"}}}, 0)
+	dest := d.Target.Destination
+	if dest.Subset != "v2" || !dest.Matches(&discovery.Endpoint{Tags: []string{"v2"}, Meta: map[string]string{"zone": "a"}}) ||
+		dest.Policy.LoadBalancer.Policy != "random" {
+		t.Errorf("destination changed with the config: %+v", dest)
+	}
+	if r := tab.Rules("web")[0]; r.Redirect.Path != "/new" {
+		t.Errorf("redirect changed with the config: %+v", r.Redirect)
+	}
+	if got := tab.Config().Services["web"].Routes[0].Redirect.Path; got != "/new" || tab.Version() != version {
+		t.Errorf("the table's config changed: %q, version %s", got, tab.Version())
+	}
+}
