@@ -13,6 +13,11 @@ N ?= 5
 
 export WEFT_CONSUL := $(CONSUL)
 
+# SPIRE server and agent, built together from tools/spire's go.mod.
+SPIRE := $(BIN)/spire-server $(BIN)/spire-agent
+export WEFT_SPIRE_SERVER := $(BIN)/spire-server
+export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
+
 EXAMPLES := quickstart grpc consul resilience observability
 
 .PHONY: test tools vet unit examples build-examples bench stress
@@ -20,13 +25,18 @@ EXAMPLES := quickstart grpc consul resilience observability
 ## test: install what the tests need, then vet and race-test every module and run the examples.
 test: tools vet examples unit
 
-## tools: build the Consul agent the tests run against (once; reused after).
-tools: $(CONSUL)
+## tools: build the Consul agent and the SPIRE server and agent the tests run against (once; reused after).
+tools: $(CONSUL) $(SPIRE)
 
 $(CONSUL): tools/consul/go.mod
 	@mkdir -p $(BIN)
 	cd tools/consul && $(CONSUL_ENV) $(GO) build -o $(CONSUL) github.com/hashicorp/consul
 	@touch $(CONSUL)
+
+$(SPIRE) &: tools/spire/go.mod
+	@mkdir -p $(BIN)
+	cd tools/spire && GOFLAGS=-mod=mod $(GO) build -o $(BIN)/ github.com/spiffe/spire/cmd/spire-server github.com/spiffe/spire/cmd/spire-agent
+	@touch $(SPIRE)
 
 ## vet: gofmt, go vet and staticcheck (pinned as a tool in go.mod) on every module.
 vet:
