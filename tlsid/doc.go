@@ -35,6 +35,10 @@
 //     both).
 //   - [FileSource] reads certificate chain, key and bundle PEM files and
 //     reloads them when they change on disk.
+//   - [WorkloadSource] takes SVIDs and bundles from the SPIFFE Workload
+//     API, as a SPIRE agent serves it, through go-spiffe's workloadapi
+//     client: rotated SVIDs and the bundles of federated trust domains
+//     apply from the next handshake on.
 //   - [ConsulSource] takes the leaf certificate of a service and the CA
 //     roots from a Consul agent's Connect CA, each watched with blocking
 //     queries; the trust domain is Consul's. [ConsulServiceID] builds the

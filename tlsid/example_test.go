@@ -163,3 +163,58 @@ func ExampleNewConsulSource() {
 	serverCfg, _ := tlsid.ServerConfig(src, tlsid.AuthorizeMemberOf(src.TrustDomain()))
 	_, _ = serverCfg, intentions // pass intentions to mesh.WithAccessPolicy
 }
+
+// Identities from a SPIRE agent's Workload API. The server admits peers
+// of its own trust domain and of a federated one whose bundle the agent
+// sends along.
+func ExampleNewWorkloadSource() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	src, err := tlsid.NewWorkloadSource(ctx, tlsid.WithWorkloadAddr("unix:///run/spire/agent.sock"))
+	if err != nil {
+		fmt.Println("no SPIRE agent:", err)
+		return
+	}
+	defer src.Close()
+	partner := spiffeid.RequireTrustDomainFromString("partner.example")
+	own := tlsid.AuthorizeMemberOf(spiffeid.RequireTrustDomainFromString("example.org"))
+	serverCfg, _ := tlsid.ServerConfig(src, func(peer spiffeid.ID) error {
+		if peer.MemberOf(partner) {
+			return nil
+		}
+		return own(peer)
+	})
+	_ = serverCfg // or pass src to mesh.WithIdentity
+}
+
+// Several processes of a local system share one development CA kept in a
+// directory; each loads it and issues its SVID files for a FileSource.
+func ExampleLoadDevCA() {
+	dir, _ := os.MkdirTemp("", "weft-ca")
+	defer os.RemoveAll(dir)
+	first, _ := tlsid.NewDevCA("example.org")
+	if err := first.Save(filepath.Join(dir, "ca")); err != nil {
+		panic(err)
+	}
+	// In another process:
+	ca, err := tlsid.LoadDevCA(filepath.Join(dir, "ca"))
+	if err != nil {
+		panic(err)
+	}
+	svid, _ := ca.Issue(spiffeid.RequireFromString("spiffe://example.org/worker"))
+	if err := tlsid.WriteSVIDFiles(filepath.Join(dir, "worker"), svid, ca.Bundle()); err != nil {
+		panic(err)
+	}
+	id, err := tlsid.Verify(svid.Certificates, first.Bundle(), time.Time{})
+	fmt.Println(id, err)
+	// Output: spiffe://example.org/worker <nil>
+}
+
+// Consul's Connect CA names a service's identity after the cluster's
+// trust domain.
+func ExampleConsulServiceID() {
+	roots := &api.CARootList{TrustDomain: "7a1c3f0e-2b4d-4e5f-8a9b-0c1d2e3f4a5b.consul"}
+	id, _ := tlsid.ConsulServiceID(roots, "dc1", "payments")
+	fmt.Println(id)
+	// Output: spiffe://7a1c3f0e-2b4d-4e5f-8a9b-0c1d2e3f4a5b.consul/ns/default/dc/dc1/svc/payments
+}
