@@ -18,7 +18,7 @@ SPIRE := $(BIN)/spire-server $(BIN)/spire-agent
 export WEFT_SPIRE_SERVER := $(BIN)/spire-server
 export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
 
-EXAMPLES := quickstart grpc consul resilience observability
+EXAMPLES := quickstart grpc consul resilience observability spire
 
 .PHONY: test tools vet unit examples build-examples bench stress
 
