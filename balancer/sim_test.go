@@ -1,9 +1,6 @@
 package balancer_test
 
 import (
-	"container/heap"
-	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -56,50 +53,7 @@ func (c *completions) Pop() any {
 
 func simulate(t *testing.T, policy balancer.Policy, slowFactor float64) simResult {
 	t.Helper()
-	const (
-		rate     = 500.0
-		duration = 120 * time.Second
-		base     = 10 * time.Millisecond
-	)
-	clk := newFakeClock()
-	start := clk.Now()
-	b := balancer.New(policy, clk.option())
-	b.Update(endpoints(5))
-	r := rand.New(rand.NewPCG(7, 11))
-	var pending completions
-	var lats []time.Duration
-	slowPicks, picks := 0, 0
-	finish := func(until time.Duration) {
-		for len(pending) > 0 && pending[0].at <= until {
-			c := heap.Pop(&pending).(completion)
-			clk.Set(start.Add(c.at))
-			c.ep.Done(balancer.Outcome{Latency: c.lat, Result: balancer.Success})
-		}
-	}
-	for now := time.Duration(0); now < duration; {
-		now += time.Duration(r.ExpFloat64() / rate * float64(time.Second))
-		finish(now)
-		clk.Set(start.Add(now))
-		e, err := b.Pick(balancer.Info{Method: "user-" + strconv.Itoa(r.IntN(10_000))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		lat := float64(base) * (0.8 + 0.4*r.Float64())
-		if e.ID == "ep-4" {
-			slowPicks++
-			lat *= slowFactor
-		}
-		picks++
-		lats = append(lats, time.Duration(lat))
-		heap.Push(&pending, completion{at: now + time.Duration(lat), ep: e, lat: time.Duration(lat)})
-	}
-	finish(1 << 62)
-	slices.Sort(lats)
-	return simResult{
-		slowShare: float64(slowPicks) / float64(picks),
-		p50:       lats[len(lats)/2],
-		p99:       lats[len(lats)*99/100],
-	}
+	return simulateStalls(t, policy, slowFactor, 0, 120*time.Second)
 }
 
 func TestSimulationOneSlowEndpoint(t *testing.T) {
