@@ -13,6 +13,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -94,8 +95,8 @@ type cluster struct {
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]
 	stop      func()
-	guard     *guard                 // breakers, budget, rate limit, retry and hedge policies
-	tel       *telemetry.Destination // nil: no telemetry (telemetry.go)
+	guard     *guard               // breakers, budget, rate limit, retry and hedge policies
+	tel       *calltel.Destination // nil: no telemetry (telemetry.go)
 
 	subMu sync.Mutex // serialises updates to subscribers and their changes
 	subs  map[*grpcConn]struct{}

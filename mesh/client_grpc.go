@@ -21,7 +21,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
-	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/internal/calltel"
 )
 
 // DialGRPC returns a gRPC client connection to service. Its calls go
@@ -116,7 +116,7 @@ type grpcUnary struct {
 	reply    any
 	msg      proto.Message // reply, when it is a proto message (hedges need one)
 	opts     []grpc.CallOption
-	call     *telemetry.Call
+	call     *calltel.Call
 	ctx      context.Context // the call's
 	pushback bool            // read the server's retry pushback (retries are on)
 	outcome  attempt         // the call's outcome, filled by the engine

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/balancer"
-	"github.com/weftmesh/weft/telemetry"
+	"github.com/weftmesh/weft/internal/calltel"
 )
 
 // RoundTrip implements [http.RoundTripper]: it sends r to an endpoint of
@@ -57,7 +57,7 @@ func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
 type httpExchange struct {
 	cl       *cluster
 	r        *http.Request // the caller's; never modified
-	call     *telemetry.Call
+	call     *calltel.Call
 	ctx      context.Context // the call's
 	bodyUsed atomic.Bool     // an attempt took r.Body (later ones replay it)
 	outcome  attempt         // the call's outcome, filled by the engine

@@ -14,6 +14,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -45,9 +46,9 @@ func WithTelemetry(t *telemetry.Telemetry) Option {
 // destination returns the telemetry of calls to service, nil without
 // telemetry. Calls have a span of their own, above their attempts' spans,
 // when the client may retry or hedge them.
-func (c *Client) destination(service string, policy balancer.Policy) *telemetry.Destination {
+func (c *Client) destination(service string, policy balancer.Policy) *calltel.Destination {
 	rc := &c.cfg.resilience
-	return c.cfg.telemetry.Destination(service, policyName(policy), rc.retry != nil || rc.hedge != nil)
+	return calltel.Of(c.cfg.telemetry).Destination(service, policyName(policy), rc.retry != nil || rc.hedge != nil)
 }
 
 // policyName is the name of a balancing policy as recorded in
@@ -92,7 +93,7 @@ func (c *Client) observeCluster(cl *cluster) {
 
 // observeUpdate records a discovery update of service: the endpoint
 // counts (ejected ones as b knows them), or the error.
-func observeUpdate(t *telemetry.Telemetry, service string, u discovery.Update, b *balancer.Balancer) {
+func observeUpdate(t *calltel.Telemetry, service string, u discovery.Update, b *balancer.Balancer) {
 	if t == nil {
 		return
 	}
@@ -154,7 +155,7 @@ func observeIdentity(t *telemetry.Telemetry, src tlsid.Source) (stop func()) {
 }
 
 // observeRejection records a call the client refused to make.
-func observeRejection(d *telemetry.Destination, ctx context.Context, err error) {
+func observeRejection(d *calltel.Destination, ctx context.Context, err error) {
 	if err == nil {
 		return
 	}
@@ -171,7 +172,7 @@ func observeRejection(d *telemetry.Destination, ctx context.Context, err error) 
 // endpoint and its breaker's state recorded on the attempt's span — or
 // returns nil without telemetry. r is the attempt's HTTP request, nil
 // for gRPC. The context returned carries the attempt's span.
-func (cl *cluster) startAttempt(call *telemetry.Call, ctx context.Context, r *http.Request, ep *balancer.Endpoint) (context.Context, *telemetry.Attempt) {
+func (cl *cluster) startAttempt(call *calltel.Call, ctx context.Context, r *http.Request, ep *balancer.Endpoint) (context.Context, *calltel.Attempt) {
 	if call == nil {
 		return ctx, nil
 	}

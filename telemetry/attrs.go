@@ -1,315 +1,42 @@
 package telemetry
 
-import (
-	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
-	"net"
-	"net/http"
-	"regexp"
-	"strconv"
-	"sync"
-	"sync/atomic"
-
-	"go.opentelemetry.io/otel/attribute"
-	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-)
+import "github.com/weftmesh/weft/internal/calltel"
 
 // The mesh's own attribute keys, added to the semantic-convention ones.
 const (
 	// ServiceKey is the destination service of a client call (the name
 	// given to discovery).
-	ServiceKey = attribute.Key("weft.service")
+	ServiceKey = calltel.ServiceKey
 	// EndpointKey is the ID of the endpoint an attempt was sent to.
-	EndpointKey = attribute.Key("weft.endpoint")
+	EndpointKey = calltel.EndpointKey
 	// PolicyKey is the balancing policy of the destination service.
-	PolicyKey = attribute.Key("weft.balancer.policy")
+	PolicyKey = calltel.PolicyKey
 	// AttemptKey is the number of an attempt within its call, from 1.
-	AttemptKey = attribute.Key("weft.attempt")
+	AttemptKey = calltel.AttemptKey
 	// RetryKey is true on attempts that retry an earlier one.
-	RetryKey = attribute.Key("weft.retry")
+	RetryKey = calltel.RetryKey
 	// HedgeKey is true on attempts sent as hedges, alongside an earlier
 	// attempt still in flight.
-	HedgeKey = attribute.Key("weft.hedge")
+	HedgeKey = calltel.HedgeKey
 	// BreakerStateKey is the circuit breaker state of the endpoint when an
 	// attempt was admitted ("closed", "half-open", "open").
-	BreakerStateKey = attribute.Key("weft.breaker.state")
+	BreakerStateKey = calltel.BreakerStateKey
 	// PeerIDKey is the verified SPIFFE ID of the caller, on server spans.
-	PeerIDKey = attribute.Key("weft.peer.spiffe_id")
+	PeerIDKey = calltel.PeerIDKey
 	// AuthzDecisionKey is the authorization decision on the caller
 	// ("allow" or "deny").
-	AuthzDecisionKey = attribute.Key("weft.authorization.decision")
+	AuthzDecisionKey = calltel.AuthzDecisionKey
 	// EndpointStateKey is "known" or "ejected" on weft.endpoint.count.
-	EndpointStateKey = attribute.Key("weft.endpoint.state")
+	EndpointStateKey = calltel.EndpointStateKey
 	// RejectReasonKey is why a request was refused: one of the
 	// [RejectReason] values.
-	RejectReasonKey = attribute.Key("weft.reject.reason")
+	RejectReasonKey = calltel.RejectReasonKey
 	// SideKey is "client" or "server".
-	SideKey = attribute.Key("weft.side")
+	SideKey = calltel.SideKey
 )
-
-// other is the value the semantic conventions use for anything outside a
-// known set (methods, routes, error types).
-const other = "_OTHER"
-
-// httpMethods are the HTTP methods of RFC 9110 and RFC 5789, the only ones
-// used as attribute values; index 0 is "_OTHER".
-var httpMethods = [...]string{other, http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut,
-	http.MethodDelete, http.MethodConnect, http.MethodOptions, http.MethodTrace, http.MethodPatch}
-
-// methodIndex returns the index in httpMethods of m, 0 if m is unknown.
-func methodIndex(m string) uint8 {
-	switch m {
-	case "", http.MethodGet:
-		return 1
-	case http.MethodHead:
-		return 2
-	case http.MethodPost:
-		return 3
-	case http.MethodPut:
-		return 4
-	case http.MethodDelete:
-		return 5
-	case http.MethodConnect:
-		return 6
-	case http.MethodOptions:
-		return 7
-	case http.MethodTrace:
-		return 8
-	case http.MethodPatch:
-		return 9
-	}
-	return 0
-}
-
-// grpcCodes are the gRPC status codes as the semantic conventions spell
-// them (rpc.response.status_code).
-var grpcCodes = [...]string{"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-	"ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"}
-
-func grpcCodeName(c codes.Code) string {
-	if int(c) < len(grpcCodes) {
-		return grpcCodes[c]
-	}
-	return other
-}
-
-// grpcCode returns the status code of err, as gRPC reports it.
-func grpcCode(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if s, ok := status.FromError(err); ok {
-		return s.Code()
-	}
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	}
-	return codes.Unknown
-}
-
-// errorType classifies a transport error into a small fixed set, the
-// error.type attribute. It never looks at the error's text.
-func errorType(err error) string {
-	var (
-		netErr  net.Error
-		opErr   *net.OpError
-		recErr  tls.RecordHeaderError
-		alert   tls.AlertError
-		certErr *tls.CertificateVerificationError
-		unkAuth x509.UnknownAuthorityError
-	)
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout"
-	case errors.Is(err, context.Canceled):
-		return "canceled"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &alert), errors.As(err, &recErr):
-		return "tls"
-	case errors.As(err, &netErr) && netErr.Timeout():
-		return "timeout"
-	case errors.As(err, &opErr):
-		return "connection"
-	}
-	return other
-}
-
-// statusString returns the decimal form of an HTTP status code, without
-// allocating for the usual ones.
-func statusString(code int) string {
-	if code >= 100 && code < 600 {
-		return statusStrings[code-100]
-	}
-	return strconv.Itoa(code)
-}
-
-var statusStrings = func() (s [500]string) {
-	for i := range s {
-		s[i] = strconv.Itoa(i + 100)
-	}
-	return s
-}()
-
-// secretPatterns match the secret-bearing parts of an error text, applied
-// in this order so that an earlier match cannot hide a later secret: PEM
-// private keys, "Key: value" headers of credential-like keys (to the end
-// of the line), key=value parameters, bearer and basic credentials, URL
-// query strings.
-var secretPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`-----BEGIN[^-]*PRIVATE KEY-----[^-]*(-----END[^-]*PRIVATE KEY-----)?`),
-	regexp.MustCompile(`(?i)[\w.-]*(token|secret|password|passwd|api[_-]?key|authorization|cookie)[\w.-]*"?\s*:\s*"?[^\r\n"]*`),
-	regexp.MustCompile(`(?i)[\w.-]*(token|secret|password|passwd|api[_-]?key|authorization|cookie)[\w.-]*\s*=\s*((bearer|basic|token)\s+)*[^\s"',&]+`),
-	regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+((bearer|basic|token)\s+)*[^\s"',]+`),
-	regexp.MustCompile(`\?[^\s"']*`),
-}
 
 // Redact returns the text of err with anything that may carry a secret
 // (URL query strings, bearer and basic credentials, token=, key= and
 // Authorization: values, PEM private keys) replaced by "REDACTED". Weft
 // passes every error text through it before it reaches a span or a log.
-func Redact(err error) string {
-	if err == nil {
-		return ""
-	}
-	s := err.Error()
-	for _, p := range secretPatterns {
-		s = p.ReplaceAllString(s, "REDACTED")
-	}
-	return s
-}
-
-// boundedSet keeps up to max distinct strings; further strings are
-// reported as "_OTHER". Lookups of kept strings take no lock.
-type boundedSet struct {
-	max  int
-	mu   sync.Mutex
-	seen atomic.Pointer[map[string]string]
-}
-
-func newBoundedSet(max int) *boundedSet {
-	b := &boundedSet{max: max}
-	m := map[string]string{}
-	b.seen.Store(&m)
-	return b
-}
-
-// get returns s if it is kept (or could be kept), else "_OTHER".
-func (b *boundedSet) get(s string) string {
-	if v, ok := (*b.seen.Load())[s]; ok {
-		return v
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	old := *b.seen.Load()
-	if v, ok := old[s]; ok {
-		return v
-	}
-	if len(old) >= b.max {
-		return other
-	}
-	next := make(map[string]string, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[s] = s
-	b.seen.Store(&next)
-	return s
-}
-
-// cowMap is a copy-on-write map: lock-free, allocation-free reads, for
-// the few values (precomputed attribute sets) that are built once and
-// read on every call.
-type cowMap[K comparable, V any] struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[K]V]
-}
-
-func (c *cowMap[K, V]) get(k K, build func() V) V {
-	if m := c.m.Load(); m != nil {
-		if v, ok := (*m)[k]; ok {
-			return v
-		}
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var old map[K]V
-	if m := c.m.Load(); m != nil {
-		old = *m
-		if v, ok := old[k]; ok {
-			return v
-		}
-	}
-	v := build()
-	next := make(map[K]V, len(old)+1)
-	for k, v := range old {
-		next[k] = v
-	}
-	next[k] = v
-	c.m.Store(&next)
-	return v
-}
-
-// semconv keys used here, named once.
-var (
-	keyHTTPMethod     = semconv.HTTPRequestMethodKey
-	keyHTTPMethodOrig = semconv.HTTPRequestMethodOriginalKey
-	keyHTTPStatus     = semconv.HTTPResponseStatusCodeKey
-	keyHTTPRoute      = semconv.HTTPRouteKey
-	keyHTTPResend     = semconv.HTTPRequestResendCountKey
-	keyURLTemplate    = semconv.URLTemplateKey
-	keyURLScheme      = semconv.URLSchemeKey
-	keyURLPath        = semconv.URLPathKey
-	keyURLFull        = semconv.URLFullKey
-	keyServerAddr     = semconv.ServerAddressKey
-	keyServerPort     = semconv.ServerPortKey
-	keyPeerAddr       = semconv.NetworkPeerAddressKey
-	keyErrorType      = semconv.ErrorTypeKey
-	keyRPCSystem      = semconv.RPCSystemNameKey
-	keyRPCMethod      = semconv.RPCMethodKey
-	keyRPCMethodOrig  = semconv.RPCMethodOriginalKey
-	keyRPCStatus      = semconv.RPCResponseStatusCodeKey
-)
-
-// rpcSystemGRPC is rpc.system.name="grpc".
-var rpcSystemGRPC = keyRPCSystem.String("grpc")
-
-// headerCarrier is [propagation.HeaderCarrier] without the key
-// canonicalization on every Get and Set for the keys of the default
-// propagators (traceparent, tracestate, baggage).
-type headerCarrier http.Header
-
-func canonicalKey(key string) string {
-	switch key {
-	case "traceparent":
-		return "Traceparent"
-	case "tracestate":
-		return "Tracestate"
-	case "baggage":
-		return "Baggage"
-	}
-	return http.CanonicalHeaderKey(key)
-}
-
-func (c headerCarrier) Get(key string) string {
-	if v := c[canonicalKey(key)]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
-}
-
-func (c headerCarrier) Set(key, value string) { c[canonicalKey(key)] = []string{value} }
-
-func (c headerCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
-}
+func Redact(err error) string { return calltel.Redact(err) }

@@ -2,7 +2,6 @@ package telemetry_test
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/telemetry"
 )
 
@@ -80,7 +80,7 @@ func benchModes() []benchMode {
 func BenchmarkHTTPClient(b *testing.B) {
 	for _, mode := range benchModes() {
 		b.Run(mode.name, func(b *testing.B) {
-			dst := benchTelemetry(b, mode.sampling).Destination("payments", "round_robin", mode.retries)
+			dst := calltel.Of(benchTelemetry(b, mode.sampling)).Destination("payments", "round_robin", mode.retries)
 			req := httptest.NewRequest(http.MethodGet, "http://payments/charge", nil)
 			resp := &http.Response{StatusCode: http.StatusOK}
 			h := http.Header{}
@@ -118,27 +118,22 @@ func BenchmarkHTTPServer(b *testing.B) {
 	}
 }
 
-// BenchmarkGRPCClient records one unary gRPC call with one attempt
-// through the call and attempt interceptors (the invoker does nothing).
+// BenchmarkGRPCClient records one unary gRPC call with one attempt, as
+// mesh does around an invocation (without the invocation).
 func BenchmarkGRPCClient(b *testing.B) {
 	for _, mode := range benchModes() {
 		b.Run(mode.name, func(b *testing.B) {
-			dst := benchTelemetry(b, mode.sampling).Destination("payments", "round_robin", mode.retries)
-			invoker := func(context.Context, string, any, any, *grpc.ClientConn, ...grpc.CallOption) error { return nil }
-			call, attempt := dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)
-			if call == nil {
-				call = func(ctx context.Context, m string, req, reply any, cc *grpc.ClientConn, inv grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-					return inv(ctx, m, req, reply, cc, opts...)
-				}
-				attempt = call
-			}
-			chained := func(ctx context.Context, m string, req, reply any, cc *grpc.ClientConn, opts ...grpc.CallOption) error {
-				return attempt(ctx, m, req, reply, cc, invoker, opts...)
-			}
+			dst := calltel.Of(benchTelemetry(b, mode.sampling)).Destination("payments", "round_robin", mode.retries)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for range b.N {
-				_ = call(ctx, "/pay.Pay/Charge", nil, nil, nil, chained)
+				cctx, call := dst.StartGRPC(ctx, "/pay.Pay/Charge")
+				actx, att := call.StartAttempt(cctx, nil)
+				att.SetEndpoint("payments-1", "10.0.0.1:8443")
+				att.SetBreakerState("closed")
+				_ = att.InjectGRPC(actx)
+				att.EndGRPC(nil)
+				call.EndGRPC(nil)
 			}
 		})
 	}
@@ -160,60 +155,6 @@ func BenchmarkGRPCServer(b *testing.B) {
 			b.ReportAllocs()
 			for range b.N {
 				_, _ = intercept(ctx, nil, info, handler)
-			}
-		})
-	}
-}
-
-// nopStream is a client stream whose server answers every message at
-// once and then ends: RecvMsg returns nil once, then io.EOF.
-type nopStream struct {
-	grpc.ClientStream
-	recvd bool
-}
-
-func (s *nopStream) SendMsg(any) error { return nil }
-func (s *nopStream) CloseSend() error  { return nil }
-
-func (s *nopStream) RecvMsg(any) error {
-	if s.recvd {
-		return io.EOF
-	}
-	s.recvd = true
-	return nil
-}
-
-// BenchmarkGRPCClientStream records one bidi-streaming call (one message
-// each way, then CloseSend and EOF) through the stream interceptor, under
-// a cancellable context as callers with deadlines have (the stream
-// itself does nothing).
-func BenchmarkGRPCClientStream(b *testing.B) {
-	for _, mode := range modes {
-		b.Run(mode, func(b *testing.B) {
-			intercept := benchTelemetry(b, mode).Destination("payments", "round_robin", false).StreamInterceptor()
-			if intercept == nil {
-				intercept = func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, m string, s grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-					return s(ctx, desc, cc, m, opts...)
-				}
-			}
-			desc := &grpc.StreamDesc{StreamName: "Chat", ClientStreams: true, ServerStreams: true}
-			streamer := func(context.Context, *grpc.StreamDesc, *grpc.ClientConn, string, ...grpc.CallOption) (grpc.ClientStream, error) {
-				return &nopStream{}, nil
-			}
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			b.ReportAllocs()
-			for range b.N {
-				cs, err := intercept(ctx, desc, nil, "/pay.Pay/Chat", streamer)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_ = cs.SendMsg(nil)
-				_ = cs.RecvMsg(nil)
-				_ = cs.CloseSend()
-				if err := cs.RecvMsg(nil); err != io.EOF {
-					b.Fatalf("RecvMsg = %v, want EOF", err)
-				}
 			}
 		})
 	}

@@ -15,15 +15,16 @@
 //
 // # Spans
 //
-// A client call to a destination with retries or hedging is a span of
-// kind internal named "{method} {service}" (HTTP) or "{rpc.method}"
-// (gRPC), made by [Destination.StartHTTP] or [Destination.StartGRPC];
-// each attempt of it (the first, every retry, every hedge) is a child
-// span of kind client started by [Call.StartAttempt], which carries the
-// trace context to the server. A call that cannot have more than one
-// attempt has no span of its own: its attempt's client span carries the
-// call's attributes, as the semantic conventions have it for a request
-// that is not resent, and the trace is one span lighter. The
+// mesh records each client call to a destination with retries or
+// hedging as a span of kind internal named "{method} {service}" (HTTP) or
+// "{rpc.method}" (gRPC); each attempt of it (the first, every retry,
+// every hedge) is a child span of kind client, which carries the trace
+// context to the server. A call that cannot have more than one attempt
+// has no span of its own: its attempt's client span carries the call's
+// attributes, as the semantic conventions have it for a request that is
+// not resent, and the trace is one span lighter. The recorders of client
+// calls are internal to weft; a program gets them through mesh.Client and
+// mesh.DialGRPC. The
 // server span ([Telemetry.Handler], [Telemetry.UnaryServerInterceptor])
 // continues that trace; a malformed traceparent is ignored and a new trace
 // starts. Attribute names follow the OpenTelemetry semantic conventions

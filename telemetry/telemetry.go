@@ -1,64 +1,54 @@
 package telemetry
 
 import (
-	"errors"
-	"fmt"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
-	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/weftmesh/weft/internal/calltel"
 )
 
 // ScopeName is the instrumentation scope under which weft's tracer and
 // meter are obtained from their providers.
-const ScopeName = "github.com/weftmesh/weft/telemetry"
+const ScopeName = calltel.ScopeName
 
 // ErrInstrument is wrapped by [New] when the meter provider refuses to
 // create one of weft's instruments.
-var ErrInstrument = errors.New("telemetry: cannot create instrument")
+var ErrInstrument = calltel.ErrInstrument
 
 // Telemetry records the calls of a mesh client or server as OpenTelemetry
 // spans and metrics, and mesh events as span events, metrics and log
-// records.
+// records. mesh takes one through its WithTelemetry option and records
+// its client calls with it; a program wires the server side of its own
+// handlers with [Telemetry.Handler] and the gRPC server interceptors.
 //
-// A nil *Telemetry records nothing: every method, and every method of
-// the [Destination] it returns, is then a no-op that does not allocate,
-// which is how mesh runs when no telemetry is configured. Build one with
-// [New]; it is safe for concurrent use.
+// A nil *Telemetry records nothing: every method is then a no-op that
+// does not allocate, which is how mesh runs when no telemetry is
+// configured. Build one with [New]; it is safe for concurrent use.
 type Telemetry struct {
-	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
-	log    *slog.Logger
-	route  func(*http.Request) string
-	inst   instruments
-
-	// methods bounds the gRPC method names used as metric attributes.
-	methods *boundedSet
-	// routes bounds the server routes used as metric attributes.
-	routes *boundedSet
-
-	now func() time.Time // the clock of the duration histograms
-
-	mu    sync.Mutex // serialises Destination creation
-	dests map[string]*Destination
-
-	certs certificates
+	rec *calltel.Telemetry
 }
 
-type config struct {
-	tp     trace.TracerProvider
-	mp     metric.MeterProvider
-	prop   propagation.TextMapPropagator
-	log    *slog.Logger
-	route  func(*http.Request) string
-	maxRPC int
-	now    func() time.Time
+func init() {
+	calltel.Of = func(t any) *calltel.Telemetry {
+		tel, _ := t.(*Telemetry)
+		return tel.recorder()
+	}
 }
+
+// recorder returns the implementation t wraps, nil for a nil t.
+func (t *Telemetry) recorder() *calltel.Telemetry {
+	if t == nil {
+		return nil
+	}
+	return t.rec
+}
+
+type config = calltel.Config
 
 // Option configures [New].
 type Option interface{ apply(*config) }
@@ -73,7 +63,7 @@ func (f optionFunc) apply(c *config) { f(c) }
 func WithTracerProvider(tp trace.TracerProvider) Option {
 	return optionFunc(func(c *config) {
 		if tp != nil {
-			c.tp = tp
+			c.TracerProvider = tp
 		}
 	})
 }
@@ -84,7 +74,7 @@ func WithTracerProvider(tp trace.TracerProvider) Option {
 func WithMeterProvider(mp metric.MeterProvider) Option {
 	return optionFunc(func(c *config) {
 		if mp != nil {
-			c.mp = mp
+			c.MeterProvider = mp
 		}
 	})
 }
@@ -95,7 +85,7 @@ func WithMeterProvider(mp metric.MeterProvider) Option {
 func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) {
 		if p != nil {
-			c.prop = p
+			c.Propagator = p
 		}
 	})
 }
@@ -106,7 +96,7 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 func WithLogger(l *slog.Logger) Option {
 	return optionFunc(func(c *config) {
 		if l != nil {
-			c.log = l
+			c.Logger = l
 		}
 	})
 }
@@ -118,7 +108,7 @@ func WithLogger(l *slog.Logger) Option {
 func WithClock(now func() time.Time) Option {
 	return optionFunc(func(c *config) {
 		if now != nil {
-			c.now = now
+			c.Now = now
 		}
 	})
 }
@@ -133,7 +123,7 @@ func WithClock(now func() time.Time) Option {
 func WithRoute(route func(r *http.Request) string) Option {
 	return optionFunc(func(c *config) {
 		if route != nil {
-			c.route = route
+			c.Route = route
 		}
 	})
 }
@@ -145,120 +135,33 @@ func WithRoute(route func(r *http.Request) string) Option {
 func WithMaxRPCMethods(n int) Option {
 	return optionFunc(func(c *config) {
 		if n >= 1 {
-			c.maxRPC = n
+			c.MaxRPCMethods = n
 		}
 	})
 }
 
 // DefaultMaxRPCMethods is the default bound of [WithMaxRPCMethods].
-const DefaultMaxRPCMethods = 256
-
-// maxRoutes bounds the routes (from [WithRoute] or server patterns) kept
-// per destination as metric attributes; further routes become "_OTHER".
-const maxRoutes = 256
+const DefaultMaxRPCMethods = calltel.DefaultMaxRPCMethods
 
 // New returns a Telemetry configured by opts, with its instruments
 // created on the meter provider. It fails, wrapping [ErrInstrument], only
 // when the meter provider refuses an instrument.
 func New(opts ...Option) (*Telemetry, error) {
-	cfg := config{maxRPC: DefaultMaxRPCMethods, now: time.Now}
+	var cfg config
 	for _, o := range opts {
 		if o != nil {
 			o.apply(&cfg)
 		}
 	}
-	if cfg.tp == nil {
-		cfg.tp = otel.GetTracerProvider()
+	rec, err := calltel.New(cfg)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.mp == nil {
-		cfg.mp = otel.GetMeterProvider()
-	}
-	if cfg.prop == nil {
-		cfg.prop = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
-	}
-	if cfg.log == nil {
-		cfg.log = slog.New(slog.DiscardHandler)
-	}
-	t := &Telemetry{
-		tracer:  cfg.tp.Tracer(ScopeName),
-		prop:    cfg.prop,
-		log:     cfg.log,
-		route:   cfg.route,
-		now:     cfg.now,
-		methods: newBoundedSet(cfg.maxRPC),
-		routes:  newBoundedSet(maxRoutes),
-		dests:   make(map[string]*Destination),
-	}
-	meter := cfg.mp.Meter(ScopeName)
-	if err := t.inst.init(meter); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInstrument, err)
-	}
-	if _, err := meter.RegisterCallback(t.certs.observe(t), t.inst.certExpiry); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrInstrument, err)
-	}
-	return t, nil
+	return &Telemetry{rec: rec}, nil
 }
 
 // Propagator returns the propagator t injects and extracts trace context
 // with; nil for a nil t.
 func (t *Telemetry) Propagator() propagation.TextMapPropagator {
-	if t == nil {
-		return nil
-	}
-	return t.prop
-}
-
-// durationBuckets are the bucket boundaries, in seconds, the semantic
-// conventions advise for HTTP and RPC durations.
-var durationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
-
-// instruments are weft's metric instruments. Names follow OpenTelemetry
-// semantic conventions v1.43.0 for HTTP and RPC; the mesh's own
-// instruments are under "weft.".
-type instruments struct {
-	httpClient metric.Float64Histogram // http.client.request.duration
-	httpServer metric.Float64Histogram // http.server.request.duration
-	rpcClient  metric.Float64Histogram // rpc.client.call.duration
-	rpcServer  metric.Float64Histogram // rpc.server.call.duration
-
-	endpoints      metric.Int64Gauge           // weft.endpoint.count
-	breakerChanges metric.Int64Counter         // weft.breaker.transitions
-	retryExhausted metric.Int64Counter         // weft.retry.budget_exhausted
-	rejections     metric.Int64Counter         // weft.request.rejections
-	authzDenials   metric.Int64Counter         // weft.authorization.denials
-	certExpiry     metric.Int64ObservableGauge // weft.certificate.expiry
-	discoveryErrs  metric.Int64Counter         // weft.discovery.errors
-	ejections      metric.Int64Counter         // weft.endpoint.ejections
-}
-
-func (in *instruments) init(m metric.Meter) error {
-	var err, e error
-	hist := func(name, desc string) metric.Float64Histogram {
-		h, e := m.Float64Histogram(name, metric.WithUnit("s"), metric.WithDescription(desc),
-			metric.WithExplicitBucketBoundaries(durationBuckets...))
-		err = errors.Join(err, e)
-		return h
-	}
-	counter := func(name, unit, desc string) metric.Int64Counter {
-		c, e := m.Int64Counter(name, metric.WithUnit(unit), metric.WithDescription(desc))
-		err = errors.Join(err, e)
-		return c
-	}
-	in.httpClient = hist("http.client.request.duration", "Duration of HTTP client requests.")
-	in.httpServer = hist("http.server.request.duration", "Duration of HTTP server requests.")
-	in.rpcClient = hist("rpc.client.call.duration", "Measures the duration of an outgoing Remote Procedure Call (RPC).")
-	in.rpcServer = hist("rpc.server.call.duration", "Measures the duration of an incoming Remote Procedure Call (RPC).")
-	in.endpoints, e = m.Int64Gauge("weft.endpoint.count", metric.WithUnit("{endpoint}"),
-		metric.WithDescription("Endpoints of a destination service, by state (known, ejected)."))
-	err = errors.Join(err, e)
-	in.breakerChanges = counter("weft.breaker.transitions", "{transition}", "Circuit breaker state changes, by the state entered.")
-	in.retryExhausted = counter("weft.retry.budget_exhausted", "{retry}", "Retries not made because the retry budget was exhausted.")
-	in.rejections = counter("weft.request.rejections", "{request}", "Requests refused by a rate limit, a concurrency limit or load shedding.")
-	in.authzDenials = counter("weft.authorization.denials", "{denial}", "Peers refused by authorization.")
-	in.certExpiry, e = m.Int64ObservableGauge("weft.certificate.expiry", metric.WithUnit("s"),
-		metric.WithDescription("Expiry time of the current X.509-SVID, in seconds since the Unix epoch."))
-	err = errors.Join(err, e)
-	in.discoveryErrs = counter("weft.discovery.errors", "{error}", "Errors reported by service discovery.")
-	in.ejections = counter("weft.endpoint.ejections", "{ejection}", "Endpoints ejected by outlier detection.")
-	return err
+	return t.recorder().Propagator()
 }

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/internal/clocktest"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/internal/leaktest"
@@ -141,7 +142,7 @@ func spanNamed(t testing.TB, spans []sdktrace.ReadOnlySpan, name string) sdktrac
 
 // httpCall makes one client call through dst the way mesh does: a call,
 // one attempt per entry of statuses' length... here exactly one attempt.
-func httpCall(t testing.TB, dst *telemetry.Destination, client *http.Client, req *http.Request) (*http.Response, error) {
+func httpCall(t testing.TB, dst *calltel.Destination, client *http.Client, req *http.Request) (*http.Response, error) {
 	t.Helper()
 	ctx, call := dst.StartHTTP(req.Context(), req)
 	actx, att := call.StartAttempt(ctx, req)
@@ -162,7 +163,7 @@ func TestHTTPSpansAndMetrics(t *testing.T) {
 	mux.HandleFunc("POST /fail", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
 	srv := httptest.NewServer(r.tel.Handler(mux, nil))
 	defer srv.Close()
-	dst := r.tel.Destination("users", "round_robin", true)
+	dst := calltel.Of(r.tel).Destination("users", "round_robin", true)
 	cases := []struct {
 		method, path string
 		want         int
@@ -259,7 +260,7 @@ func TestRetryAttemptsAreChildSpans(t *testing.T) {
 		}
 	}), nil))
 	defer srv.Close()
-	dst := r.tel.Destination("flaky", "round_robin", true)
+	dst := calltel.Of(r.tel).Destination("flaky", "round_robin", true)
 	req, _ := http.NewRequest("GET", srv.URL+"/", nil)
 	ctx, call := dst.StartHTTP(req.Context(), req)
 	var resp *http.Response
@@ -351,7 +352,7 @@ func TestBoundedSeries(t *testing.T) {
 	mux.HandleFunc("/echo/", func(http.ResponseWriter, *http.Request) {})
 	srv := httptest.NewServer(r.tel.Handler(mux, nil))
 	defer srv.Close()
-	dst := r.tel.Destination("items", "round_robin", false)
+	dst := calltel.Of(r.tel).Destination("items", "round_robin", false)
 	rng := rand.New(rand.NewPCG(1, 2))
 	methods := []string{"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"}
 	client := srv.Client()
@@ -401,17 +402,30 @@ func TestBoundedSeries(t *testing.T) {
 	}
 }
 
-// TestGRPC runs a real gRPC server and client on loopback with weft's
-// interceptors and checks the spans, their structure and the metrics.
+// recordCalls returns a client interceptor that records each call and
+// its one attempt through dst, as mesh's call engine does.
+func recordCalls(dst *calltel.Destination) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, call := dst.StartGRPC(ctx, method)
+		actx, att := call.StartAttempt(ctx, nil)
+		err := invoker(att.InjectGRPC(actx), method, req, reply, cc, opts...)
+		att.EndGRPC(err)
+		call.EndGRPC(err)
+		return err
+	}
+}
+
+// TestGRPC runs a real gRPC server and client on loopback, the server
+// with weft's interceptor, and checks the spans, their structure and the metrics.
 func TestGRPC(t *testing.T) {
 	leaktest.Check(t)
 	r := newRig(t)
 	srv := grpc.NewServer(grpc.ChainUnaryInterceptor(r.tel.UnaryServerInterceptor(nil)))
 	demo.Register(srv, "b", nil)
 	addr := serveGRPC(t, srv)
-	dst := r.tel.Destination("demo", "round_robin", true)
+	dst := calltel.Of(r.tel).Destination("demo", "round_robin", true)
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithChainUnaryInterceptor(dst.UnaryCallInterceptor(), dst.UnaryAttemptInterceptor(nil)))
+		grpc.WithUnaryInterceptor(recordCalls(dst)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -571,7 +585,7 @@ func FuzzRedact(f *testing.F) {
 func TestNilIsFree(t *testing.T) {
 	leaktest.Check(t)
 	var tel *telemetry.Telemetry
-	dst := tel.Destination("svc", "round_robin", true)
+	dst := calltel.Of(tel).Destination("svc", "round_robin", true)
 	req := httptest.NewRequest("GET", "http://svc/x", nil)
 	ctx := context.Background()
 	allocs := testing.AllocsPerRun(1000, func() {
@@ -593,7 +607,7 @@ func TestNilIsFree(t *testing.T) {
 	if allocs != 0 {
 		t.Errorf("nil telemetry allocates %v times per call", allocs)
 	}
-	if tel.Handler(http.NotFoundHandler(), nil) == nil || tel.UnaryServerInterceptor(nil) != nil || dst.UnaryCallInterceptor() != nil {
+	if tel.Handler(http.NotFoundHandler(), nil) == nil || tel.UnaryServerInterceptor(nil) != nil {
 		t.Error("nil telemetry: want the bare handler and nil interceptors")
 	}
 }
@@ -609,8 +623,9 @@ func TestDefaults(t *testing.T) {
 	if !slices.Equal(fields, []string{"baggage", "traceparent", "tracestate"}) {
 		t.Errorf("default propagator fields %v, want traceparent, tracestate, baggage", fields)
 	}
-	first, again := tel.Destination("a", "p", true), tel.Destination("a", "p", true)
-	if first != again || first == tel.Destination("a", "p", false) {
+	rec := calltel.Of(tel)
+	first, again := rec.Destination("a", "p", true), rec.Destination("a", "p", true)
+	if first != again || first == rec.Destination("a", "p", false) {
 		t.Error("Destination not reused")
 	}
 	var _ propagation.TextMapPropagator = tel.Propagator()
@@ -680,7 +695,7 @@ func TestDurationsFromClock(t *testing.T) {
 		req := httptest.NewRequest(http.MethodGet, "http://svc/x", nil)
 		switch tc.name {
 		case "http.client.request.duration":
-			ctx, call := r.tel.Destination("svc", "round_robin", false).StartHTTP(context.Background(), req)
+			ctx, call := calltel.Of(r.tel).Destination("svc", "round_robin", false).StartHTTP(context.Background(), req)
 			_, a := call.StartAttempt(ctx, req)
 			clock.Advance(tc.took)
 			resp := &http.Response{StatusCode: http.StatusOK}

@@ -1,4 +1,4 @@
-package telemetry
+package calltel
 
 import (
 	"context"
@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 )
 
 // Destination records the client calls to one destination service. Its
@@ -412,4 +413,18 @@ func breakerState(s string) string {
 		return s
 	}
 	return other
+}
+
+// InjectGRPC returns ctx with the attempt's trace context added to the
+// outgoing gRPC metadata; ctx itself for a nil a.
+func (a *Attempt) InjectGRPC(ctx context.Context) context.Context {
+	if a == nil {
+		return ctx
+	}
+	md, ok := metadata.FromOutgoingContext(ctx)
+	if !ok {
+		md = metadata.MD{}
+	}
+	a.c.d.t.prop.Inject(ctx, mdCarrier(md))
+	return metadata.NewOutgoingContext(ctx, md)
 }

@@ -1,0 +1,299 @@
+package calltel
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// PeerFunc returns the verified SPIFFE ID of the caller of a request,
+// given its context, or an error when there is none. Package telemetry's
+// PeerFunc converts to it.
+type PeerFunc = func(context.Context) (spiffeid.ID, error)
+
+var (
+	serverStart  = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+	authzAllowed = AuthzDecisionKey.String("allow")
+)
+
+type serverHTTPSeries struct {
+	method uint8
+	code   uint16
+	errT   string
+	route  string
+	tls    bool
+}
+
+// Handler returns h wrapped in a server span and the
+// http.server.request.duration metric. The span continues the trace
+// context the request carries (a malformed one is ignored and a new
+// trace starts), is named "{method} {route}" once the route is known, and
+// carries the caller's SPIFFE ID as peer finds it (nil peer: none).
+//
+// Requests reaching h over mutual TLS passed authorization at the
+// handshake, so their spans say weft.authorization.decision=allow.
+// A nil t returns h itself.
+func (t *Telemetry) Handler(h http.Handler, peer PeerFunc) http.Handler {
+	if t == nil {
+		return h
+	}
+	return &handler{t: t, next: h, peer: peer}
+}
+
+type handler struct {
+	t    *Telemetry
+	next http.Handler
+	peer PeerFunc
+	// series of http.server.request.duration, built on first use.
+	series cowMap[serverHTTPSeries, []metric.RecordOption]
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t := h.t
+	start := t.now()
+	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
+	mi := methodIndex(r.Method)
+	name := httpMethods[mi]
+	if mi == 0 {
+		name = "HTTP"
+	}
+	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	recording := span.IsRecording()
+	var attrs []attribute.KeyValue
+	if recording {
+		scheme := "http"
+		if r.TLS != nil {
+			scheme = "https"
+		}
+		attrs = make([]attribute.KeyValue, 0, 12)
+		attrs = append(attrs, keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath()))
+		if mi == 0 {
+			attrs = append(attrs, keyHTTPMethodOrig.String(truncate(r.Method, 32)))
+		}
+		if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+			attrs = append(attrs, keyPeerAddr.String(host))
+		}
+		if h.peer != nil {
+			if id, err := h.peer(ctx); err == nil {
+				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
+			}
+		}
+		// Set now: an authorization denial later in the chain overrides
+		// the decision.
+		span.SetAttributes(attrs...)
+		attrs = attrs[:0]
+	}
+	rw := &statusWriter{ResponseWriter: w}
+	r = r.WithContext(ctx)
+	defer func() {
+		code := rw.status
+		if code == 0 {
+			code = http.StatusOK
+		}
+		if p := recover(); p != nil {
+			code = http.StatusInternalServerError
+			defer panic(p)
+		}
+		route := r.Pattern
+		if i := strings.IndexByte(route, '/'); i > 0 {
+			route = route[i:] // "GET host/path/{x}" → "/path/{x}"
+		}
+		if t.route != nil {
+			route = t.route(r)
+		}
+		route = t.serverRoutes(route)
+		_, errT := httpOutcome(&http.Response{StatusCode: code}, nil, 500)
+		if recording {
+			if route != "" {
+				span.SetName(name + " " + route)
+				attrs = append(attrs, keyHTTPRoute.String(route))
+			}
+			span.SetAttributes(appendHTTPOutcome(span, attrs, code, errT, nil)...)
+		}
+		span.End()
+		opts := h.series.get(serverHTTPSeries{method: mi, code: uint16(code), errT: errT, route: route, tls: r.TLS != nil}, func() []metric.RecordOption {
+			scheme := "http"
+			if r.TLS != nil {
+				scheme = "https"
+			}
+			kv := []attribute.KeyValue{keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme)}
+			return recordOptions(kv, code, errT, keyHTTPRoute, route)
+		})
+		t.inst.httpServer.Record(ctx, t.now().Sub(start).Seconds(), opts...)
+	}()
+	h.next.ServeHTTP(rw, r)
+}
+
+// serverRoutes bounds the routes of all of t's servers.
+func (t *Telemetry) serverRoutes(route string) string {
+	if route == "" {
+		return ""
+	}
+	return t.routes.get(route)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}
+
+// statusWriter records the status code a handler writes.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Flush implements [http.Flusher] when the underlying writer does.
+func (w *statusWriter) Flush() {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// Hijack implements [http.Hijacker] when the underlying writer does.
+func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	if h, ok := w.ResponseWriter.(http.Hijacker); ok {
+		return h.Hijack()
+	}
+	return nil, nil, errors.New("telemetry: response writer cannot hijack")
+}
+
+// Unwrap lets [http.ResponseController] reach the underlying writer.
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// mdCarrier reads trace context from incoming gRPC metadata.
+type mdCarrier metadata.MD
+
+func (c mdCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+
+func (c mdCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// UnaryServerInterceptor returns the gRPC server interceptor that records
+// each unary call as a server span and in rpc.server.call.duration, with
+// the caller's SPIFFE ID as peer finds it (nil peer: none). A nil t
+// returns nil, which mesh leaves out of the server options.
+func (t *Telemetry) UnaryServerInterceptor(peer PeerFunc) grpc.UnaryServerInterceptor {
+	if t == nil {
+		return nil
+	}
+	s := &grpcServer{t: t, peer: peer}
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		ctx, end := s.start(ctx, info.FullMethod)
+		resp, err := handler(ctx, req)
+		end(err)
+		return resp, err
+	}
+}
+
+// StreamServerInterceptor is [Telemetry.UnaryServerInterceptor] for
+// streaming calls: the span covers the whole stream.
+func (t *Telemetry) StreamServerInterceptor(peer PeerFunc) grpc.StreamServerInterceptor {
+	if t == nil {
+		return nil
+	}
+	s := &grpcServer{t: t, peer: peer}
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, end := s.start(ss.Context(), info.FullMethod)
+		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
+		end(err)
+		return err
+	}
+}
+
+type grpcServer struct {
+	t      *Telemetry
+	peer   PeerFunc
+	series cowMap[rpcSeries, []metric.RecordOption]
+}
+
+func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, func(error)) {
+	t := s.t
+	begin := t.now()
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		ctx = t.prop.Extract(ctx, mdCarrier(md))
+	}
+	raw := strings.TrimPrefix(fullMethod, "/")
+	method := t.methods.get(raw)
+	name := method
+	if method == other {
+		name = "grpc"
+	}
+	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	var attrs []attribute.KeyValue
+	if span.IsRecording() {
+		attrs = make([]attribute.KeyValue, 0, 8)
+		attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(method))
+		if method == other {
+			attrs = append(attrs, keyRPCMethodOrig.String(truncate(raw, 256)))
+		}
+		if s.peer != nil {
+			if id, err := s.peer(ctx); err == nil {
+				attrs = append(attrs, PeerIDKey.String(id.String()), authzAllowed)
+			}
+		}
+		// Set now: an authorization denial later in the chain overrides
+		// the decision.
+		span.SetAttributes(attrs...)
+		attrs = attrs[:0]
+	}
+	return ctx, func(err error) {
+		code := grpcCode(err)
+		if attrs != nil {
+			span.SetAttributes(appendGRPCOutcome(span, attrs, code, err)...)
+		}
+		span.End()
+		opts := s.series.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
+			return rpcRecordOptions(method, code)
+		})
+		t.inst.rpcServer.Record(ctx, t.now().Sub(begin).Seconds(), opts...)
+	}
+}
+
+type serverStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *serverStream) Context() context.Context { return s.ctx }
