@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // ErrBadEndpoint is wrapped by every error that reports an endpoint that
@@ -33,6 +35,13 @@ type Endpoint struct {
 	Tags []string
 	// Meta holds key/value metadata, as in Consul's service meta.
 	Meta map[string]string
+	// Identity is the SPIFFE ID the instance's server must present: a
+	// client in the mesh refuses a server that presents another one
+	// (secure naming). Zero when unknown; a client then accepts any
+	// server its authorizer admits (by default, any of its own trust
+	// domain). Static discovery takes it from the program, and
+	// [WithNaming] fills it from a per-service naming rule.
+	Identity spiffeid.ID
 }
 
 // EffectiveWeight returns e.Weight, or 1 when it is zero.
