@@ -55,6 +55,9 @@ func NewClient(opts ...ClientOption) (*Client, error) {
 	if c.cfg.logger == nil {
 		c.cfg.logger = slog.New(slog.DiscardHandler)
 	}
+	if c.cfg.requireIdentities && c.cfg.identity == nil {
+		return nil, errors.New("mesh: new client: required server identities need WithIdentity")
+	}
 	if c.cfg.identity != nil && c.cfg.authorize == nil {
 		a, err := sameTrustDomain(c.cfg.identity)
 		if err != nil {
@@ -91,6 +94,7 @@ type cluster struct {
 	transport *http.Transport
 	scheme    string
 	tlsConfig *tls.Config   // nil: plaintext
+	naming    *naming       // expected server identities (naming.go)
 	ready     chan struct{} // closed on the first update
 	readyOnce sync.Once
 	status    atomic.Pointer[discovery.Update]
@@ -110,6 +114,7 @@ func (cl *cluster) update(u discovery.Update) {
 		cl.guard.breakers.Update(u.Endpoints)
 	}
 	cl.balancer.Update(u.Endpoints)
+	cl.naming.update(u.Endpoints)
 	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)
 	cl.subMu.Lock()
@@ -180,6 +185,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		scheme:  "http",
 		guard:   newGuard(service, &c.cfg.resilience, c.cfg.clock),
 		tel:     c.destination(service, policy),
+		naming:  newNaming(service, c.cfg.requireIdentities, c.cfg.logger),
 	}
 	cl.balancer = balancer.New(policy, ejectionHook(c.cfg.telemetry, service, &cl.balancer)...)
 	tlsConfig, err := c.tlsConfig(service)
@@ -198,6 +204,9 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+	}
+	if tlsConfig != nil {
+		cl.transport.DialTLSContext = cl.naming.dialTLS(tlsConfig) // secure naming
 	}
 	stop, err := c.cfg.watcher.Watch(service, cl.update)
 	if err != nil {

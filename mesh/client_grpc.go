@@ -51,7 +51,7 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	gc := newGRPCConn(cl)
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if cl.tlsConfig != nil {
-		creds = credentials.NewTLS(cl.tlsConfig)
+		creds = cl.naming.grpcCredentials(credentials.NewTLS(cl.tlsConfig))
 	}
 	all := make([]grpc.DialOption, 0, len(opts)+5)
 	all = append(all,

@@ -68,7 +68,7 @@ func (gc *grpcConn) setEndpoints(eps []discovery.Endpoint) {
 	}
 	for i, e := range eps {
 		state.Endpoints[i] = resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: e.Addr}},
+			Addresses:  []resolver.Address{{Addr: e.Addr, Attributes: expectedIdentity(&e)}},
 			Attributes: attributes.New(endpointIDKey{}, e.ID),
 		}
 	}

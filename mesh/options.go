@@ -23,16 +23,17 @@ type Option interface {
 }
 
 type clientConfig struct {
-	watcher          discovery.Watcher
-	identity         tlsid.Source
-	authorize        tlsid.Authorizer
-	serviceAuthorize func(service string) tlsid.Authorizer
-	policy           func(service string) balancer.Policy
-	logger           *slog.Logger
-	resilience       resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
-	clock            Clock                // nil: the system clock
-	stopObserving    func()               // stops telemetry's watch of the identity's expiry
-	telemetry        *telemetry.Telemetry // nil: none (telemetry.go)
+	watcher           discovery.Watcher
+	identity          tlsid.Source
+	authorize         tlsid.Authorizer
+	serviceAuthorize  func(service string) tlsid.Authorizer
+	requireIdentities bool // WithRequiredIdentities (naming.go)
+	policy            func(service string) balancer.Policy
+	logger            *slog.Logger
+	resilience        resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
+	clock             Clock                // nil: the system clock
+	stopObserving     func()               // stops telemetry's watch of the identity's expiry
+	telemetry         *telemetry.Telemetry // nil: none (telemetry.go)
 }
 
 type serverConfig struct {
