@@ -17,7 +17,8 @@ const module = "github.com/weftmesh/weft/"
 // packages it may import. Arrows point down only: nothing imports mesh,
 // and the packages below it share only small types.
 var allowedImports = map[string][]string{
-	"mesh":      {"balancer", "breaker", "discovery", "telemetry", "tlsid"},
+	"mesh":      {"balancer", "breaker", "discovery", "route", "telemetry", "tlsid"},
+	"route":     {"discovery"},
 	"balancer":  {"discovery"},
 	"breaker":   {"discovery"},
 	"discovery": {},

@@ -42,11 +42,14 @@ type Client struct {
 	mu       sync.Mutex // serialises cluster creation and Close
 	clusters atomic.Pointer[map[string]*cluster]
 	closed   bool
+
+	mirrors   chan struct{}  // a slot per mirrored call in flight (routing.go)
+	mirroring sync.WaitGroup // mirrored calls in flight
 }
 
 // NewClient returns a client configured by opts.
 func NewClient(opts ...ClientOption) (*Client, error) {
-	c := &Client{}
+	c := &Client{mirrors: make(chan struct{}, maxMirrors)}
 	for _, o := range opts {
 		if o != nil {
 			o.applyClient(&c.cfg)
@@ -104,6 +107,9 @@ type cluster struct {
 
 	subMu sync.Mutex // serialises updates to subscribers and their changes
 	subs  map[*grpcConn]struct{}
+
+	newPolicy func() balancer.Policy // a policy for one more balancer (a subset's)
+	subsets   subsets                // balancers of the subsets routes send to (routing.go)
 }
 
 // update takes in a discovery update: the endpoints (the last good set
@@ -115,6 +121,7 @@ func (cl *cluster) update(u discovery.Update) {
 	}
 	cl.balancer.Update(u.Endpoints)
 	cl.naming.update(u.Endpoints)
+	cl.updateSubsets(u.Endpoints)
 	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)
 	cl.subMu.Lock()
@@ -180,6 +187,12 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 		policy = c.cfg.policy(service)
 	}
 	cl := &cluster{
+		newPolicy: func() balancer.Policy {
+			if c.cfg.policy != nil {
+				return c.cfg.policy(service)
+			}
+			return nil
+		},
 		service: service,
 		ready:   make(chan struct{}),
 		scheme:  "http",
@@ -243,7 +256,8 @@ func closeBody(r *http.Request) {
 }
 
 // Close stops the client's discovery watches and closes its idle
-// connections. Calls after Close fail with [ErrClosed].
+// connections, once its mirrored calls (see [WithRoutes]) have ended.
+// Calls after Close fail with [ErrClosed].
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.closed {
@@ -256,6 +270,7 @@ func (c *Client) Close() error {
 	empty := map[string]*cluster{}
 	c.clusters.Store(&empty)
 	c.mu.Unlock()
+	c.mirroring.Wait()
 	for _, cl := range clusters {
 		cl.stop()
 		cl.transport.CloseIdleConnections()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/internal/calltel"
+	"github.com/weftmesh/weft/route"
 )
 
 // DialGRPC returns a gRPC client connection to service. Its calls go
@@ -49,6 +51,7 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 		return nil, err
 	}
 	gc := newGRPCConn(cl)
+	gc.routes = c.cfg.routes
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if cl.tlsConfig != nil {
 		creds = cl.naming.grpcCredentials(credentials.NewTLS(cl.tlsConfig))
@@ -85,22 +88,42 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	if err := cl.waitReady(ctx); err != nil {
 		return grpcStatus(err)
 	}
-	ctx, call := cl.tel.StartGRPC(ctx, method)
-	err := gc.awaitConnection(ctx, cc, opts)
-	if err == nil {
-		g := cl.guard
-		msg, isProto := reply.(proto.Message)
-		x := &grpcUnary{gc: gc, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
-		x.pushback = g.retry != nil
-		spec := callSpec{route: method, replayable: true, concurrent: isProto, skip: gc.skip}
-		if g.retry != nil || g.hedge != nil {
-			spec.idempotent = g.idempotentCall("", method, true)
-		}
-		cl.do(ctx, x, spec, &x.outcome)
-		err = grpcStatus(x.outcome.err)
-	} else {
-		err = grpcStatus(err)
+	dec, err := gc.routeGRPC(ctx, method)
+	if err != nil {
+		return err
 	}
+	if dec.Rule != nil && dec.Rule.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = cl.guard.clock.withTimeout(ctx, dec.Rule.Timeout)
+		defer cancel()
+	}
+	ctx, call := cl.tel.StartGRPC(ctx, method)
+	g := cl.guard
+	msg, isProto := reply.(proto.Message)
+	x := &grpcUnary{gc: gc, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
+	spec := cl.spec(cl.balancer, g.retry, g.hedge)
+	if dec.Rule != nil {
+		spec = cl.routedSpec(dec)
+		x.dec = &dec
+		x.method = dec.RewritePath(method)
+	}
+	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, gc.skip
+	x.pushback = spec.retry != nil
+	if spec.retry != nil || spec.hedge != nil {
+		spec.idempotent = g.idempotentCall("", method, true)
+	}
+	err = gc.awaitConnection(ctx, cc, opts, spec.balancer)
+	if err == nil && dec.Rule != nil {
+		if f := dec.Rule.Fault; f != nil && f.Start() {
+			err = gc.faultGRPC(ctx, f)
+			f.Done()
+		}
+	}
+	if err == nil {
+		cl.do(ctx, x, spec, &x.outcome)
+		err = x.outcome.err
+	}
+	err = grpcStatus(err)
 	call.EndGRPC(err)
 	observeRejection(cl.tel, ctx, err)
 	return err
@@ -118,6 +141,7 @@ type grpcUnary struct {
 	opts     []grpc.CallOption
 	call     *calltel.Call
 	ctx      context.Context // the call's
+	dec      *route.Decision // the route of the call; nil for none
 	pushback bool            // read the server's retry pushback (retries are on)
 	outcome  attempt         // the call's outcome, filled by the engine
 }
@@ -142,16 +166,23 @@ func (x *grpcUnary) balancerInfo(ctx context.Context) balancer.Info {
 // the caller's.
 func (x *grpcUnary) send(actx context.Context, a *attempt) {
 	ctx := withEndpoint(actx, a.ep)
+	opts, reply := x.opts, x.reply
+	if x.dec != nil {
+		ctx = routeMetadata(ctx, x.dec)
+		if x.dec.Rule.Authority != "" {
+			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(x.dec.Rule.Authority))
+		}
+	}
 	ctx, att := x.gc.cl.startAttempt(x.call, ctx, nil, a.ep)
 	ctx = att.InjectGRPC(ctx)
-	opts, reply := x.opts, x.reply
 	var trailer *metadata.MD // read for pushback
 	switch {
 	case a.own:
 		own := &grpcAttempt{reply: x.msg.ProtoReflect().New().Interface()}
 		reply = own.reply
-		opts = make([]grpc.CallOption, 0, len(x.opts)+3)
-		for _, o := range x.opts {
+		all := opts
+		opts = make([]grpc.CallOption, 0, len(all)+3)
+		for _, o := range all {
 			switch o.(type) {
 			case grpc.HeaderCallOption, grpc.TrailerCallOption, grpc.PeerCallOption:
 			default:
@@ -162,7 +193,7 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 		a.grpc, trailer = own, &own.trailer
 	case x.pushback:
 		trailer = new(metadata.MD)
-		opts = append(x.opts[:len(x.opts):len(x.opts)], grpc.Trailer(trailer))
+		opts = append(opts[:len(opts):len(opts)], grpc.Trailer(trailer))
 	}
 	a.err = x.invoker(ctx, x.method, x.req, reply, x.cc, opts...)
 	att.EndGRPC(a.err)
@@ -209,7 +240,8 @@ func (gc *grpcConn) classify(ctx context.Context, a *attempt) {
 	}
 	a.sent = true
 	a.result = gc.cl.guard.classifyGRPC(ctx, a.err)
-	switch status.Code(a.err) {
+	a.code = status.Code(a.err)
+	switch a.code {
 	case codes.Unavailable, codes.ResourceExhausted, codes.Internal, codes.DeadlineExceeded, codes.Aborted:
 		a.retry = true
 	}
@@ -266,8 +298,20 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if err := cl.waitReady(ctx); err != nil {
 		return nil, grpcStatus(err)
 	}
+	dec, err := gc.routeGRPC(ctx, method)
+	if err != nil {
+		return nil, err
+	}
+	stopTimeout := func() {}
+	if dec.Rule != nil && dec.Rule.Timeout > 0 {
+		// The route's timeout bounds the whole stream.
+		var cancel context.CancelFunc
+		ctx, cancel = g.clock.withTimeout(ctx, dec.Rule.Timeout)
+		stopTimeout = func() { cancel() }
+	}
 	ctx, call := cl.tel.StartGRPC(ctx, method)
 	fail := func(err error) (grpc.ClientStream, error) {
+		stopTimeout()
 		err = grpcStatus(err)
 		call.EndGRPC(err)
 		observeRejection(cl.tel, ctx, err)
@@ -276,10 +320,29 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if err := g.admit(ctx); err != nil {
 		return fail(err)
 	}
-	if err := gc.awaitConnection(ctx, cc, opts); err != nil {
+	spec := cl.spec(cl.balancer, nil, nil)
+	if dec.Rule != nil {
+		spec.balancer = cl.subsetBalancer(dec.Target.Destination)
+	}
+	if err := gc.awaitConnection(ctx, cc, opts, spec.balancer); err != nil {
 		return fail(err)
 	}
-	spec := callSpec{route: method, skip: gc.skip}
+	sent := method
+	if dec.Rule != nil {
+		if f := dec.Rule.Fault; f != nil && f.Start() {
+			err := gc.faultGRPC(ctx, f)
+			f.Done()
+			if err != nil {
+				return fail(err)
+			}
+		}
+		sent = dec.RewritePath(method)
+		ctx = routeMetadata(ctx, &dec)
+		if dec.Rule.Authority != "" {
+			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(dec.Rule.Authority))
+		}
+	}
+	spec.route, spec.skip = method, gc.skip
 	var tried []*balancer.Endpoint
 	for try := 1; ; try++ {
 		ep, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
@@ -290,7 +353,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 		sctx, cancel := context.WithCancel(withEndpoint(ctx, ep))
 		sctx, att := cl.startAttempt(call, sctx, nil, ep)
 		sctx = att.InjectGRPC(sctx)
-		cs, err := streamer(sctx, desc, cc, method, opts...)
+		cs, err := streamer(sctx, desc, cc, sent, opts...)
 		if err != nil {
 			cancel()
 			att.EndGRPC(err)
@@ -308,6 +371,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			g.record(ep, start, g.classifyGRPC(ctx, err))
 			call.EndGRPC(err)
 			cancel()
+			stopTimeout()
 		}
 		s.stopWatch = context.AfterFunc(sctx, func() {
 			// Not s.finish: stopWatch may not be set yet when the context
@@ -391,9 +455,10 @@ type readiness struct {
 // service's cluster it calls and which of its endpoints have a ready
 // connection. It is the connection's resolver builder too.
 type grpcConn struct {
-	cl    *cluster
-	skip  func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
-	ready atomic.Pointer[readiness]
+	cl     *cluster
+	routes route.Source                  // nil: no routing
+	skip   func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
+	ready  atomic.Pointer[readiness]
 
 	mu       sync.Mutex // guards resolver
 	resolver *grpcResolver
@@ -416,15 +481,17 @@ func (gc *grpcConn) setReadiness(r *readiness) {
 	close(old.changed)
 }
 
-// awaitConnection waits until some endpoint of the connection has a
-// ready connection, waking an idle channel. It fails when every
+// awaitConnection waits until some endpoint of bal (the service's
+// balancer, or a subset's) has a ready connection, waking an idle
+// channel. It fails when every
 // connection failed, unless the call waits for ready (as grpc-go's own
 // picker does), and when ctx ends. With no endpoint at all it returns at
 // once: the pick reports it, as it does for HTTP.
-func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption) error {
+func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption, bal *balancer.Balancer) error {
 	for {
 		r := gc.ready.Load()
-		if len(r.ready) > 0 || len(gc.cl.balancer.Endpoints()) == 0 {
+		eps := bal.Endpoints()
+		if len(eps) == 0 || slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return r.ready[e.ID] }) {
 			return nil
 		}
 		if r.idle {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/internal/calltel"
+	"github.com/weftmesh/weft/route"
 )
 
 // RoundTrip implements [http.RoundTripper]: it sends r to an endpoint of
@@ -22,23 +24,37 @@ import (
 // A response with a 5xx status (other than 501) is returned as is but
 // counts as a failure of the endpoint that gave it.
 func (c *Client) RoundTrip(r *http.Request) (*http.Response, error) {
-	cl, err := c.cluster(r.URL.Hostname())
+	service := r.URL.Hostname()
+	cl, err := c.cluster(service)
 	if err != nil {
 		closeBody(r)
 		return nil, err
+	}
+	if c.cfg.routes != nil {
+		req := route.Request{Method: r.Method, Path: NormalizePath(r.URL.Path), RawQuery: r.URL.RawQuery, Header: r.Header}
+		if dec := c.cfg.routes.Table().Match(service, &req, rand.Uint64()); dec.Rule != nil {
+			return c.routeHTTP(r, dec)
+		}
 	}
 	if err := cl.waitReady(r.Context()); err != nil {
 		closeBody(r)
 		return nil, err
 	}
-	ctx, call := cl.tel.StartHTTP(r.Context(), r)
+	return cl.roundTrip(r.Context(), r, nil, cl.spec(cl.balancer, cl.guard.retry, cl.guard.hedge))
+}
+
+// roundTrip runs one HTTP call of r to cl through the engine, under ctx
+// (r's context, or one a route bounds); dec is the route that sent it
+// there, nil for none.
+func (cl *cluster) roundTrip(ctx context.Context, r *http.Request, dec *route.Decision, spec callSpec) (*http.Response, error) {
+	ctx, call := cl.tel.StartHTTP(ctx, r)
 	g := cl.guard
-	x := &httpExchange{cl: cl, r: r, call: call, ctx: ctx}
-	spec := callSpec{route: r.URL.Path, concurrent: true, skip: g.skipOpen}
-	if g.retry != nil || g.hedge != nil {
+	x := &httpExchange{cl: cl, r: r, call: call, ctx: ctx, dec: dec}
+	spec.route, spec.concurrent = r.URL.Path, true
+	if spec.retry != nil || spec.hedge != nil {
 		maxBody := int64(DefaultMaxRetryBody)
-		if g.retry != nil {
-			maxBody = g.retry.MaxBodyBytes
+		if spec.retry != nil {
+			maxBody = spec.retry.MaxBodyBytes
 		}
 		spec.idempotent = g.idempotentCall(r.Method, r.URL.Path, false)
 		spec.replayable = canReplay(r, maxBody)
@@ -59,6 +75,7 @@ type httpExchange struct {
 	r        *http.Request // the caller's; never modified
 	call     *calltel.Call
 	ctx      context.Context // the call's
+	dec      *route.Decision // the route of the call; nil for none
 	bodyUsed atomic.Bool     // an attempt took r.Body (later ones replay it)
 	outcome  attempt         // the call's outcome, filled by the engine
 }
@@ -87,6 +104,9 @@ func (x *httpExchange) send(actx context.Context, a *attempt) {
 	if out.Host == "" {
 		out.Host = r.URL.Host
 	}
+	if x.dec != nil {
+		routeRequest(x.dec, out)
+	}
 	if _, att := cl.startAttempt(x.call, actx, out, a.ep); att != nil {
 		// The attempt's trace context goes out in a copy of the headers;
 		// the caller's stay untouched.
@@ -99,6 +119,10 @@ func (x *httpExchange) send(actx context.Context, a *attempt) {
 		att.EndHTTP(a.resp, a.err)
 	} else {
 		a.resp, a.err = cl.transport.RoundTrip(out)
+	}
+	if x.dec != nil && a.resp != nil {
+		x.dec.Rule.Response.ApplyHTTP(a.resp.Header)
+		x.dec.Target.Response.ApplyHTTP(a.resp.Header)
 	}
 	a.result = cl.guard.classifyHTTP(x.ctx, a.resp, a.err)
 	a.sent = a.err == nil || !isDialError(a.err)

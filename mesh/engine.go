@@ -8,8 +8,11 @@ import (
 	"slices"
 	"time"
 
+	"google.golang.org/grpc/codes"
+
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
+	"github.com/weftmesh/weft/route"
 )
 
 // The call engine: every client call, HTTP or gRPC, unary or stream,
@@ -57,6 +60,17 @@ type callSpec struct {
 	// concurrent: two attempts may run side by side (the exchange can
 	// give each its own memory), which hedging needs.
 	concurrent bool
+	// balancer picks the call's endpoints: the service's, or a subset's
+	// when a route sends the call to one.
+	balancer *balancer.Balancer
+	// retry and hedge are the call's policies: the client's for the
+	// service, or its route's; nil for none.
+	retry *RetryPolicy
+	hedge *HedgePolicy
+	// retryOn, when not nil, says which outcomes are retried, in place of
+	// the defaults: a route's retry conditions. Calls of such a route
+	// are retried whatever their method: the route says they may be.
+	retryOn *route.RetryOn
 }
 
 // attempt is one attempt of a call: the endpoint it went to and what
@@ -81,7 +95,8 @@ type attempt struct {
 	result      breaker.Result
 
 	resp *http.Response // HTTP: the response
-	grpc *grpcAttempt   // gRPC: what the attempt received
+	grpc *grpcAttempt   // gRPC: what a hedged attempt received
+	code codes.Code     // gRPC: the status code
 }
 
 // do runs one unary call through the engine: the client's admission
@@ -96,18 +111,18 @@ func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec, a *attemp
 		*a = attempt{err: err}
 		return
 	}
-	if g.retry == nil && g.hedge == nil {
+	if spec.retry == nil && spec.hedge == nil {
 		cl.attempt(ctx, ctx, ex, spec, 1, nil, a)
 		ex.keep(a, nil)
 		return
 	}
-	pol := g.retry
+	pol := spec.retry
 	maxAttempts := 1
 	if pol != nil {
 		maxAttempts = pol.MaxAttempts
 	}
-	hedge := g.hedge != nil && spec.idempotent && spec.replayable && spec.concurrent &&
-		(g.hedge.Route == nil || g.hedge.Route(cl.service, spec.route))
+	hedge := spec.hedge != nil && spec.idempotent && spec.replayable && spec.concurrent &&
+		(spec.hedge.Route == nil || spec.hedge.Route(cl.service, spec.route))
 	var tried []*balancer.Endpoint // allocated on the first retry only
 	for n := 1; ; n++ {
 		var cancel context.CancelFunc
@@ -167,6 +182,17 @@ func retryable(ctx context.Context, a *attempt, spec callSpec) bool {
 	if a.hasPushback && a.pushback < 0 {
 		return false // the server said not to
 	}
+	if on := spec.retryOn; on != nil {
+		switch {
+		case !a.sent:
+			return on.ConnectFailure
+		case a.grpc != nil || a.code != codes.OK:
+			return on.GRPCCode(a.code)
+		case a.resp != nil:
+			return on.HTTPStatus(a.resp.StatusCode)
+		}
+		return on.Reset // a transport error once sent
+	}
 	if !a.sent {
 		return true
 	}
@@ -224,11 +250,11 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 // that is neither in tried nor in refused.
 func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
 	info.Skip = skipping(spec.skip, tried, refused)
-	ep, err := cl.balancer.Pick(info)
+	ep, err := spec.balancer.Pick(info)
 	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
 		// Every other endpoint was tried: a retry may go back to one.
 		info.Skip = skipping(spec.skip, nil, refused)
-		ep, err = cl.balancer.Pick(info)
+		ep, err = spec.balancer.Pick(info)
 	}
 	if errors.Is(err, balancer.ErrAllSkipped) {
 		err = ErrCircuitOpen
@@ -282,7 +308,7 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 	}
 	launch(0, first)
 	pending := 1
-	timer, stop := g.clock.timer(g.hedgeDelay())
+	timer, stop := g.clock.timer(g.hedgeDelay(spec.hedge))
 	defer func() { stop() }()
 	var last *result
 	finish := func(res result) context.CancelFunc {
@@ -341,10 +367,10 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 			// the hedge waits another delay.
 			info := ex.balancerInfo(ctx)
 			info.Skip = skipping(spec.skip, append(slices.Clip(tried), first), nil)
-			ep, err := cl.balancer.Pick(info)
+			ep, err := spec.balancer.Pick(info)
 			if err != nil {
 				stop()
-				timer, stop = g.clock.timer(g.hedgeDelay())
+				timer, stop = g.clock.timer(g.hedgeDelay(spec.hedge))
 				continue
 			}
 			if !cl.retryAllowed(ctx) {

@@ -6,13 +6,16 @@ import (
 	"time"
 )
 
-// hedgeDelay returns how long a hedged call waits before hedging.
-func (g *guard) hedgeDelay() time.Duration {
-	if g.hedge.Delay > 0 {
-		return g.hedge.Delay
+// hedgeDelay returns how long a call hedged by p waits before hedging:
+// p's delay, or the service's observed p95 latency.
+func (g *guard) hedgeDelay(p *HedgePolicy) time.Duration {
+	if p.Delay > 0 {
+		return p.Delay
 	}
-	if d, ok := g.latency.p95(); ok {
-		return d
+	if g.latency != nil {
+		if d, ok := g.latency.p95(); ok {
+			return d
+		}
 	}
 	return DefaultHedgeDelay
 }

@@ -5,6 +5,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/route"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -32,6 +33,7 @@ type clientConfig struct {
 	logger            *slog.Logger
 	resilience        resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
 	clock             Clock                // nil: the system clock
+	routes            route.Source         // nil: no routing (routing.go)
 	stopObserving     func()               // stops telemetry's watch of the identity's expiry
 	telemetry         *telemetry.Telemetry // nil: none (telemetry.go)
 }

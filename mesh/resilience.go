@@ -158,6 +158,7 @@ type resilienceConfig struct {
 	classifyHTTP breaker.HTTPClassifier
 	classifyGRPC breaker.GRPCClassifier
 	idempotent   func(service, route string) bool
+	routed       bool // routes may retry and hedge calls: keep a budget and latencies
 }
 
 // WithRetry turns on retries as described by p (see [RetryPolicy]).
@@ -299,14 +300,14 @@ func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
 		g.breakers = set
 		g.skipOpen = func(e *balancer.Endpoint) bool { return set.Open(e.ID) }
 	}
-	if g.retry != nil || g.hedge != nil {
+	if g.retry != nil || g.hedge != nil || rc.routed {
 		var bs breaker.BudgetSettings
 		if g.retry != nil {
 			bs = g.retry.Budget
 		}
 		g.budget = breaker.NewBudget(bs)
 	}
-	if g.hedge != nil && g.hedge.Delay <= 0 {
+	if (g.hedge != nil && g.hedge.Delay <= 0) || rc.routed {
 		g.latency = &latencyWindow{}
 	}
 	if rc.rateLimit != nil {

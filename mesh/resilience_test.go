@@ -960,24 +960,24 @@ func TestRetryWaitBounded(t *testing.T) {
 func TestHedgeDelayFromObservedLatency(t *testing.T) {
 	leaktest.Check(t)
 	g := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{}}, nil)
-	if d := g.hedgeDelay(); d != DefaultHedgeDelay {
+	if d := g.hedgeDelay(g.hedge); d != DefaultHedgeDelay {
 		t.Fatalf("delay %v before any observation, want %v", d, DefaultHedgeDelay)
 	}
 	for i := 1; i <= 100; i++ {
 		g.latency.observe(time.Duration(i) * time.Millisecond)
 	}
-	if d := g.hedgeDelay(); d != 96*time.Millisecond {
+	if d := g.hedgeDelay(g.hedge); d != 96*time.Millisecond {
 		t.Fatalf("delay %v after 1..100 ms, want the p95, 96ms", d)
 	}
 	// The window keeps the last 256 samples: 300 slow ones replace them.
 	for i := 0; i < 300; i++ {
 		g.latency.observe(time.Second)
 	}
-	if d := g.hedgeDelay(); d != time.Second {
+	if d := g.hedgeDelay(g.hedge); d != time.Second {
 		t.Fatalf("delay %v after 300 samples of 1s", d)
 	}
 	fixed := newGuard("svc", &resilienceConfig{hedge: &HedgePolicy{Delay: 7 * time.Millisecond}}, nil)
-	if d := fixed.hedgeDelay(); d != 7*time.Millisecond || fixed.latency != nil {
+	if d := fixed.hedgeDelay(fixed.hedge); d != 7*time.Millisecond || fixed.latency != nil {
 		t.Fatalf("fixed delay %v", d)
 	}
 }

@@ -1,0 +1,408 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/route"
+)
+
+// WithRoutes routes the client's calls by the tables src publishes
+// (package route): the route step of the call engine, before admission.
+// For each call, HTTP or gRPC, the current table's first matching route
+// of the called service decides where it goes — a weighted backend
+// (service and subset), a redirect or a direct response — and under
+// which policy: timeout, retries and hedging, faults, mirroring, header
+// changes, path and authority rewrites. A service the table does not
+// name is called as without routes. Tables change at run time; each call
+// reads the one current when it starts. A nil src is ignored.
+//
+// Routes of gRPC calls may send to subsets of the dialled service only:
+// a gRPC connection holds connections to that service's endpoints; they
+// answer neither redirects nor direct responses, and are not mirrored.
+func WithRoutes(src route.Source) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if src != nil {
+			c.routes = src
+			c.resilience.routed = true
+		}
+	})
+}
+
+// ErrRouteUnsupported is returned (wrapped) by a call that its route
+// sends somewhere the call's protocol cannot go: a gRPC call to another
+// service, a redirect or a direct response, or an external service.
+var ErrRouteUnsupported = errors.New("mesh: route not supported for this call")
+
+// ErrFaultInjected is returned (wrapped) by a gRPC call that a route's
+// fault aborted; HTTP calls get the fault's status as a response.
+var ErrFaultInjected = errors.New("mesh: fault injected by route")
+
+// spec returns the call spec of a call to cl picked by bal under the
+// retry and hedge policies given.
+func (cl *cluster) spec(bal *balancer.Balancer, retry *RetryPolicy, hedge *HedgePolicy) callSpec {
+	return callSpec{balancer: bal, retry: retry, hedge: hedge, skip: cl.guard.skipOpen}
+}
+
+// routedSpec returns the call spec of a call that dec sends to cl: the
+// balancer of the target's subset and the route's retry and hedge
+// policies over the client's.
+func (cl *cluster) routedSpec(dec route.Decision) callSpec {
+	spec := cl.spec(cl.subsetBalancer(dec.Target.Destination), cl.guard.retry, cl.guard.hedge)
+	if rp := dec.Rule.RetryFor(dec.Target); rp != nil {
+		p := RetryPolicy{MaxAttempts: rp.MaxAttempts, PerTryTimeout: rp.PerTryTimeout}
+		if cl.guard.retry != nil {
+			p.Backoff, p.MaxBackoff, p.MinRemaining, p.MaxBodyBytes = cl.guard.retry.Backoff, cl.guard.retry.MaxBackoff, cl.guard.retry.MinRemaining, cl.guard.retry.MaxBodyBytes
+		}
+		p = p.withDefaults()
+		spec.retry, spec.retryOn = &p, &rp.On
+	}
+	if h := dec.Rule.Hedge; h != nil {
+		spec.hedge = &HedgePolicy{Delay: h.Delay}
+	}
+	return spec
+}
+
+// subsets are the balancers of a cluster's subsets, built on first use
+// and fed by the cluster's discovery updates.
+type subsets struct {
+	mu sync.Mutex
+	m  map[string]*subsetBalancer // by subset name
+}
+
+type subsetBalancer struct {
+	dest *route.Destination // the destination it was built for
+	bal  *balancer.Balancer
+}
+
+// subsetBalancer returns the balancer of dest's subset of cl's
+// endpoints: the service's own for no subset.
+func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
+	if dest.Subset == "" {
+		return cl.balancer
+	}
+	cl.subsets.mu.Lock()
+	defer cl.subsets.mu.Unlock()
+	if sb := cl.subsets.m[dest.Subset]; sb != nil && sb.dest == dest {
+		return sb.bal
+	}
+	// New, or its definition came with a newer table.
+	sb := &subsetBalancer{dest: dest, bal: balancer.New(cl.newPolicy())}
+	if u := cl.status.Load(); u != nil {
+		sb.bal.Update(sb.filter(u.Endpoints))
+	}
+	if cl.subsets.m == nil {
+		cl.subsets.m = make(map[string]*subsetBalancer)
+	}
+	cl.subsets.m[dest.Subset] = sb
+	return sb.bal
+}
+
+func (sb *subsetBalancer) filter(eps []discovery.Endpoint) []discovery.Endpoint {
+	out := make([]discovery.Endpoint, 0, len(eps))
+	for i := range eps {
+		if sb.dest.Matches(&eps[i]) {
+			out = append(out, eps[i])
+		}
+	}
+	return out
+}
+
+// updateSubsets hands the subsets' balancers their share of eps.
+func (cl *cluster) updateSubsets(eps []discovery.Endpoint) {
+	cl.subsets.mu.Lock()
+	defer cl.subsets.mu.Unlock()
+	for _, sb := range cl.subsets.m {
+		sb.bal.Update(sb.filter(eps))
+	}
+}
+
+// routeHTTP makes an HTTP call as its route, dec, says.
+func (c *Client) routeHTTP(r *http.Request, dec route.Decision) (*http.Response, error) {
+	rule := dec.Rule
+	switch {
+	case rule.Redirect != nil:
+		closeBody(r)
+		code := rule.Redirect.Code
+		if code == 0 {
+			code = http.StatusMovedPermanently
+		}
+		resp := answer(r, code, "")
+		resp.Header.Set("Location", rule.Location(r.URL))
+		return resp, nil
+	case rule.DirectResponse != nil:
+		closeBody(r)
+		return answer(r, rule.DirectResponse.Status, rule.DirectResponse.Body), nil
+	}
+	dest := dec.Target.Destination
+	if dest.External != nil {
+		closeBody(r)
+		return nil, fmt.Errorf("%w: %q is an external service", ErrRouteUnsupported, dest.Service)
+	}
+	cl, err := c.cluster(dest.Service)
+	if err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	ctx, cancel := r.Context(), context.CancelFunc(nil)
+	if rule.Timeout > 0 {
+		ctx, cancel = cl.guard.clock.withTimeout(ctx, rule.Timeout)
+	}
+	resp, err := c.routeHTTPTo(ctx, cl, r, dec)
+	switch {
+	case cancel == nil:
+	case resp != nil:
+		resp.Body = &cancelBody{ReadCloser: resp.Body, cancel: cancel}
+	default:
+		cancel()
+	}
+	return resp, err
+}
+
+func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, dec route.Decision) (*http.Response, error) {
+	if err := cl.waitReady(ctx); err != nil {
+		closeBody(r)
+		return nil, err
+	}
+	if f := dec.Rule.Fault; f != nil && f.Start() {
+		defer f.Done()
+		status, err := cl.fault(ctx, f)
+		if err != nil {
+			closeBody(r)
+			return nil, err
+		}
+		if status != 0 {
+			closeBody(r)
+			return answer(r, status, "fault filter abort"), nil
+		}
+	}
+	if m := dec.Rule.Mirror; m != nil && m.Share.Hit(rand.Uint64()) {
+		c.mirrorHTTP(r, m.Destination)
+	}
+	return cl.roundTrip(ctx, r, &dec, cl.routedSpec(dec))
+}
+
+// fault applies a route's fault to a call: the delay, on the cluster's
+// clock, then the abort's HTTP status (0 for none), or ctx's error when
+// it ends during the delay.
+func (cl *cluster) fault(ctx context.Context, f *route.FaultPolicy) (int, error) {
+	if f.Delay > 0 && f.DelayShare.Hit(rand.Uint64()) {
+		if err := cl.guard.clock.sleep(ctx, f.Delay); err != nil {
+			return 0, fmt.Errorf("mesh: %q: fault delay: %w", cl.service, err)
+		}
+	}
+	if f.AbortShare.Hit(rand.Uint64()) {
+		if f.AbortHTTP != 0 {
+			return f.AbortHTTP, nil
+		}
+		return httpStatusOf(f.AbortGRPC), nil
+	}
+	return 0, nil
+}
+
+// httpStatusOf is the HTTP status of a gRPC code, for a fault that gives
+// a code to an HTTP call.
+func httpStatusOf(c codes.Code) int {
+	switch c {
+	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
+		return http.StatusBadRequest
+	case codes.Unauthenticated:
+		return http.StatusUnauthorized
+	case codes.PermissionDenied:
+		return http.StatusForbidden
+	case codes.NotFound:
+		return http.StatusNotFound
+	case codes.ResourceExhausted:
+		return http.StatusTooManyRequests
+	case codes.Unimplemented:
+		return http.StatusNotImplemented
+	case codes.DeadlineExceeded:
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusServiceUnavailable
+}
+
+// grpcCodeOf is the gRPC code of an HTTP status, for a fault that gives
+// a status to a gRPC call (as gRPC maps HTTP statuses).
+func grpcCodeOf(status int) codes.Code {
+	switch status {
+	case http.StatusBadRequest:
+		return codes.Internal
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusForbidden:
+		return codes.PermissionDenied
+	case http.StatusNotFound, http.StatusNotImplemented:
+		return codes.Unimplemented
+	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return codes.Unavailable
+	}
+	return codes.Unknown
+}
+
+// maxMirrors bounds the mirrored calls in flight per client; a mirror
+// beyond it is dropped.
+const maxMirrors = 64
+
+// mirrorHTTP sends a copy of r to dest, fire and forget, as Istio
+// mirrors: with "-shadow" added to its host, the response discarded,
+// the caller's cancellation not followed, bounded by the caller's
+// deadline. Requests whose body cannot be replayed are not mirrored.
+func (c *Client) mirrorHTTP(r *http.Request, dest *route.Destination) {
+	if dest.External != nil || !canReplay(r, DefaultMaxRetryBody) {
+		return
+	}
+	cl, err := c.cluster(dest.Service)
+	if err != nil {
+		return
+	}
+	select {
+	case c.mirrors <- struct{}{}:
+	default:
+		return // too many in flight
+	}
+	ctx := context.WithoutCancel(r.Context())
+	var cancel context.CancelFunc
+	if dl, ok := r.Context().Deadline(); ok {
+		ctx, cancel = context.WithDeadline(ctx, dl)
+	} else {
+		ctx, cancel = context.WithTimeout(ctx, MaxRetryWait)
+	}
+	m := r.Clone(ctx)
+	if r.Body != nil && r.Body != http.NoBody {
+		body, err := r.GetBody()
+		if err != nil {
+			cancel()
+			<-c.mirrors
+			return
+		}
+		m.Body = body
+	}
+	host := r.Host
+	if host == "" {
+		host = r.URL.Host
+	}
+	m.Host = shadowHost(host)
+	c.mirroring.Add(1)
+	go func() {
+		defer c.mirroring.Done()
+		defer func() { <-c.mirrors }()
+		defer cancel()
+		if err := cl.waitReady(ctx); err != nil {
+			closeBody(m)
+			return
+		}
+		resp, err := cl.roundTrip(ctx, m, nil, cl.spec(cl.subsetBalancer(dest), nil, nil))
+		if err == nil {
+			discard(resp)
+		}
+	}()
+}
+
+// shadowHost is host with "-shadow" added to its name, as Istio marks
+// mirrored requests.
+func shadowHost(host string) string {
+	if i := strings.LastIndexByte(host, ':'); i > 0 && !strings.Contains(host[i:], "]") {
+		return host[:i] + "-shadow" + host[i:]
+	}
+	return host + "-shadow"
+}
+
+// routeRequest applies the route's request side to out, an attempt's own
+// copy of the request: header changes (on a copy of the headers), the
+// path rewrite and the authority.
+func routeRequest(dec *route.Decision, out *http.Request) {
+	rule := dec.Rule
+	if rule.Request != nil || dec.Target.Request != nil {
+		out.Header = out.Header.Clone()
+		if out.Header == nil {
+			out.Header = make(http.Header)
+		}
+		rule.Request.ApplyHTTP(out.Header)
+		dec.Target.Request.ApplyHTTP(out.Header)
+	}
+	if p := dec.RewritePath(out.URL.Path); p != out.URL.Path {
+		out.URL.Path, out.URL.RawPath = p, ""
+	}
+	if rule.Authority != "" {
+		out.Host = rule.Authority
+	}
+}
+
+// answer is a response the client gives itself: a route's redirect,
+// direct response or aborting fault.
+func answer(r *http.Request, status int, body string) *http.Response {
+	return &http.Response{
+		Status:        strconv.Itoa(status) + " " + http.StatusText(status),
+		StatusCode:    status,
+		Proto:         "HTTP/1.1",
+		ProtoMajor:    1,
+		ProtoMinor:    1,
+		Header:        http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
+		Body:          io.NopCloser(strings.NewReader(body)),
+		ContentLength: int64(len(body)),
+		Request:       r,
+	}
+}
+
+// routeGRPC matches a gRPC call of method against the client's routes.
+// It returns the decision, with a nil Rule when no route applies, and an
+// error for a route the call cannot follow.
+func (gc *grpcConn) routeGRPC(ctx context.Context, method string) (route.Decision, error) {
+	src := gc.routes
+	if src == nil {
+		return route.Decision{}, nil
+	}
+	md, _ := metadata.FromOutgoingContext(ctx)
+	dec := src.Table().Match(gc.cl.service, &route.Request{Path: method, Metadata: md}, rand.Uint64())
+	rule := dec.Rule
+	switch {
+	case rule == nil:
+	case rule.Redirect != nil || rule.DirectResponse != nil:
+		return dec, &grpcError{code: codes.Unimplemented, err: fmt.Errorf("%w: route %s of %q answers HTTP only", ErrRouteUnsupported, rule.Name, rule.Service)}
+	case dec.Target.Destination.Service != gc.cl.service:
+		return dec, &grpcError{code: codes.FailedPrecondition, err: fmt.Errorf("%w: route %s sends gRPC calls of %q to another service, %q", ErrRouteUnsupported, rule.Name, gc.cl.service, dec.Target.Destination.Service)}
+	}
+	return dec, nil
+}
+
+// faultGRPC applies a route's fault to a gRPC call: the delay, then the
+// abort as a status error.
+func (gc *grpcConn) faultGRPC(ctx context.Context, f *route.FaultPolicy) error {
+	status, err := gc.cl.fault(ctx, f)
+	if err != nil || status == 0 {
+		return err
+	}
+	code := f.AbortGRPC
+	if code == codes.OK {
+		code = grpcCodeOf(status)
+	}
+	return &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, gc.cl.service)}
+}
+
+// routeMetadata returns ctx with the route's metadata changes applied to
+// a copy of its outgoing metadata.
+func routeMetadata(ctx context.Context, dec *route.Decision) context.Context {
+	if dec.Rule.Request == nil && dec.Target.Request == nil {
+		return ctx
+	}
+	md, _ := metadata.FromOutgoingContext(ctx) // a copy
+	if md == nil {
+		md = metadata.MD{}
+	}
+	dec.Rule.Request.ApplyMetadata(md)
+	dec.Target.Request.ApplyMetadata(md)
+	return metadata.NewOutgoingContext(ctx, md)
+}

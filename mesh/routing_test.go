@@ -1,0 +1,323 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/demo"
+	"github.com/weftmesh/weft/internal/leaktest"
+	"github.com/weftmesh/weft/route"
+)
+
+// seen is what a routed test server saw of the requests it served.
+type seen struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+}
+
+func (s *seen) add(r *http.Request) {
+	s.mu.Lock()
+	s.reqs = append(s.reqs, r.Clone(context.Background()))
+	s.mu.Unlock()
+}
+
+func (s *seen) all() []*http.Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*http.Request(nil), s.reqs...)
+}
+
+// routedEnv is two versions of service "pay" (v1 and v2, told apart by
+// meta), a service "shadow" for mirrors, and a client routed by a
+// static source.
+type routedEnv struct {
+	env    *testEnv
+	v1, v2 *seen
+	mirror *seen
+	src    *route.Static
+	client *Client
+	hc     *http.Client
+}
+
+func newRoutedEnv(t *testing.T, yaml string) *routedEnv {
+	t.Helper()
+	re := &routedEnv{env: newTestEnv(t, 0), v1: &seen{}, v2: &seen{}, mirror: &seen{}}
+	serve := func(name string, s *seen) string {
+		h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.add(r)
+			if r.URL.Path == "/slow" {
+				select {
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second): // the slow route's service time
+				}
+			}
+			w.Header().Set("X-Served-By", name)
+			io.WriteString(w, name)
+		})
+		srv, err := NewServer(h, WithIdentity(re.env.source(testServerID)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return startServer(t, srv)
+	}
+	a1, a2, am := serve("v1", re.v1), serve("v2", re.v2), serve("shadow", re.mirror)
+	if err := re.env.discovery.Set("pay",
+		discovery.Endpoint{ID: "pay-v1", Addr: a1, Meta: map[string]string{"version": "v1"}},
+		discovery.Endpoint{ID: "pay-v2", Addr: a2, Meta: map[string]string{"version": "v2"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := re.env.discovery.Set("shadow", discovery.Endpoint{ID: "shadow-1", Addr: am}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := route.Parse([]byte(yaml), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if re.src, err = route.NewStatic(cfg); err != nil {
+		t.Fatal(err)
+	}
+	re.client = re.env.client(WithRoutes(re.src))
+	re.hc = re.client.HTTPClient()
+	return re
+}
+
+func (re *routedEnv) get(t *testing.T, path string, header http.Header) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequestWithContext(testContext(t, 20*time.Second), "GET", "http://pay"+path, nil)
+	for k, v := range header {
+		req.Header[k] = v
+	}
+	resp, err := re.hc.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+const routesYAML = `
+services:
+  pay:
+    defaultSubset: v1
+    subsets:
+      v1: {meta: {version: v1}}
+      v2: {meta: {version: v2}}
+    routes:
+      - name: canary-header
+        match: [{headers: {x-canary: {exact: "yes"}}}]
+        backends: [{subset: v2}]
+        headers:
+          request: {set: {x-routed: canary}}
+          response: {set: {x-route: canary-header}}
+      - name: half
+        match: [{path: {prefix: /half}}]
+        backends: [{subset: v1, weight: 5000}, {subset: v2, weight: 5000}]
+      - name: rewrite
+        match: [{path: {prefix: /old/}}]
+        rewrite: {path: /new/}
+        backends: [{subset: v2}]
+      - name: slow
+        match: [{path: {exact: /slow}}]
+        timeout: 200ms
+        backends: [{subset: v1}]
+      - name: faulty
+        match: [{path: {exact: /fault}}]
+        fault: {abort: {httpStatus: 418, percent: 100}}
+        backends: [{subset: v1}]
+      - name: moved
+        match: [{path: {exact: /moved}}]
+        redirect: {path: /here, code: 307}
+      - name: direct
+        match: [{path: {exact: /direct}}]
+        directResponse: {status: 204}
+      - name: mirrored
+        match: [{path: {exact: /mirrored}}]
+        mirror: {service: shadow, percent: 100}
+        backends: [{subset: v1}]
+`
+
+// TestRoutesHTTP: the route step of the engine for HTTP — header
+// matches, weighted splits across subsets, header changes, rewrites,
+// per-route timeouts, faults, redirects, direct responses and mirrors.
+func TestRoutesHTTP(t *testing.T) {
+	leaktest.Check(t)
+	re := newRoutedEnv(t, routesYAML)
+
+	// Everything else goes to the default subset.
+	for range 5 {
+		if code, body, _ := re.get(t, "/other", nil); code != 200 || body != "v1" {
+			t.Fatalf("default route: %d %q", code, body)
+		}
+	}
+	// A header sends to v2, with the route's header changes.
+	code, body, h := re.get(t, "/other", http.Header{"X-Canary": {"yes"}})
+	if code != 200 || body != "v2" || h.Get("X-Route") != "canary-header" {
+		t.Fatalf("canary header: %d %q %v", code, body, h)
+	}
+	if reqs := re.v2.all(); len(reqs) != 1 || reqs[0].Header.Get("X-Routed") != "canary" {
+		t.Fatalf("v2 saw %d requests, headers %v", len(reqs), reqs)
+	}
+	// A 50/50 split: both subsets serve, in a share a fair coin gives.
+	n1 := len(re.v1.all())
+	const calls = 400
+	for range calls {
+		if code, _, _ := re.get(t, "/half", nil); code != 200 {
+			t.Fatalf("split: %d", code)
+		}
+	}
+	if got := len(re.v1.all()) - n1; got < calls*35/100 || got > calls*65/100 {
+		t.Fatalf("v1 served %d of %d split calls, want about half", got, calls)
+	}
+	// A rewrite changes the path the server sees.
+	if code, body, _ := re.get(t, "/old/thing", nil); code != 200 || body != "v2" {
+		t.Fatalf("rewrite: %d %q", code, body)
+	}
+	if reqs := re.v2.all(); reqs[len(reqs)-1].URL.Path != "/new/thing" {
+		t.Fatalf("rewritten path: %q", reqs[len(reqs)-1].URL.Path)
+	}
+	// The route's timeout ends a slow call.
+	start := time.Now()
+	req, _ := http.NewRequestWithContext(testContext(t, 20*time.Second), "GET", "http://pay/slow", nil)
+	if _, err := re.hc.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow route: %v, want a deadline error", err)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("slow route took %v", took)
+	}
+	// A fault answers without a call.
+	served := len(re.v1.all())
+	if code, _, _ := re.get(t, "/fault", nil); code != 418 || len(re.v1.all()) != served {
+		t.Fatalf("fault: %d", code)
+	}
+	// Redirects and direct responses answer from the route.
+	if code, _, h := re.getNoRedirect(t, "/moved"); code != 307 || h.Get("Location") != "http://pay/here" {
+		t.Fatalf("redirect: %d %q", code, h.Get("Location"))
+	}
+	if code, _, _ := re.get(t, "/direct", nil); code != 204 {
+		t.Fatalf("direct response: %d", code)
+	}
+	// A mirror sends a copy to the shadow service, host marked.
+	if code, body, _ := re.get(t, "/mirrored", nil); code != 200 || body != "v1" {
+		t.Fatalf("mirrored: %d %q", code, body)
+	}
+	pollUntil(t, 20*time.Second, "the mirrored copy", func() bool { return len(re.mirror.all()) == 1 })
+	if m := re.mirror.all()[0]; m.Host != "pay-shadow" || m.URL.Path != "/mirrored" {
+		t.Fatalf("mirror saw host %q path %q", m.Host, m.URL.Path)
+	}
+}
+
+func (re *routedEnv) getNoRedirect(t *testing.T, path string) (int, string, http.Header) {
+	t.Helper()
+	hc := *re.hc
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	resp, err := hc.Get("http://pay" + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// TestRoutesChangeLive: a new table takes effect on the next call, and an
+// invalid one never does.
+func TestRoutesChangeLive(t *testing.T) {
+	leaktest.Check(t)
+	re := newRoutedEnv(t, routesYAML)
+	if _, body, _ := re.get(t, "/x", nil); body != "v1" {
+		t.Fatalf("before: %q", body)
+	}
+	cfg, err := route.Parse([]byte(strings.Replace(routesYAML, "defaultSubset: v1", "defaultSubset: v2", 1)), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := re.src.Update(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if _, body, _ := re.get(t, "/x", nil); body != "v2" {
+		t.Fatalf("after the update: %q", body)
+	}
+	bad, err := route.Parse([]byte(strings.Replace(routesYAML, "weight: 5000}]", "weight: 4000}]", 1)), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := re.src.Update(bad); err == nil {
+		t.Fatal("weights summing to 90% accepted")
+	}
+	if _, body, _ := re.get(t, "/x", nil); body != "v2" {
+		t.Fatalf("after a refused update: %q", body)
+	}
+}
+
+// TestRoutesGRPC: gRPC calls follow routes by metadata to a subset of
+// the dialled service, faults abort them with the route's code, and a
+// route to another service is refused clearly.
+func TestRoutesGRPC(t *testing.T) {
+	leaktest.Check(t)
+	env := newTestEnv(t, 0)
+	a1 := startDemoGRPC(t, env, "g1", func(context.Context) (string, error) { return "g1", nil })
+	a2 := startDemoGRPC(t, env, "g2", func(context.Context) (string, error) { return "g2", nil })
+	if err := env.discovery.Set("greet",
+		discovery.Endpoint{ID: "g1", Addr: a1, Tags: []string{"stable"}},
+		discovery.Endpoint{ID: "g2", Addr: a2, Tags: []string{"canary"}}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := route.Parse([]byte(`
+services:
+  greet:
+    defaultSubset: stable
+    subsets:
+      stable: {tags: [stable]}
+      canary: {tags: [canary]}
+    routes:
+      - match: [{headers: {x-canary: {present: true}}}]
+        backends: [{subset: canary}]
+      - match: [{headers: {x-fault: {present: true}}}]
+        fault: {abort: {grpcStatus: RESOURCE_EXHAUSTED, percent: 100}}
+        backends: [{subset: stable}]
+      - match: [{headers: {x-elsewhere: {present: true}}}]
+        backends: [{service: other}]
+`), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := route.NewStatic(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := env.client(WithRoutes(src)).DialGRPC("greet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 20*time.Second)
+	for range 5 {
+		if got, err := demo.Whoami(ctx, cc); err != nil || got != "g1" {
+			t.Fatalf("default: %q %v", got, err)
+		}
+	}
+	canary := metadata.AppendToOutgoingContext(ctx, "x-canary", "1")
+	for range 5 {
+		if got, err := demo.Whoami(canary, cc); err != nil || got != "g2" {
+			t.Fatalf("canary: %q %v", got, err)
+		}
+	}
+	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-fault", "1"), cc); status.Code(err) != codes.ResourceExhausted || !errors.Is(err, ErrFaultInjected) {
+		t.Fatalf("fault: %v", err)
+	}
+	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-elsewhere", "1"), cc); status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrRouteUnsupported) {
+		t.Fatalf("route to another service: %v", err)
+	}
+}
