@@ -211,7 +211,7 @@ func retryAfter(resp *http.Response, now time.Time) (time.Duration, bool) {
 }
 
 // maxRetryAfterSeconds bounds a Retry-After wait (a year) before it is
-// turned into a duration; [MaxRetryWait] bounds what a call waits.
+// turned into a duration; [WithMaxRetryWait] bounds what a call waits.
 const maxRetryAfterSeconds = 365 * 24 * 3600
 
 // discard drains a little of resp's body, so the connection can be

@@ -23,7 +23,7 @@
 //   - where and to whom: [WithDiscovery], [WithBalancer], [WithIdentity],
 //     [WithAuthorizer], [WithServerAuthorizer];
 //   - resilience on the client: [WithRetry], [WithHedging],
-//     [WithCircuitBreaker], [WithRateLimit], [WithHTTPClassifier],
+//     [WithCircuitBreaker], [WithRateLimit], [WithMaxRetryWait], [WithHTTPClassifier],
 //     [WithGRPCClassifier];
 //   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
 //     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit],

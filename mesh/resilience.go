@@ -53,10 +53,23 @@ const (
 	hedgeMinObservations = 20
 )
 
-// MaxRetryWait is the longest a call without a deadline waits before a
-// retry, whatever a server asks for with Retry-After or gRPC pushback: a
-// longer wait ends the call with the answer it has.
+// MaxRetryWait is the default of [WithMaxRetryWait]: the longest a call
+// waits before a retry, whatever a server asks for with Retry-After or
+// gRPC pushback, deadline or not.
 const MaxRetryWait = 30 * time.Second
+
+// WithMaxRetryWait caps the wait before a retry (default [MaxRetryWait]):
+// when a server asks, with Retry-After or gRPC pushback, for a longer
+// wait, or the backoff is longer, the call ends at once with the answer or
+// error it has, whether or not its context has a deadline. A server
+// cannot park a caller. Values ≤ 0 are ignored.
+func WithMaxRetryWait(d time.Duration) ClientOption {
+	return clientOptionFunc(func(c *clientConfig) {
+		if d > 0 {
+			c.resilience.maxWait = d
+		}
+	})
+}
 
 // RetryPolicy says how a [Client] retries. The zero value gives the
 // defaults: up to 3 attempts, exponential backoff from 25 ms to 1 s with
@@ -158,7 +171,8 @@ type resilienceConfig struct {
 	classifyHTTP breaker.HTTPClassifier
 	classifyGRPC breaker.GRPCClassifier
 	idempotent   func(service, route string) bool
-	routed       bool // routes may retry and hedge calls: keep a budget and latencies
+	routed       bool          // routes may retry and hedge calls: keep a budget and latencies
+	maxWait      time.Duration // 0: MaxRetryWait
 }
 
 // WithRetry turns on retries as described by p (see [RetryPolicy]).
@@ -271,6 +285,7 @@ type guard struct {
 	classifyHTTP breaker.HTTPClassifier
 	classifyGRPC breaker.GRPCClassifier
 	idempotent   func(service, route string) bool // nil: none beyond HTTP's methods
+	maxWait      time.Duration                    // the longest wait before a retry
 }
 
 func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
@@ -282,6 +297,10 @@ func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
 		classifyHTTP: rc.classifyHTTP,
 		classifyGRPC: rc.classifyGRPC,
 		idempotent:   rc.idempotent,
+		maxWait:      rc.maxWait,
+	}
+	if g.maxWait <= 0 {
+		g.maxWait = MaxRetryWait
 	}
 	if g.classifyHTTP == nil {
 		g.classifyHTTP = breaker.ClassifyHTTP
@@ -455,13 +474,16 @@ func (p *RetryPolicy) backoff(n int) time.Duration {
 	return time.Duration(rand.Int64N(int64(d) + 1))
 }
 
-// roomFor reports whether, after waiting wait, at least minRemaining
-// remains before ctx's deadline. Without a deadline, no wait longer than
-// [MaxRetryWait] has room: a server cannot park a caller.
+// roomFor reports whether a retry may wait wait: no longer than the cap
+// ([WithMaxRetryWait]), so that a server cannot park a caller, and with
+// at least minRemaining left before ctx's deadline afterwards.
 func (g *guard) roomFor(ctx context.Context, wait, minRemaining time.Duration) bool {
+	if wait > g.maxWait {
+		return false
+	}
 	dl, ok := ctx.Deadline()
 	if !ok {
-		return wait <= MaxRetryWait
+		return true
 	}
 	return time.Until(dl)-wait >= minRemaining
 }
