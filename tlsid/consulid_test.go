@@ -1,11 +1,14 @@
 package tlsid
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/weftmesh/weft/internal/consultest"
 	"github.com/weftmesh/weft/internal/leaktest"
 )
 
@@ -42,5 +45,42 @@ func TestConsulServiceID(t *testing.T) {
 				t.Fatalf("ConsulServiceID = %v, %v; want %s", id, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestConsulServiceIDMatchesConsul checks the built IDs against the leaf
+// certificates a real Consul agent issues.
+func TestConsulServiceIDMatchesConsul(t *testing.T) {
+	leaktest.Check(t)
+	agent := consultest.Start(t)
+	client := agent.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, err := NewConsulSource(ctx, client, "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	svid, err := src.GetX509SVID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, _, err := client.Agent().ConnectCARoots(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromRoots, err := ConsulServiceID(roots, "dc1", "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromSource, err := src.ServiceID("dc1", "payments")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fromRoots != svid.ID || fromSource != svid.ID {
+		t.Fatalf("built %s and %s, Consul issued %s", fromRoots, fromSource, svid.ID)
+	}
+	if _, err := src.ServiceID("dc1", "bad/name"); !errors.Is(err, ErrBadID) {
+		t.Fatalf("bad service name: %v", err)
 	}
 }
