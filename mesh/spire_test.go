@@ -15,6 +15,7 @@ import (
 
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
+	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/internal/spiretest"
 	"github.com/weftmesh/weft/mesh"
 )
@@ -25,6 +26,7 @@ import (
 // over HTTP and gRPC with mutual TLS. SVIDs live one minute, and the
 // calls go on, without a failure, until SPIRE has rotated both.
 func TestSPIREWorkloadAPI(t *testing.T) {
+	leaktest.Check(t)
 	srv := spiretest.StartServer(t, "example.org")
 	agent := srv.StartAgent(t)
 	webID, _ := agent.Entry(t, "web", spiretest.WithEntryTTL(time.Minute))

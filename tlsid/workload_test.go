@@ -11,6 +11,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
 
+	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/internal/spiretest"
 )
 
@@ -47,6 +48,7 @@ func workloadSource(t *testing.T, agent *spiretest.Agent, id spiffeid.ID) *Workl
 // and makes mTLS connections between them, with weft's source and with
 // go-spiffe's own X509Source used as a Source as it is.
 func TestWorkloadSource(t *testing.T) {
+	leaktest.Check(t)
 	srv := spiretest.StartServer(t, "example.org")
 	agent := srv.StartAgent(t)
 	webID, _ := agent.Entry(t, "web")
@@ -89,6 +91,7 @@ func TestWorkloadSource(t *testing.T) {
 // TestWorkloadSourceBadInput: a source that cannot be served fails with
 // ErrWorkloadAPI, saying why, and leaves nothing running.
 func TestWorkloadSourceBadInput(t *testing.T) {
+	leaktest.Check(t)
 	srv := spiretest.StartServer(t, "example.org")
 	agent := srv.StartAgent(t)
 	webID, _ := agent.Entry(t, "web")
@@ -123,6 +126,7 @@ func TestWorkloadSourceBadInput(t *testing.T) {
 // pause between two workloads whose SVIDs live one minute, until SPIRE
 // has rotated both (at about half their life), and loses none.
 func TestWorkloadSourceRotationUnderLoad(t *testing.T) {
+	leaktest.Check(t)
 	if testing.Short() {
 		t.Skip("waits for SPIRE to rotate one-minute SVIDs")
 	}
@@ -166,6 +170,7 @@ func TestWorkloadSourceRotationUnderLoad(t *testing.T) {
 // when the authorizer allows that domain, and is refused when it allows
 // only its own.
 func TestWorkloadSourceFederation(t *testing.T) {
+	leaktest.Check(t)
 	one := spiretest.StartServer(t, "one.test")
 	two := spiretest.StartServer(t, "two.test")
 	if err := one.Federate(two); err != nil {

@@ -9,6 +9,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/weftmesh/weft/internal/leaktest"
 )
 
 // updatedSource is a WorkloadSource with no watch, fed updates by hand.
@@ -22,6 +24,7 @@ func updatedSource(want spiffeid.ID) *WorkloadSource {
 // TestWorkloadSourceUpdates applies a good update, then bad ones that
 // must leave it in place, whole, with the reason in Err.
 func TestWorkloadSourceUpdates(t *testing.T) {
+	leaktest.Check(t)
 	ca := newTestCA(t, "example.org", nil)
 	other := newTestCA(t, "other.org", nil)
 	webID := spiffeid.RequireFromString("spiffe://example.org/web")

@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -21,6 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // two runs of the command would, and checks that FileSources over the
 // files verify each other.
 func TestIssueShared(t *testing.T) {
+	leaktest.Check(t)
 	dir := t.TempDir()
 	caDir := filepath.Join(dir, "ca")
 	var sources []*tlsid.FileSource
@@ -57,6 +59,7 @@ func TestIssueShared(t *testing.T) {
 }
 
 func TestBadArguments(t *testing.T) {
+	leaktest.Check(t)
 	dir := t.TempDir()
 	otherCA := filepath.Join(dir, "other")
 	var sink bytes.Buffer
