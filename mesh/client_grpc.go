@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
@@ -108,6 +109,9 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 		x.method = dec.RewritePath(method)
 	}
 	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, gc.skip
+	if isProto && spec.hedge != nil {
+		x.replyType = msg.ProtoReflect().Type()
+	}
 	x.pushback = spec.retry != nil
 	if spec.retry != nil || spec.hedge != nil {
 		spec.idempotent = g.idempotentCall("", method, true)
@@ -131,19 +135,23 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 
 // grpcUnary is the gRPC adapter of the call engine: one unary call.
 type grpcUnary struct {
-	gc       *grpcConn
-	cc       *grpc.ClientConn
-	invoker  grpc.UnaryInvoker
-	method   string
-	req      any
-	reply    any
-	msg      proto.Message // reply, when it is a proto message (hedges need one)
-	opts     []grpc.CallOption
-	call     *calltel.Call
-	ctx      context.Context // the call's
-	dec      *route.Decision // the route of the call; nil for none
-	pushback bool            // read the server's retry pushback (retries are on)
-	outcome  attempt         // the call's outcome, filled by the engine
+	gc      *grpcConn
+	cc      *grpc.ClientConn
+	invoker grpc.UnaryInvoker
+	method  string
+	req     any
+	reply   any
+	msg     proto.Message // reply, when it is a proto message (hedges need one)
+	// replyType makes the replies of hedged attempts. It is read from msg
+	// before any attempt starts: the caller's reply itself is written
+	// when the call ends, while a losing attempt may still be starting.
+	replyType protoreflect.MessageType
+	opts      []grpc.CallOption
+	call      *calltel.Call
+	ctx       context.Context // the call's
+	dec       *route.Decision // the route of the call; nil for none
+	pushback  bool            // read the server's retry pushback (retries are on)
+	outcome   attempt         // the call's outcome, filled by the engine
 }
 
 // grpcAttempt is what an attempt of a unary call received into memory
@@ -178,7 +186,7 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 	var trailer *metadata.MD // read for pushback
 	switch {
 	case a.own:
-		own := &grpcAttempt{reply: x.msg.ProtoReflect().New().Interface()}
+		own := &grpcAttempt{reply: x.replyType.New().Interface()}
 		reply = own.reply
 		all := opts
 		opts = make([]grpc.CallOption, 0, len(all)+3)
