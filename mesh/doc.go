@@ -27,7 +27,7 @@
 //     [WithGRPCClassifier];
 //   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
 //     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit],
-//     [WithTrustedPriority];
+//     [WithTrustedPriority], [WithServerTimeouts];
 //   - what happened: [WithTelemetry], [WithLogger];
 //   - tests: [WithClock].
 //

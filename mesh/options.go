@@ -44,6 +44,7 @@ type serverConfig struct {
 	authorize tlsid.Authorizer
 	logger    *slog.Logger
 	access    *accessConfig        // request policies, see access.go
+	timeouts  ServerTimeouts       // timeouts.go
 	telemetry *telemetry.Telemetry // nil: none (telemetry.go)
 	// stopObserving stops telemetry's watch of the identity's expiry.
 	stopObserving func()

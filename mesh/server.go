@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"sync"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -43,11 +42,8 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 	}
 	s := &Server{cfg: cfg}
 	s.http = &http.Server{
-		Handler:           normalizeHandler(cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID)),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          serverErrorLog(cfg.logger),
-		HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: DefaultMaxConcurrentStreams},
+		ErrorLog: serverErrorLog(cfg.logger),
+		HTTP2:    &http.HTTP2Config{MaxConcurrentStreams: DefaultMaxConcurrentStreams},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			if tc, ok := c.(*tls.Conn); ok {
 				return context.WithValue(ctx, peerKey{}, &connPeer{conn: tc})
@@ -55,6 +51,9 @@ func NewServer(h http.Handler, opts ...ServerOption) (*Server, error) {
 			return ctx
 		},
 	}
+	// The path is normalized first, then the body idle timeout covers
+	// every step that may hold a slot.
+	s.http.Handler = normalizeHandler(applyTimeouts(s.http, cfg.telemetry.Handler(accessHandler(protectHandler(h, &cfg), &cfg), PeerID), cfg.timeouts))
 	if cfg.identity != nil {
 		tlsConfig, err := tlsid.ServerConfig(cfg.identity, cfg.authorize)
 		if err != nil {
