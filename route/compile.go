@@ -47,7 +47,7 @@ func Compile(cfg *Config, opts ...Option) (*Table, error) {
 		version:  o.version,
 		source:   o.source,
 		services: c.services,
-		warnings: c.warns,
+		warnings: append(c.warns, o.warnings...),
 		config:   enc,
 	}
 	if t.version == "" {

@@ -22,10 +22,12 @@ type options struct {
 	onReject func(Rejection)
 	now      func() time.Time
 	poll     time.Duration
+	consul   consulSettings // read by NewConsul
+	warnings []*FieldError  // added to the table's by Compile
 }
 
 func newOptions(opts []Option) options {
-	o := options{now: time.Now, poll: DefaultPollInterval}
+	o := options{now: time.Now, poll: DefaultPollInterval, consul: defaultConsulSettings()}
 	for _, opt := range opts {
 		if opt != nil {
 			opt.apply(&o)

@@ -86,14 +86,15 @@ func (p *publisher) Status() Status {
 // update compiles cfg and publishes it, or, when cfg (or err, the error
 // of reading it) is bad, keeps the current table and records the
 // rejection. Hooks run after the state is recorded, so they may read it.
-func (p *publisher) update(cfg *Config, version string, err error) error {
+// extra options are passed on to Compile.
+func (p *publisher) update(cfg *Config, version string, err error, extra ...Option) error {
 	p.upd.Lock()
 	defer p.upd.Unlock()
 	var t *Table
 	if err == nil {
 		o := p.opts
 		o.version = version
-		t, err = Compile(cfg, o.asOptions()...)
+		t, err = Compile(cfg, append(o.asOptions(), extra...)...)
 	}
 	now := p.opts.now()
 	if err != nil {

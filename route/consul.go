@@ -1,0 +1,832 @@
+package route
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+	"golang.org/x/time/rate"
+
+	"github.com/weftmesh/weft/discovery"
+)
+
+// ErrConsul is wrapped by the rejections of a [Consul] source whose
+// queries failed: the agent could not be reached, answered with an error
+// or did not answer in time.
+var ErrConsul = errors.New("route: consul")
+
+type consulSettings struct {
+	wait, margin           time.Duration
+	limit                  rate.Limit
+	backoffMin, backoffMax time.Duration
+	datacenter             string
+}
+
+func defaultConsulSettings() consulSettings {
+	return consulSettings{
+		wait:       discovery.DefaultConsulWait,
+		margin:     discovery.DefaultQueryMargin,
+		limit:      discovery.DefaultConsulRate,
+		backoffMin: discovery.DefaultConsulBackoff,
+		backoffMax: discovery.DefaultConsulMaxBackoff,
+	}
+}
+
+// WithConsulWait sets the longest time one blocking query of a [Consul]
+// source waits for a change (default [discovery.DefaultConsulWait]; Consul caps it
+// at 10 minutes). Each query waits a random 0–10% less. Values ≤ 0 are
+// ignored.
+func WithConsulWait(d time.Duration) Option {
+	return optionFunc(func(o *options) {
+		if d > 0 {
+			o.consul.wait = min(d, 10*time.Minute)
+		}
+	})
+}
+
+// WithConsulQueryMargin sets how long past its wait + wait/16 a query of a
+// [Consul] source may take before it fails (default
+// [discovery.DefaultQueryMargin]). Values ≤ 0 are ignored.
+func WithConsulQueryMargin(d time.Duration) Option {
+	return optionFunc(func(o *options) {
+		if d > 0 {
+			o.consul.margin = d
+		}
+	})
+}
+
+// WithConsulRate sets the sustained query rate of each watch of a [Consul]
+// source (default [discovery.DefaultConsulRate]); the token bucket holds 2. Values
+// ≤ 0 are ignored.
+func WithConsulRate(r rate.Limit) Option {
+	return optionFunc(func(o *options) {
+		if r > 0 {
+			o.consul.limit = r
+		}
+	})
+}
+
+// WithConsulBackoff sets the backoff of a [Consul] source after failed
+// queries: lo doubled per consecutive failure, capped at hi, each wait
+// drawn from its upper half (defaults [discovery.DefaultConsulBackoff],
+// [discovery.DefaultConsulMaxBackoff]). Values ≤ 0 are ignored; hi is raised to lo
+// when smaller.
+func WithConsulBackoff(lo, hi time.Duration) Option {
+	return optionFunc(func(o *options) {
+		if lo > 0 {
+			o.consul.backoffMin = lo
+		}
+		if hi > 0 {
+			o.consul.backoffMax = hi
+		}
+	})
+}
+
+// WithConsulDatacenter has a [Consul] source read the discovery chains of
+// dc instead of the agent's datacenter. An empty dc is ignored.
+func WithConsulDatacenter(dc string) Option {
+	return optionFunc(func(o *options) {
+		if dc != "" {
+			o.consul.datacenter = dc
+		}
+	})
+}
+
+// withWarnings adds warnings to the table Compile builds.
+func withWarnings(w []*FieldError) Option {
+	return optionFunc(func(o *options) { o.warnings = append(o.warnings, w...) })
+}
+
+// Consul is a source that follows Consul's L7 traffic management: the
+// discovery chain of each named service — its service-router,
+// service-splitter, service-resolver and service-defaults config entries
+// as Consul compiles them — translated into a route table.
+//
+// Each service is watched with blocking queries (one goroutine per
+// service while [Consul.Run] runs) that wait on the last index seen,
+// start over when the index goes backwards, never wait on index 0, are
+// rate-limited by a token bucket and back off with jitter after errors;
+// a change in Consul reaches the table as soon as the agent answers.
+// Where the compiled chain lacks a field (a split's header changes, a
+// resolver's request timeout and connect timeout, failover settings) the
+// source reads the config entries themselves.
+//
+// The first table is published once every service's chain has been read;
+// until then [Consul.Table] is empty and [Consul.Ready] open. After that
+// each change rebuilds the whole table from the latest chains. A chain
+// that cannot be translated (a subset filter outside the supported forms,
+// a target in another datacenter) or a table that does not compile is
+// refused whole: the last good table stays, and the rejection, a
+// [*ValidationError] whose field paths name the config entry and field
+// (service-resolver/web.Subsets["v2"].Filter), is kept ([Consul.Status])
+// and reported ([WithOnReject]). A failed query is a rejection wrapping
+// [ErrConsul], recorded once per distinct error. Fields weft does not
+// apply are warnings in [Table.Warnings].
+//
+// Consul is safe for concurrent use; build one with [NewConsul].
+type Consul struct {
+	pub      *publisher
+	client   *api.Client
+	services []string
+	set      consulSettings
+	ready    chan struct{}
+
+	build sync.Mutex // serializes rebuilds
+
+	mu      sync.Mutex
+	results map[string]*consulResult
+	lastErr string // the last query error reported
+}
+
+// consulResult is the latest translation of one service's chain.
+type consulResult struct {
+	index    uint64
+	services map[string]*Service // the service's own, and subsets of others
+	warnings []*FieldError
+	err      []*FieldError
+}
+
+var _ Source = (*Consul)(nil)
+
+// NewConsul returns a source that follows the discovery chains of
+// services through client. It contacts no agent: [Consul.Run] does. It
+// fails when client is nil or services is empty or names a service twice
+// or the empty name. It reads [WithOnUpdate], [WithOnReject], [WithClock],
+// [WithConsulWait], [WithConsulQueryMargin], [WithConsulRate],
+// [WithConsulBackoff] and [WithConsulDatacenter].
+func NewConsul(client *api.Client, services []string, opts ...Option) (*Consul, error) {
+	if client == nil {
+		return nil, errors.New("route: consul: nil client")
+	}
+	if len(services) == 0 {
+		return nil, errors.New("route: consul: no services to watch")
+	}
+	seen := map[string]bool{}
+	for _, s := range services {
+		if s == "" || seen[s] {
+			return nil, fmt.Errorf("route: consul: service name %q is empty or given twice", s)
+		}
+		seen[s] = true
+	}
+	pub := newPublisher("consul", opts)
+	set := pub.opts.consul
+	set.backoffMax = max(set.backoffMax, set.backoffMin)
+	return &Consul{
+		pub:      pub,
+		client:   client,
+		services: append([]string(nil), services...),
+		set:      set,
+		ready:    make(chan struct{}),
+		results:  map[string]*consulResult{},
+	}, nil
+}
+
+// Table returns the current table: one atomic load.
+func (c *Consul) Table() *Table { return c.pub.Table() }
+
+// Status returns the current table and the rejections so far.
+func (c *Consul) Status() Status { return c.pub.Status() }
+
+// Ready is closed once the first table is published.
+func (c *Consul) Ready() <-chan struct{} { return c.ready }
+
+// Run watches every service's chain until ctx ends, then returns ctx's
+// error once its goroutines have stopped. Call it once.
+func (c *Consul) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, s := range c.services {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watch(ctx, s)
+		}()
+	}
+	wg.Wait()
+	return ctx.Err()
+}
+
+// watch is the loop of one service's chain.
+func (c *Consul) watch(ctx context.Context, service string) {
+	limiter := rate.NewLimiter(c.set.limit, 2)
+	var index, applied uint64
+	failures := 0
+	for {
+		if err := limiter.Wait(ctx); err != nil {
+			return
+		}
+		q := &api.QueryOptions{Datacenter: c.set.datacenter, AllowStale: true, WaitIndex: index}
+		if index > 0 {
+			q.WaitTime = c.set.wait - time.Duration(rand.Int64N(int64(c.set.wait/10)+1))
+		}
+		timeout := q.WaitTime + q.WaitTime/16 + c.set.margin
+		qctx, cancel := context.WithTimeout(ctx, timeout)
+		resp, meta, err := c.client.DiscoveryChain().Get(service, nil, q.WithContext(qctx))
+		var ent *consulEntries
+		if err == nil && (resp == nil || resp.Chain == nil) {
+			err = errors.New("answer without a chain")
+		}
+		if err == nil && meta.LastIndex != applied {
+			ent, err = c.entries(qctx, resp.Chain)
+		}
+		if err != nil && qctx.Err() == context.DeadlineExceeded {
+			err = fmt.Errorf("no answer within %v (wait %v + wait/16 + margin %v)", timeout, q.WaitTime, c.set.margin)
+		}
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			failures++
+			c.failed(fmt.Errorf("%w: chain of %q: %v", ErrConsul, service, err))
+			index = 0 // read afresh after any error
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(c.backoff(failures)):
+			}
+			continue
+		}
+		failures = 0
+		c.mu.Lock()
+		c.lastErr = ""
+		c.mu.Unlock()
+		switch {
+		case meta.LastIndex < index:
+			index = 0 // went backwards: start over without waiting
+		case meta.LastIndex == 0:
+			index = 1 // never wait on index 0
+		default:
+			index = meta.LastIndex
+		}
+		if ent == nil { // nothing changed
+			continue
+		}
+		applied = meta.LastIndex
+		res := translateChain(resp.Chain, ent)
+		res.index = meta.LastIndex
+		c.mu.Lock()
+		c.results[service] = res
+		c.mu.Unlock()
+		c.rebuild()
+	}
+}
+
+// backoff returns the wait after n consecutive failures: the least
+// backoff doubled n-1 times, capped, drawn at random from its upper half.
+func (c *Consul) backoff(n int) time.Duration {
+	shift := min(n-1, 30)
+	d := c.set.backoffMax
+	if c.set.backoffMin <= d>>shift {
+		d = c.set.backoffMin << shift
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+// failed records a query error as a rejection, once per distinct error.
+func (c *Consul) failed(err error) {
+	c.mu.Lock()
+	dup := c.lastErr == err.Error()
+	c.lastErr = err.Error()
+	c.mu.Unlock()
+	if !dup {
+		_ = c.pub.update(nil, "", err)
+	}
+}
+
+// rebuild merges the latest translations of every service and publishes
+// them, or records why not.
+func (c *Consul) rebuild() {
+	c.build.Lock()
+	defer c.build.Unlock()
+	c.mu.Lock()
+	results := make([]*consulResult, 0, len(c.services))
+	for _, s := range c.services {
+		r := c.results[s]
+		if r == nil {
+			c.mu.Unlock()
+			return // not every chain read yet
+		}
+		results = append(results, r)
+	}
+	c.mu.Unlock()
+	var errs, warns []*FieldError
+	for _, r := range results {
+		errs = append(errs, r.err...)
+		warns = append(warns, r.warnings...)
+	}
+	if len(errs) > 0 {
+		_ = c.pub.update(nil, "", &ValidationError{Errors: errs, Warnings: warns})
+		return
+	}
+	cfg := &Config{Services: map[string]*Service{}}
+	for i, r := range results { // each service's own translation first
+		cfg.Services[c.services[i]] = r.services[c.services[i]]
+	}
+	for _, r := range results { // then the subsets its chain uses of others
+		for name, s := range r.services {
+			mergeService(cfg, name, s)
+		}
+	}
+	if err := c.pub.update(cfg, "", nil, WithSource("consul"), withWarnings(warns)); err == nil {
+		select {
+		case <-c.ready:
+		default:
+			close(c.ready)
+		}
+	}
+}
+
+// mergeService adds to cfg what s says of service name that cfg lacks:
+// subsets, and the load balancer.
+func mergeService(cfg *Config, name string, s *Service) {
+	cur := cfg.Services[name]
+	if cur == nil {
+		cfg.Services[name] = s
+		return
+	}
+	if cur == s {
+		return
+	}
+	for sub, def := range s.Subsets {
+		if cur.Subsets == nil {
+			cur.Subsets = map[string]*Subset{}
+		}
+		if _, ok := cur.Subsets[sub]; !ok {
+			cur.Subsets[sub] = def
+		}
+	}
+	if cur.TrafficPolicy == nil && s.TrafficPolicy != nil {
+		cur.TrafficPolicy = s.TrafficPolicy
+	}
+}
+
+// consulEntries are the config entries a chain's translation reads for
+// what the compiled chain lacks, by service name; nil when absent.
+type consulEntries struct {
+	resolvers map[string]*api.ServiceResolverConfigEntry
+	splitters map[string]*api.ServiceSplitterConfigEntry
+}
+
+// entries reads the resolvers of the chain's targets and the splitters of
+// its splitter nodes.
+func (c *Consul) entries(ctx context.Context, chain *api.CompiledDiscoveryChain) (*consulEntries, error) {
+	ent := &consulEntries{
+		resolvers: map[string]*api.ServiceResolverConfigEntry{},
+		splitters: map[string]*api.ServiceSplitterConfigEntry{},
+	}
+	get := func(kind, name string) (api.ConfigEntry, error) {
+		q := &api.QueryOptions{Datacenter: c.set.datacenter, AllowStale: true}
+		e, _, err := c.client.ConfigEntries().Get(kind, name, q.WithContext(ctx))
+		var se api.StatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound {
+			return nil, nil
+		}
+		return e, err
+	}
+	for _, t := range sortedTargets(chain) {
+		if _, done := ent.resolvers[t.Service]; done {
+			continue
+		}
+		e, err := get(api.ServiceResolver, t.Service)
+		if err != nil {
+			return nil, err
+		}
+		r, _ := e.(*api.ServiceResolverConfigEntry)
+		ent.resolvers[t.Service] = r
+	}
+	for _, n := range chain.Nodes {
+		if n.Type != api.DiscoveryGraphNodeTypeSplitter {
+			continue
+		}
+		svc := nodeService(n.Name)
+		if _, done := ent.splitters[svc]; done {
+			continue
+		}
+		e, err := get(api.ServiceSplitter, svc)
+		if err != nil {
+			return nil, err
+		}
+		s, _ := e.(*api.ServiceSplitterConfigEntry)
+		ent.splitters[svc] = s
+	}
+	return ent, nil
+}
+
+// nodeService returns the service of a router or splitter node's name,
+// "<service>.<namespace>.<partition>".
+func nodeService(name string) string {
+	for range 2 {
+		if i := strings.LastIndexByte(name, '.'); i > 0 {
+			name = name[:i]
+		}
+	}
+	return name
+}
+
+func sortedTargets(chain *api.CompiledDiscoveryChain) []*api.DiscoveryTarget {
+	ids := make([]string, 0, len(chain.Targets))
+	for id := range chain.Targets {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	ts := make([]*api.DiscoveryTarget, 0, len(ids))
+	for _, id := range ids {
+		if t := chain.Targets[id]; t != nil {
+			ts = append(ts, t)
+		}
+	}
+	return ts
+}
+
+// chainTranslator translates one compiled chain.
+type chainTranslator struct {
+	chain    *api.CompiledDiscoveryChain
+	ent      *consulEntries
+	res      *consulResult
+	warned   map[string]bool
+	failed   map[string]bool
+	resolved map[string]bool // services whose resolver was translated
+}
+
+func (x *chainTranslator) errorf(path, format string, args ...any) {
+	x.fail(&FieldError{Path: path, Message: fmt.Sprintf(format, args...), Err: ErrUnsupported})
+}
+
+// fail records an error once, however many routes reach its field.
+func (x *chainTranslator) fail(fe *FieldError) {
+	if x.failed[fe.Path+"\x00"+fe.Message] {
+		return
+	}
+	x.failed[fe.Path+"\x00"+fe.Message] = true
+	x.res.err = append(x.res.err, fe)
+}
+
+func (x *chainTranslator) warnf(path, format string, args ...any) {
+	if x.warned[path] {
+		return
+	}
+	x.warned[path] = true
+	x.res.warnings = append(x.res.warnings, &FieldError{Path: path, Message: fmt.Sprintf(format, args...), Err: ErrUnsupported})
+}
+
+// service returns the translated service name, creating it.
+func (x *chainTranslator) service(name string) *Service {
+	s := x.res.services[name]
+	if s == nil {
+		s = &Service{}
+		x.res.services[name] = s
+	}
+	return s
+}
+
+// translateChain translates a compiled discovery chain and the entries
+// read with it. Problems are in the result's err.
+func translateChain(chain *api.CompiledDiscoveryChain, ent *consulEntries) *consulResult {
+	x := &chainTranslator{
+		chain:    chain,
+		ent:      ent,
+		res:      &consulResult{services: map[string]*Service{}},
+		warned:   map[string]bool{},
+		failed:   map[string]bool{},
+		resolved: map[string]bool{},
+	}
+	name := chain.ServiceName
+	own := x.service(name)
+	switch chain.Protocol {
+	case "http":
+		own.Protocol = "http"
+	case "grpc":
+		own.Protocol = "grpc"
+	case "", "http2", "tcp":
+		// Called with either; a tcp chain has no router or splitter.
+	default:
+		x.warnf("service-defaults/"+name+".Protocol", "protocol %q is not known to weft; calls are routed as for http and grpc alike", chain.Protocol)
+	}
+	start := chain.Nodes[chain.StartNode]
+	if start == nil {
+		x.errorf("discovery-chain/"+name+".StartNode", "node %q is not in the chain", chain.StartNode)
+		return x.res
+	}
+	if start.Type == api.DiscoveryGraphNodeTypeRouter {
+		for i, r := range start.Routes {
+			if rt := x.route(fmt.Sprintf("service-router/%s.Routes[%d]", name, i), r); rt != nil {
+				own.Routes = append(own.Routes, rt)
+			}
+		}
+		return x.res
+	}
+	rt := &Route{}
+	rt.Backends, rt.Timeout = x.backends("discovery-chain/"+name, chain.StartNode)
+	own.Routes = []*Route{rt}
+	return x.res
+}
+
+// route translates one route of a router node.
+func (x *chainTranslator) route(path string, r *api.DiscoveryRoute) *Route {
+	if r == nil || r.Definition == nil {
+		x.errorf(path, "route without a definition")
+		return nil
+	}
+	rt := &Route{}
+	if m := r.Definition.Match; m != nil && m.HTTP != nil {
+		rt.Match = []*Match{x.match(path+".Match.HTTP", m.HTTP)}
+	}
+	rt.Backends, rt.Timeout = x.backends(path, r.NextNode)
+	d := r.Definition.Destination
+	if d == nil {
+		return rt
+	}
+	dp := path + ".Destination"
+	if d.PrefixRewrite != "" {
+		rt.Rewrite = &Rewrite{Path: d.PrefixRewrite}
+	}
+	if d.RequestTimeout > 0 {
+		rt.Timeout = Duration(d.RequestTimeout)
+	}
+	if d.IdleTimeout > 0 {
+		x.warnf(dp+".IdleTimeout", "not applied: weft does not time out idle streams per route")
+	}
+	rt.Retries = x.retries(dp, d)
+	h := &Headers{Request: headerOps(d.RequestHeaders), Response: headerOps(d.ResponseHeaders)}
+	if h.Request != nil || h.Response != nil {
+		rt.Headers = h
+	}
+	return rt
+}
+
+// match translates a router's HTTP match.
+func (x *chainTranslator) match(path string, m *api.ServiceRouteHTTPMatch) *Match {
+	out := &Match{}
+	switch {
+	case m.PathExact != "":
+		out.Path = &PathMatch{Exact: m.PathExact, IgnoreCase: m.CaseInsensitive}
+	case m.PathPrefix != "":
+		out.Path = &PathMatch{Prefix: m.PathPrefix, IgnoreCase: m.CaseInsensitive}
+	case m.PathRegex != "":
+		out.Path = &PathMatch{Regex: m.PathRegex, IgnoreCase: m.CaseInsensitive}
+	}
+	if len(m.Methods) > 0 {
+		out.Methods = append([]string(nil), m.Methods...)
+	}
+	for i, h := range m.Header {
+		hp := fmt.Sprintf("%s.Header[%d]", path, i)
+		sm := &StringMatch{Exact: h.Exact, Prefix: h.Prefix, Suffix: h.Suffix, Regex: h.Regex, Present: h.Present, Invert: h.Invert}
+		if out.Headers == nil {
+			out.Headers = map[string]*StringMatch{}
+		}
+		key := http.CanonicalHeaderKey(h.Name)
+		if _, dup := out.Headers[key]; dup {
+			x.errorf(hp, "a second match on header %q: weft matches each header once", h.Name)
+			continue
+		}
+		out.Headers[key] = sm
+	}
+	for i, q := range m.QueryParam {
+		if out.Query == nil {
+			out.Query = map[string]*StringMatch{}
+		}
+		if _, dup := out.Query[q.Name]; dup {
+			x.errorf(fmt.Sprintf("%s.QueryParam[%d]", path, i), "a second match on query parameter %q: weft matches each parameter once", q.Name)
+			continue
+		}
+		out.Query[q.Name] = &StringMatch{Exact: q.Exact, Regex: q.Regex, Present: q.Present}
+	}
+	return out
+}
+
+// retries translates a destination's retry fields as Consul configures
+// Envoy: the conditions of RetryOn, connect-failure and the status codes;
+// NumRetries retries (Envoy's 1 when zero) when any condition is set.
+func (x *chainTranslator) retries(path string, d *api.ServiceRouteDestination) *Retry {
+	var on []string
+	for i, c := range d.RetryOn {
+		if c == "envoy-ratelimited" {
+			x.errorf(fmt.Sprintf("%s.RetryOn[%d]", path, i), "%q: weft has no rate-limit header of Envoy's to retry on", c)
+			continue
+		}
+		on = append(on, c)
+	}
+	if d.RetryOnConnectFailure {
+		on = append(on, "connect-failure")
+	}
+	for _, code := range d.RetryOnStatusCodes {
+		on = append(on, strconv.FormatUint(uint64(code), 10))
+	}
+	if len(on) == 0 {
+		if d.NumRetries > 0 {
+			x.warnf(path+".NumRetries", "%d retries without a retry condition retry nothing, as in Consul's proxies", d.NumRetries)
+		}
+		return nil
+	}
+	n := int(d.NumRetries)
+	if n == 0 {
+		n = 1
+	}
+	return &Retry{Attempts: n, RetryOn: on}
+}
+
+// backends follows a router's next node, a splitter or a resolver, to
+// weighted backends, and returns with them the request timeout of their
+// resolvers (when they agree).
+func (x *chainTranslator) backends(path, node string) ([]*Backend, Duration) {
+	n := x.chain.Nodes[node]
+	if n == nil {
+		x.errorf(path, "next node %q is not in the chain", node)
+		return nil, 0
+	}
+	switch n.Type {
+	case api.DiscoveryGraphNodeTypeResolver:
+		b, to := x.resolver(path, n)
+		if b == nil {
+			return nil, 0
+		}
+		return []*Backend{b}, to
+	case api.DiscoveryGraphNodeTypeSplitter:
+	default:
+		x.errorf(path, "next node %q is a %s, not a splitter or resolver", node, n.Type)
+		return nil, 0
+	}
+	svc := nodeService(n.Name)
+	sp := "service-splitter/" + svc
+	var entry *api.ServiceSplitterConfigEntry
+	if x.ent != nil {
+		entry = x.ent.splitters[svc]
+	}
+	aligned := entry != nil && len(entry.Splits) == len(n.Splits)
+	if entry != nil && !aligned && splitsHaveHeaders(entry) {
+		x.errorf(sp+".Splits", "header changes of nested splitters cannot be placed: Consul flattened %d splits into %d", len(entry.Splits), len(n.Splits))
+	}
+	var bs []*Backend
+	var timeout Duration
+	sum := 0
+	for i, s := range n.Splits {
+		next := x.chain.Nodes[s.NextNode]
+		if next == nil || next.Type != api.DiscoveryGraphNodeTypeResolver {
+			x.errorf(fmt.Sprintf("%s.Splits[%d]", sp, i), "split to %q, which is not a resolver of the chain", s.NextNode)
+			continue
+		}
+		b, to := x.resolver(fmt.Sprintf("%s.Splits[%d]", sp, i), next)
+		if b == nil {
+			continue
+		}
+		// Weights are percentages in steps of 0.01: basis points.
+		b.Weight = int(math.Round(float64(s.Weight) * 100))
+		sum += b.Weight
+		if i == len(n.Splits)-1 && sum != TotalWeight && math.Abs(float64(sum-TotalWeight)) <= float64(len(n.Splits)) {
+			b.Weight += TotalWeight - sum // float32 rounding of the last split
+		}
+		if aligned {
+			es := entry.Splits[i]
+			h := &Headers{Request: headerOps(es.RequestHeaders), Response: headerOps(es.ResponseHeaders)}
+			if h.Request != nil || h.Response != nil {
+				b.Headers = h
+			}
+		}
+		if len(bs) == 0 || to == timeout {
+			timeout = to
+		} else {
+			x.errorf(sp+".Splits", "the resolvers of the splits have different request timeouts (%v, %v): weft bounds a route's calls with one; set RequestTimeout on the router's route", timeout, to)
+		}
+		bs = append(bs, b)
+	}
+	return bs, timeout
+}
+
+func splitsHaveHeaders(e *api.ServiceSplitterConfigEntry) bool {
+	for _, s := range e.Splits {
+		if headerOps(s.RequestHeaders) != nil || headerOps(s.ResponseHeaders) != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// resolver translates a resolver node into a backend, defining the
+// target's subset and the service's load balancer, and returns the
+// resolver's request timeout.
+func (x *chainTranslator) resolver(path string, n *api.DiscoveryGraphNode) (*Backend, Duration) {
+	if n.Resolver == nil {
+		x.errorf(path, "resolver node %q without a resolver", n.Name)
+		return nil, 0
+	}
+	t := x.chain.Targets[n.Resolver.Target]
+	if t == nil {
+		x.errorf(path, "target %q is not in the chain", n.Resolver.Target)
+		return nil, 0
+	}
+	rp := "service-resolver/" + t.Service
+	if t.Datacenter != "" && x.chain.Datacenter != "" && t.Datacenter != x.chain.Datacenter {
+		x.errorf(rp+".Redirect.Datacenter", "target %s is in datacenter %q: weft's route tables reach only the local datacenter %q", t.ID, t.Datacenter, x.chain.Datacenter)
+		return nil, 0
+	}
+	var entry *api.ServiceResolverConfigEntry
+	if x.ent != nil {
+		entry = x.ent.resolvers[t.Service]
+	}
+	svc := x.service(t.Service)
+	b := &Backend{Service: t.Service}
+	if t.ServiceSubset != "" {
+		sub, err := consulFilter(t.Subset.Filter)
+		switch {
+		case err != nil:
+			x.fail(&FieldError{
+				Path:    fmt.Sprintf("%s.Subsets[%q].Filter", rp, t.ServiceSubset),
+				Message: fmt.Sprintf("%q: %v", t.Subset.Filter, err),
+				Err:     errors.Join(ErrUnsupported, err),
+			})
+			return nil, 0
+		case sub != nil:
+			if svc.Subsets == nil {
+				svc.Subsets = map[string]*Subset{}
+			}
+			svc.Subsets[t.ServiceSubset] = sub
+			b.Subset = t.ServiceSubset
+		}
+	}
+	if !x.resolved[t.Service] {
+		x.resolved[t.Service] = true
+		if lb := x.loadBalancer(rp+".LoadBalancer", n.LoadBalancer); lb != nil {
+			svc.TrafficPolicy = &TrafficPolicy{LoadBalancer: lb}
+		}
+		if entry != nil {
+			if entry.ConnectTimeout > 0 {
+				x.warnf(rp+".ConnectTimeout", "not applied: weft's dialer keeps its own connect timeout")
+			}
+			if len(entry.Failover) > 0 {
+				x.warnf(rp+".Failover", "not applied: calls go to the primary target only")
+			}
+			if entry.PrioritizeByLocality != nil {
+				x.warnf(rp+".PrioritizeByLocality", "not applied")
+			}
+		}
+	}
+	var to Duration
+	if entry != nil {
+		to = Duration(entry.RequestTimeout)
+	}
+	return b, to
+}
+
+// loadBalancer maps a resolver's load balancer onto weft's policies.
+func (x *chainTranslator) loadBalancer(path string, lb *api.LoadBalancer) *LoadBalancer {
+	if lb == nil || lb.Policy == "" {
+		return nil
+	}
+	out := &LoadBalancer{Policy: lb.Policy}
+	if lb.RingHashConfig != nil {
+		x.warnf(path+".RingHashConfig", "not applied: weft sizes its rings itself")
+	}
+	if lb.LeastRequestConfig != nil {
+		x.warnf(path+".LeastRequestConfig", "not applied: weft's least_request compares two random choices")
+	}
+	for i, h := range lb.HashPolicies {
+		hp := fmt.Sprintf("%s.HashPolicies[%d]", path, i)
+		switch {
+		case h.SourceIP:
+			x.warnf(hp+".SourceIP", "not applied: weft hashes a header or a cookie")
+		case out.HashHeader != "" || out.HashCookie != "":
+			x.warnf(hp, "not applied: weft hashes one header or cookie, the first hash policy's")
+		case h.Field == "header":
+			out.HashHeader = h.FieldValue
+		case h.Field == "cookie":
+			out.HashCookie = h.FieldValue
+			if h.CookieConfig != nil {
+				x.warnf(hp+".CookieConfig", "not applied: weft hashes a cookie the caller sets, and sets none")
+			}
+		default:
+			x.warnf(hp+".Field", "%q not applied: weft hashes a header or a cookie", h.Field)
+		}
+	}
+	return out
+}
+
+// headerOps translates Consul's header modifiers; nil when they change
+// nothing.
+func headerOps(m *api.HTTPHeaderModifiers) *HeaderOps {
+	if m == nil || len(m.Add)+len(m.Set)+len(m.Remove) == 0 {
+		return nil
+	}
+	ops := &HeaderOps{Remove: append([]string(nil), m.Remove...)}
+	if len(m.Set) > 0 {
+		ops.Set = make(map[string]string, len(m.Set))
+		for k, v := range m.Set {
+			ops.Set[k] = v
+		}
+	}
+	if len(m.Add) > 0 {
+		ops.Add = make(map[string]string, len(m.Add))
+		for k, v := range m.Add {
+			ops.Add[k] = v
+		}
+	}
+	return ops
+}
