@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -325,6 +327,200 @@ func TestNewConsulRefuses(t *testing.T) {
 			if _, err := route.NewConsul(tc.client, tc.services); err == nil {
 				t.Fatal("no error")
 			}
+		})
+	}
+}
+
+// runConsul starts src and stops it when the test ends.
+func runConsul(t *testing.T, src *route.Consul) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	})
+}
+
+// TestConsulSourceChains translates chains of several shapes, written to
+// a real agent: each case writes its entries under its own service names
+// and checks the table, or the rejection, of a source on them.
+func TestConsulSourceChains(t *testing.T) {
+	leaktest.Check(t)
+	a := consultest.Start(t)
+	c := a.Client()
+	defaults := func(name, proto string) api.ConfigEntry {
+		return &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: proto}
+	}
+	tagSubsets := func(tags ...string) map[string]api.ServiceResolverSubset {
+		m := map[string]api.ServiceResolverSubset{}
+		for _, tg := range tags {
+			m[tg] = api.ServiceResolverSubset{Filter: `"` + tg + `" in Service.Tags`}
+		}
+		return m
+	}
+	for _, tc := range []struct {
+		name     string
+		services []string
+		entries  []api.ConfigEntry
+		check    func(t *testing.T, tab *route.Table)
+		reject   string // a rejection naming this, instead of a table
+	}{{
+		name:     "SplitterInThirdsAcrossServices",
+		services: []string{"a1"},
+		entries: []api.ConfigEntry{
+			defaults("a1", "http"), defaults("a2", "http"),
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "a1", Subsets: tagSubsets("v1", "v2")},
+			&api.ServiceSplitterConfigEntry{Kind: api.ServiceSplitter, Name: "a1", Splits: []api.ServiceSplit{
+				{Weight: 33.33, ServiceSubset: "v1"}, {Weight: 33.33, ServiceSubset: "v2"}, {Weight: 33.34, Service: "a2"}}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			d := tab.Match("a1", &route.Request{Method: "GET", Path: "/"}, 0)
+			var got []string
+			for _, tg := range d.Rule.Targets {
+				got = append(got, tg.Destination.String()+"="+strconv.Itoa(tg.Weight))
+			}
+			if want := "a1/v1=3333 a1/v2=3333 a2=3334"; strings.Join(got, " ") != want {
+				t.Errorf("targets %v, want %s", got, want)
+			}
+		},
+	}, {
+		name:     "RedirectToAnotherServicesSubset",
+		services: []string{"b1"},
+		entries: []api.ConfigEntry{
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "b2", Subsets: map[string]api.ServiceResolverSubset{
+				"blue": {Filter: `Service.Meta.color == "blue"`}}},
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "b1", Redirect: &api.ServiceResolverRedirect{Service: "b2", ServiceSubset: "blue"}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			d := tab.Match("b1", &route.Request{Path: "/x"}, 0)
+			if d.Target == nil || d.Target.Destination.String() != "b2/blue" {
+				t.Fatalf("target %v, want b2/blue", d.Target)
+			}
+			if !d.Target.Destination.Matches(&discovery.Endpoint{Meta: map[string]string{"color": "blue"}}) {
+				t.Errorf("b2/blue does not select color=blue")
+			}
+		},
+	}, {
+		name:     "DefaultSubsetHashBalancerAndWarnings",
+		services: []string{"c1"},
+		entries: []api.ConfigEntry{
+			defaults("c1", "grpc"), defaults("c2", "grpc"),
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "c1", DefaultSubset: "v1",
+				Subsets:  tagSubsets("v1", "v2"),
+				Failover: map[string]api.ServiceResolverFailover{"*": {Service: "c2"}},
+				LoadBalancer: &api.LoadBalancer{Policy: "maglev", HashPolicies: []api.HashPolicy{
+					{Field: "header", FieldValue: "x-user"}, {SourceIP: true}}}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			d := tab.Match("c1", &route.Request{Path: "/pkg.S/M", Metadata: nil}, 0)
+			if d.Target == nil || d.Target.Destination.String() != "c1/v1" {
+				t.Fatalf("target %v, want the default subset c1/v1", d.Target)
+			}
+			lb := d.Target.Destination.Policy.LoadBalancer
+			if lb == nil || lb.Policy != "maglev" || lb.HashHeader != "x-user" {
+				t.Errorf("load balancer %+v, want maglev on x-user", lb)
+			}
+			if p := tab.Config().Services["c1"].Protocol; p != "grpc" {
+				t.Errorf("protocol %q, want grpc", p)
+			}
+			var paths []string
+			for _, w := range tab.Warnings() {
+				paths = append(paths, w.Path)
+			}
+			for _, want := range []string{"service-resolver/c1.Failover", "service-resolver/c1.LoadBalancer.HashPolicies[1].SourceIP"} {
+				if !slices.Contains(paths, want) {
+					t.Errorf("warnings %v lack %s", paths, want)
+				}
+			}
+		},
+	}, {
+		name:     "RouterMatchesAndRetries",
+		services: []string{"d1"},
+		entries: []api.ConfigEntry{
+			defaults("d1", "http"),
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "d1", Subsets: tagSubsets("v2"), RequestTimeout: 4 * time.Second},
+			&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "d1", Routes: []api.ServiceRoute{{
+				Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{
+					PathRegex: "/admin/[a-z]+", Methods: []string{"POST"},
+					Header:     []api.ServiceRouteHTTPMatchHeader{{Name: "x-debug", Present: true, Invert: true}},
+					QueryParam: []api.ServiceRouteHTTPMatchQueryParam{{Name: "v", Exact: "2"}},
+				}},
+				Destination: &api.ServiceRouteDestination{ServiceSubset: "v2", NumRetries: 2, RetryOn: []string{"5xx", "reset"}, RetryOnConnectFailure: true},
+			}}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			hit := &route.Request{Method: "POST", Path: "/admin/users", RawQuery: "v=2", Header: http.Header{}}
+			for _, tc := range []struct {
+				req  *route.Request
+				want string
+			}{
+				{hit, "d1/v2"},
+				{&route.Request{Method: "POST", Path: "/admin/users", RawQuery: "v=2", Header: http.Header{"X-Debug": {""}}}, "d1"},
+				{&route.Request{Method: "GET", Path: "/admin/users", RawQuery: "v=2", Header: http.Header{}}, "d1"},
+				{&route.Request{Method: "POST", Path: "/admin/users", RawQuery: "v=1", Header: http.Header{}}, "d1"},
+			} {
+				if d := tab.Match("d1", tc.req, 0); d.Target == nil || d.Target.Destination.String() != tc.want {
+					t.Errorf("%s %s?%s %v: %v, want %s", tc.req.Method, tc.req.Path, tc.req.RawQuery, tc.req.Header, d.Target, tc.want)
+				}
+			}
+			d := tab.Match("d1", hit, 0)
+			rp := d.Rule.RetryFor(d.Target)
+			if rp == nil || rp.MaxAttempts != 3 || !rp.On.HTTPStatus(502) || !rp.On.Reset || !rp.On.ConnectFailure {
+				t.Errorf("retry policy %+v, want 2 retries on 5xx, reset, connect-failure", rp)
+			}
+			if d.Rule.Timeout != 4*time.Second {
+				t.Errorf("timeout %v, want the resolver's 4s", d.Rule.Timeout)
+			}
+		},
+	}, {
+		name:     "RedirectToAnotherDatacenterRefused",
+		services: []string{"e1"},
+		entries: []api.ConfigEntry{
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "e1", Redirect: &api.ServiceResolverRedirect{Service: "e1", Datacenter: "dc2"}},
+		},
+		reject: "service-resolver/e1.Redirect.Datacenter",
+	}, {
+		name:     "RatelimitRetryRefused",
+		services: []string{"f1"},
+		entries: []api.ConfigEntry{
+			defaults("f1", "http"),
+			&api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "f1", Routes: []api.ServiceRoute{{
+				Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/x"}},
+				Destination: &api.ServiceRouteDestination{RetryOn: []string{"envoy-ratelimited"}},
+			}}},
+		},
+		reject: "service-router/f1.Routes[0].Destination.RetryOn[0]",
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, e := range tc.entries {
+				setEntry(t, c, e)
+			}
+			src, err := route.NewConsul(c, tc.services)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runConsul(t, src)
+			if tc.reject != "" {
+				waitFor(t, "a rejection", func() bool { return src.Status().LastRejection != nil })
+				st := src.Status()
+				if msg := st.LastRejection.Error(); !strings.Contains(msg, tc.reject) {
+					t.Errorf("rejection %q does not name %s", msg, tc.reject)
+				}
+				if st.Table.Has(tc.services[0]) {
+					t.Errorf("a table was published: %v", st.Table.Services())
+				}
+				return
+			}
+			select {
+			case <-src.Ready():
+			case <-time.After(30 * time.Second):
+				t.Fatalf("no table within 30 s: %+v", src.Status())
+			}
+			tc.check(t, src.Table())
 		})
 	}
 }

@@ -69,5 +69,42 @@
 // code; [File] follows a YAML or JSON file, applying a change only once it
 // reads the same twice. Neither ever applies an invalid config, or part
 // of one: the last good table stays, and the rejection is kept
-// ([Status]) and reported ([WithOnReject]).
+// ([Status]) and reported ([WithOnReject]). [Consul] follows Consul's
+// config entries, as the next section says.
+//
+// # Consul as the control plane
+//
+// [Consul] follows Consul's L7 config entries — service-router,
+// service-splitter, service-resolver and service-defaults — as Consul's
+// own proxies do, without a sidecar. It watches the discovery chain of
+// each named service with blocking queries (discovery's rules: the index
+// reset when it goes backwards and never 0, a token bucket, backoff with
+// jitter, a client-side timeout per query) and translates it:
+//
+//   - router routes become [Route]s in order, their matches (path exact,
+//     prefix or regex, headers with invert, query parameters, methods) a
+//     [Match]; the destination's prefix rewrite, request timeout, retries
+//     (NumRetries, RetryOnConnectFailure, RetryOn, RetryOnStatusCodes) and
+//     header changes the route's; Consul's implied catch-all comes last;
+//   - splitter splits become weighted [Backend]s, percentages in steps of
+//     0.01 as basis points, with the splits' header changes;
+//   - resolver subsets become [Subset]s, from the filters that select by
+//     meta and tags — Service.Meta.<key> == "<value>", "<tag>" in
+//     Service.Tags, Service.Tags contains "<tag>", joined by and — and
+//     redirects and default subsets the backends Consul resolved them to;
+//     the resolver's request timeout bounds routes that set none, and its
+//     load balancer (policy, a header or cookie hash) is the service's;
+//   - service-defaults' protocol is [Service.Protocol].
+//
+// Whatever the chain cannot express — a split's headers, a resolver's
+// timeouts and failover — is read from the config entries themselves.
+// A chain weft cannot apply (another filter, a target in another
+// datacenter, a retry on Envoy's rate-limit header) is refused whole with
+// a [*FieldError] naming the entry and field, such as
+// service-resolver/web.Subsets["v2"].Filter, and the last good table
+// stays; a field weft leaves unapplied (connect timeout, failover, idle
+// timeout, extra hash policies) is a warning in [Table.Warnings] under
+// the same kind of path. List every service the process calls: a
+// service that only appears as another's target routes to its subsets
+// as that chain says, not by its own chain.
 package route
