@@ -18,13 +18,28 @@
 // identity, then mutual TLS 1.3 that admits peers of the same trust domain
 // unless [WithAuthorizer] says otherwise.
 //
+// # One call path
+//
+// Every client call — an HTTP request through [Client.RoundTrip], a gRPC
+// unary call or stream on a connection of [Client.DialGRPC] — runs through
+// one call engine, in the same steps: route ([WithRoutes]), admit (the
+// client rate limit and the retry budget), pick (the service's balancer,
+// skipping open breakers and, for gRPC, endpoints without a ready
+// connection), the endpoint's circuit breaker, send, classify, then retry
+// or hedge within the budget and the caller's deadline, and record
+// (telemetry). HTTP and gRPC calls to a service share its balancer,
+// breakers, budget and rate limit. A stream is retried on another
+// endpoint only while nothing has been sent; its outcome is counted once,
+// however it ends.
+//
 // The options by concern:
 //
-//   - where and to whom: [WithDiscovery], [WithBalancer], [WithIdentity],
-//     [WithAuthorizer], [WithServerAuthorizer];
+//   - where and to whom: [WithDiscovery], [WithBalancer], [WithRoutes],
+//     [WithIdentity], [WithAuthorizer], [WithServerAuthorizer],
+//     [WithRequiredIdentities];
 //   - resilience on the client: [WithRetry], [WithHedging],
-//     [WithCircuitBreaker], [WithRateLimit], [WithMaxRetryWait], [WithHTTPClassifier],
-//     [WithGRPCClassifier];
+//     [WithIdempotent], [WithCircuitBreaker], [WithRateLimit],
+//     [WithMaxRetryWait], [WithHTTPClassifier], [WithGRPCClassifier];
 //   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
 //     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit],
 //     [WithTrustedPriority], [WithServerTimeouts];
