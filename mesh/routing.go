@@ -11,8 +11,11 @@ import (
 	"strings"
 	"sync"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
@@ -28,6 +31,15 @@ import (
 // changes, path and authority rewrites. A service the table does not
 // name is called as without routes. Tables change at run time; each call
 // reads the one current when it starts. A nil src is ignored.
+//
+// A call a route's fault aborts never reaches an endpoint, so breakers
+// and outlier detection never count it, and it is never retried; with
+// [WithTelemetry] it is recorded as one client span without an
+// endpoint, carrying the event "weft.fault.abort" (attribute
+// weft.fault.abort: the HTTP status or gRPC code). A delayed call adds
+// the event "weft.fault.delay" (weft.fault.delay: seconds) to the span
+// of its context: the call's own span when it has one, else the
+// caller's.
 //
 // Routes of gRPC calls may send to subsets of the dialled service only:
 // a gRPC connection holds connections to that service's endpoints; they
@@ -185,7 +197,9 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 		}
 		if status != 0 {
 			closeBody(r)
-			return answer(r, status, "fault filter abort"), nil
+			resp := answer(r, status, "fault filter abort")
+			cl.faultAborted(ctx, r, dec.Rule, resp, nil)
+			return resp, nil
 		}
 	}
 	if m := dec.Rule.Mirror; m != nil && m.Share.Hit(rand.Uint64()) {
@@ -199,6 +213,7 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 // it ends during the delay.
 func (cl *cluster) fault(ctx context.Context, f *route.FaultPolicy) (int, error) {
 	if f.Delay > 0 && f.DelayShare.Hit(rand.Uint64()) {
+		faultEvent(ctx, "weft.fault.delay", faultDelayKey.Float64(f.Delay.Seconds()))
 		if err := cl.guard.clock.sleep(ctx, f.Delay); err != nil {
 			return 0, fmt.Errorf("mesh: %q: fault delay: %w", cl.service, err)
 		}
@@ -389,7 +404,48 @@ func (gc *grpcConn) faultGRPC(ctx context.Context, f *route.FaultPolicy) error {
 	if code == codes.OK {
 		code = grpcCodeOf(status)
 	}
-	return &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, gc.cl.service)}
+	err = &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, gc.cl.service)}
+	gc.cl.faultAborted(ctx, nil, nil, nil, err)
+	return err
+}
+
+// The attributes of the span events of faults.
+const (
+	faultDelayKey = attribute.Key("weft.fault.delay") // seconds
+	faultAbortKey = attribute.Key("weft.fault.abort") // HTTP status or gRPC code
+	faultRouteKey = attribute.Key("weft.route")
+)
+
+// faultEvent adds a fault's event to the recording span of ctx, if any:
+// the call's span when the call has one of its own (see
+// [WithTelemetry]), else the caller's.
+func faultEvent(ctx context.Context, name string, attrs ...attribute.KeyValue) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(name, trace.WithAttributes(attrs...))
+	}
+}
+
+// faultAborted records a call a route's fault aborted: as the call never
+// reaches an endpoint, its one attempt is the client's own answer — a
+// client span (no endpoint) with the event "weft.fault.abort" and the
+// outcome, resp (HTTP, with r and rule) or err (gRPC, under the call
+// started in ctx). Nothing is recorded without telemetry; breakers and
+// outlier detection never see the call.
+func (cl *cluster) faultAborted(ctx context.Context, r *http.Request, rule *route.Rule, resp *http.Response, err error) {
+	if cl.tel == nil {
+		return
+	}
+	if r == nil { // gRPC: the call was started by the caller
+		actx, att := cl.tel.CallOf(ctx).StartAttempt(ctx, nil)
+		faultEvent(actx, "weft.fault.abort", faultAbortKey.String(status.Code(err).String()))
+		att.EndGRPC(err)
+		return
+	}
+	ctx, call := cl.tel.StartHTTP(ctx, r)
+	actx, att := call.StartAttempt(ctx, r)
+	faultEvent(actx, "weft.fault.abort", faultAbortKey.Int(resp.StatusCode), faultRouteKey.String(rule.Name))
+	att.EndHTTP(resp, nil)
+	call.EndHTTP(resp, nil)
 }
 
 // routeMetadata returns ctx with the route's metadata changes applied to

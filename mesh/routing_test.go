@@ -7,13 +7,18 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/internal/leaktest"
@@ -320,4 +325,96 @@ services:
 	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-elsewhere", "1"), cc); status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrRouteUnsupported) {
 		t.Fatalf("route to another service: %v", err)
 	}
+}
+
+// TestFaultTelemetry: a call a route's fault aborts says so in its span
+// (event "weft.fault.abort" on a client span without endpoint), HTTP and
+// gRPC, never reaches a server, and is not counted by the breakers: a
+// breaker that trips on one failure stays closed through the aborts.
+func TestFaultTelemetry(t *testing.T) {
+	leaktest.Check(t)
+	rig := newTelRig(t)
+	var arrived atomic.Int64
+	rig.serveHTTP("pay", telAID, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived.Add(1)
+		io.WriteString(w, "ok")
+	}))
+	rig.serveGRPC("greet", telAID, func(s *grpc.Server) {
+		demo.RegisterFunc(s, func(context.Context) (string, error) { arrived.Add(1); return "ok", nil })
+	})
+	src := staticRoutes(t, `
+services:
+  pay:
+    routes:
+      - name: aborted
+        match: [{path: {exact: /fault}}]
+        fault: {abort: {httpStatus: 503, percent: 100}}
+  greet:
+    routes:
+      - name: aborted
+        match: [{headers: {x-fault: {present: true}}}]
+        fault: {abort: {grpcStatus: UNAVAILABLE, percent: 100}}
+`)
+	c := rig.client(telClientID, WithRoutes(src), WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 1, FailureRatio: 2}))
+	hc := c.HTTPClient()
+	cc, err := c.DialGRPC("greet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 20*time.Second)
+	const n = 5
+	for range n {
+		if code, body, _, err := payGet(ctx, hc, "/fault", nil); err != nil || code != 503 || body != "fault filter abort" {
+			t.Fatalf("faulted HTTP call: %d %q %v", code, body, err)
+		}
+		if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-fault", "1"), cc); status.Code(err) != codes.Unavailable {
+			t.Fatalf("faulted gRPC call: %v", err)
+		}
+	}
+	if got := arrived.Load(); got != 0 {
+		t.Fatalf("servers saw %d faulted calls", got)
+	}
+	// Breakers tripping on one failure let the next calls through.
+	if code, body, _, err := payGet(ctx, hc, "/ok", nil); err != nil || code != 200 || body != "ok" {
+		t.Fatalf("HTTP call after the aborts: %d %q %v", code, body, err)
+	}
+	if got, err := demo.Whoami(ctx, cc); err != nil || got != "ok" {
+		t.Fatalf("gRPC call after the aborts: %q %v", got, err)
+	}
+	var httpFaults, grpcFaults int
+	for _, s := range rig.spans.Ended() {
+		for _, e := range s.Events() {
+			if e.Name != "weft.fault.abort" {
+				continue
+			}
+			if s.SpanKind() != trace.SpanKindClient {
+				t.Errorf("fault event on a %v span %q", s.SpanKind(), s.Name())
+			}
+			switch v := attrOf(e.Attributes, "weft.fault.abort"); v.AsString() {
+			case "":
+				if v.AsInt64() == 503 && attrOf(s.Attributes(), "http.response.status_code").AsInt64() == 503 {
+					httpFaults++
+				}
+			case "Unavailable":
+				grpcFaults++
+			}
+		}
+	}
+	if httpFaults != n || grpcFaults != n {
+		t.Fatalf("spans with a fault event: %d HTTP, %d gRPC; want %d each", httpFaults, grpcFaults, n)
+	}
+	if logs := rig.logs.String(); strings.Contains(logs, "weft.breaker.state_change") {
+		t.Fatalf("a breaker changed state:\n%s", logs)
+	}
+}
+
+// attrOf returns the value of key in attrs (the zero Value when absent).
+func attrOf(attrs []attribute.KeyValue, key attribute.Key) attribute.Value {
+	for _, kv := range attrs {
+		if kv.Key == key {
+			return kv.Value
+		}
+	}
+	return attribute.Value{}
 }
