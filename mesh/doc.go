@@ -42,7 +42,7 @@
 //     [WithMaxRetryWait], [WithHTTPClassifier], [WithGRPCClassifier];
 //   - protection on the server: [WithAccessPolicy], [WithAccessAudit],
 //     [WithRouteRateLimit], [WithPeerRateLimit], [WithConcurrencyLimit],
-//     [WithTrustedPriority], [WithServerTimeouts];
+//     [WithTrustedPriority], [WithServerTimeouts], [WithStreamResetLimit];
 //   - what happened: [WithTelemetry], [WithLogger];
 //   - tests: [WithClock].
 //

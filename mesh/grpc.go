@@ -187,7 +187,8 @@ func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 // GRPCServerOptions returns the options that put a gRPC server in the
 // mesh: with an identity, TLS 1.3 credentials that require and verify a
 // client SVID (the caller's ID is then available through [PeerID]); a
-// bound on concurrent streams per connection; and keepalive enforcement
+// bound on concurrent streams per connection; a bound on the streams a
+// client may reset ([WithStreamResetLimit]); and keepalive enforcement
 // against ping floods.
 func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 	cfg, err := newServerConfig(opts)
@@ -198,13 +199,15 @@ func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 		grpc.MaxConcurrentStreams(DefaultMaxConcurrentStreams),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	}
+	var creds credentials.TransportCredentials // nil: plaintext
 	if cfg.identity != nil {
 		tlsConfig, err := tlsid.ServerConfig(cfg.identity, cfg.authorize)
 		if err != nil {
 			return nil, fmt.Errorf("mesh: gRPC server options: %w", err)
 		}
-		out = append(out, grpc.Creds(credentials.NewTLS(tlsConfig)))
+		creds = credentials.NewTLS(tlsConfig)
 	}
+	out = append(out, grpc.Creds(resetLimitCredentials(creds, cfg.maxResets)))
 	out = append(out, telemetryGRPCServerOptions(&cfg)...)
 	out = append(out, accessGRPCOptions(&cfg)...)
 	out = append(out, protectGRPCOptions(&cfg)...)

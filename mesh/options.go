@@ -45,6 +45,7 @@ type serverConfig struct {
 	logger    *slog.Logger
 	access    *accessConfig        // request policies, see access.go
 	timeouts  ServerTimeouts       // timeouts.go
+	maxResets int                  // stream resets per second (reset.go); 0: the default
 	telemetry *telemetry.Telemetry // nil: none (telemetry.go)
 	// stopObserving stops telemetry's watch of the identity's expiry.
 	stopObserving func()
