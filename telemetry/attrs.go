@@ -33,6 +33,9 @@ const (
 	RejectReasonKey = calltel.RejectReasonKey
 	// SideKey is "client" or "server".
 	SideKey = calltel.SideKey
+	// RouteSourceKey names the source of a refused route update on
+	// weft.route.rejections ("static", "file:/etc/weft/routes.yaml").
+	RouteSourceKey = calltel.RouteSourceKey
 )
 
 // Redact returns the text of err with anything that may carry a secret

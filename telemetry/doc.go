@@ -46,8 +46,8 @@
 // never are. Mesh state goes to weft.endpoint.count,
 // weft.endpoint.ejections, weft.breaker.transitions,
 // weft.retry.budget_exhausted, weft.request.rejections,
-// weft.authorization.denials, weft.certificate.expiry and
-// weft.discovery.errors through the recorder methods
+// weft.authorization.denials, weft.certificate.expiry,
+// weft.discovery.errors and weft.route.rejections through the recorder methods
 // ([Telemetry.BreakerChanged], [Telemetry.Rejected], ...), which also add
 // span events and log/slog records.
 //

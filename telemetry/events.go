@@ -112,3 +112,11 @@ func (t *Telemetry) ObserveSVIDs(src x509svid.Source) (stop func()) {
 func (t *Telemetry) DiscoveryError(ctx context.Context, service string, err error) {
 	t.recorder().DiscoveryError(ctx, service, err)
 }
+
+// RouteRejected records an update of route tables (package route) that
+// source refused, its table left as it was (weft.route.rejections by
+// weft.route.source, event "weft.route.rejected" with the reason
+// redacted). mesh.ReportRouteRejections calls it.
+func (t *Telemetry) RouteRejected(ctx context.Context, source string, err error) {
+	t.recorder().RouteRejected(ctx, source, err)
+}

@@ -506,9 +506,10 @@ func TestEventsAndSecrets(t *testing.T) {
 	r.tel.RetryBudgetExhausted(ctx, "payments")
 	r.tel.EndpointCounts("payments", 3, 1)
 	r.tel.CertificateRotated(ctx, "spiffe://example.org/a", time.Unix(2e9, 0))
+	r.tel.RouteRejected(ctx, "file:/etc/weft/routes.yaml", fmt.Errorf("reading http://cfg/routes?token=%s: bad", token))
 	span.End()
 	logs := r.logs.String()
-	for _, want := range []string{"weft.discovery.error", "weft.authorization.denied", "weft.breaker.state_change", "weft.endpoint.ejected", "weft.certificate.rotated"} {
+	for _, want := range []string{"weft.discovery.error", "weft.authorization.denied", "weft.breaker.state_change", "weft.endpoint.ejected", "weft.certificate.rotated", "weft.route.rejected"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("no %s log record", want)
 		}
@@ -517,8 +518,8 @@ func TestEventsAndSecrets(t *testing.T) {
 		t.Errorf("token in logs: %s", logs)
 	}
 	events := spanNamed(t, r.spans.Ended(), "op").Events()
-	if len(events) < 7 {
-		t.Errorf("%d span events, want at least 7", len(events))
+	if len(events) < 8 {
+		t.Errorf("%d span events, want at least 8", len(events))
 	}
 	for _, e := range events {
 		for _, kv := range e.Attributes {
@@ -530,6 +531,9 @@ func TestEventsAndSecrets(t *testing.T) {
 	rejects := r.metric(t, "weft.request.rejections").Data.(metricdata.Sum[int64]).DataPoints
 	if len(rejects) != 2 {
 		t.Errorf("%d rejection series, want 2 (rate_limit, _OTHER)", len(rejects))
+	}
+	if rr := r.metric(t, "weft.route.rejections").Data.(metricdata.Sum[int64]).DataPoints; len(rr) != 1 || rr[0].Value != 1 {
+		t.Errorf("route rejections %v, want one of one source", rr)
 	}
 	gauge := r.metric(t, "weft.endpoint.count").Data.(metricdata.Gauge[int64]).DataPoints
 	if len(gauge) != 2 {

@@ -33,6 +33,7 @@ const (
 	EndpointStateKey = attribute.Key("weft.endpoint.state")
 	RejectReasonKey  = attribute.Key("weft.reject.reason")
 	SideKey          = attribute.Key("weft.side")
+	RouteSourceKey   = attribute.Key("weft.route.source")
 )
 
 // other is the value the semantic conventions use for anything outside a

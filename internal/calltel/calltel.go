@@ -151,6 +151,7 @@ type instruments struct {
 	certExpiry     metric.Int64ObservableGauge // weft.certificate.expiry
 	discoveryErrs  metric.Int64Counter         // weft.discovery.errors
 	ejections      metric.Int64Counter         // weft.endpoint.ejections
+	routeRejects   metric.Int64Counter         // weft.route.rejections
 }
 
 func (in *instruments) init(m metric.Meter) error {
@@ -182,5 +183,6 @@ func (in *instruments) init(m metric.Meter) error {
 	err = errors.Join(err, e)
 	in.discoveryErrs = counter("weft.discovery.errors", "{error}", "Errors reported by service discovery.")
 	in.ejections = counter("weft.endpoint.ejections", "{ejection}", "Endpoints ejected by outlier detection.")
+	in.routeRejects = counter("weft.route.rejections", "{update}", "Route table updates refused as invalid, by source.")
 	return err
 }

@@ -274,3 +274,14 @@ func (t *Telemetry) DiscoveryError(ctx context.Context, service string, err erro
 	t.inst.discoveryErrs.Add(context.Background(), 1, set(ServiceKey.String(service)))
 	t.event(ctx, slog.LevelWarn, "weft.discovery.error", ServiceKey.String(service), attribute.String("error.message", Redact(err)))
 }
+
+// RouteRejected records an update of route tables that source refused
+// (weft.route.rejections, event "weft.route.rejected"), its reason
+// redacted.
+func (t *Telemetry) RouteRejected(ctx context.Context, source string, err error) {
+	if t == nil {
+		return
+	}
+	t.inst.routeRejects.Add(context.Background(), 1, set(RouteSourceKey.String(source)))
+	t.event(ctx, slog.LevelWarn, "weft.route.rejected", RouteSourceKey.String(source), attribute.String("error.message", Redact(err)))
+}
