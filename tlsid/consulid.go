@@ -36,6 +36,15 @@ func (s *ConsulSource) ServiceID(dc, service string) (spiffeid.ID, error) {
 	return consulServiceID(s.TrustDomain(), dc, service)
 }
 
+// ServiceNaming returns the naming of the services of datacenter dc of
+// the source's Consul cluster: for each service, its Connect ID
+// ([ConsulSource.ServiceID]). It fits discovery.WithNaming, so that a
+// client expects each service's servers to present that service's ID
+// (secure naming), not any ID of the trust domain.
+func (s *ConsulSource) ServiceNaming(dc string) func(service string) (spiffeid.ID, error) {
+	return func(service string) (spiffeid.ID, error) { return s.ServiceID(dc, service) }
+}
+
 func consulServiceID(td spiffeid.TrustDomain, dc, service string) (spiffeid.ID, error) {
 	for _, seg := range []struct{ what, v string }{{"datacenter", dc}, {"service", service}} {
 		if err := spiffeid.ValidatePathSegment(seg.v); err != nil {
