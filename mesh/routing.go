@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"strconv"
@@ -20,6 +21,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/route"
+	"github.com/weftmesh/weft/telemetry"
 )
 
 // WithRoutes routes the client's calls by the tables src publishes
@@ -30,7 +32,10 @@ import (
 // which policy: timeout, retries and hedging, faults, mirroring, header
 // changes, path and authority rewrites. A service the table does not
 // name is called as without routes. Tables change at run time; each call
-// reads the one current when it starts. A nil src is ignored.
+// reads the one current when it starts; an update the source refuses
+// leaves the table as it was (build the source with
+// [ReportRouteRejections] to log and count such refusals). A nil src is
+// ignored.
 //
 // A call a route's fault aborts never reaches an endpoint, so breakers
 // and outlier detection never count it, and it is never retried; with
@@ -50,6 +55,29 @@ func WithRoutes(src route.Source) ClientOption {
 			c.routes = src
 			c.resilience.routed = true
 		}
+	})
+}
+
+// ReportRouteRejections returns the option of a route source
+// ([route.WithOnReject]) that reports each update the source refuses:
+// logged at warn level with logger ("mesh: route update refused", with
+// the source and every problem with the path of its field, redacted) and
+// recorded with t (weft.route.rejections by source, event
+// "weft.route.rejected"). The source's table stays as it was, and the
+// rejection stays readable from its Status.
+//
+// The caller builds the source before the client, and the client only
+// reads its tables, so the report is wired where the source is made:
+// pass the logger and telemetry the client is given ([WithLogger],
+// [WithTelemetry]). A nil logger or t is ignored.
+func ReportRouteRejections(logger *slog.Logger, t *telemetry.Telemetry) route.Option {
+	return route.WithOnReject(func(r route.Rejection) {
+		ctx := context.Background()
+		if logger != nil {
+			logger.LogAttrs(ctx, slog.LevelWarn, "mesh: route update refused; the previous table stays",
+				slog.String("source", r.Source), slog.String("error", telemetry.Redact(r.Err)))
+		}
+		t.RouteRejected(ctx, r.Source, r.Err)
 	})
 }
 

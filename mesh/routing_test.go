@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -417,4 +418,68 @@ func attrOf(attrs []attribute.KeyValue, key attribute.Key) attribute.Value {
 		}
 	}
 	return attribute.Value{}
+}
+
+// TestRouteRejectionsReported: an update a source refuses is logged with
+// each problem's path and counted in weft.route.rejections, and the
+// table stays.
+func TestRouteRejectionsReported(t *testing.T) {
+	leaktest.Check(t)
+	rig := newTelRig(t)
+	const good = "services: {pay: {defaultSubset: v1, subsets: {v1: {tags: [v1]}}}}"
+	cfg, err := route.Parse([]byte(good), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := route.NewStatic(cfg, ReportRouteRejections(rig.logger(), rig.telemetry()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := src.Table()
+	for _, bad := range []string{
+		"services: {pay: {defaultSubset: v9, subsets: {v1: {tags: [v1]}}}}",
+		"services: {pay: {routes: [{match: [{path: {regex: '(a'}}]}]}}",
+	} {
+		cfg, err := route.Parse([]byte(bad), route.YAML)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Update(cfg); !errors.Is(err, route.ErrInvalid) {
+			t.Fatalf("update %s: %v, want a refusal", bad, err)
+		}
+	}
+	if src.Table() != before {
+		t.Fatal("a refused update replaced the table")
+	}
+	logs := rig.logs.String()
+	for _, want := range []string{"mesh: route update refused", "services.pay.defaultSubset", "services.pay.routes[0].match[0].path.regex", "weft.route.rejected"} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("no %q in the logs:\n%s", want, logs)
+		}
+	}
+	rejected := rig.counterSum(t, "weft.route.rejections")
+	if rejected != 2 {
+		t.Fatalf("weft.route.rejections = %d, want 2", rejected)
+	}
+}
+
+// counterSum returns the sum of the data points of the Int64 counter
+// name, 0 when it has none.
+func (r *telRig) counterSum(t *testing.T, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := r.reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name == name {
+				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
+					sum += dp.Value
+				}
+			}
+		}
+	}
+	return sum
 }

@@ -472,21 +472,7 @@ func TestTelemetryRetryBudget(t *testing.T) {
 	if !event {
 		t.Error("no weft.retry.budget_exhausted event on the call span")
 	}
-	var rm metricdata.ResourceMetrics
-	if err := r.reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var exhausted int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name == "weft.retry.budget_exhausted" {
-				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
-					exhausted += dp.Value
-				}
-			}
-		}
-	}
-	if exhausted != 1 {
+	if exhausted := r.counterSum(t, "weft.retry.budget_exhausted"); exhausted != 1 {
 		t.Errorf("weft.retry.budget_exhausted = %d, want 1", exhausted)
 	}
 }
