@@ -264,7 +264,7 @@ func newHTTPAccept(t *testing.T) *httpAccept {
 	return a
 }
 
-func staticRoutes(t *testing.T, yaml string) *route.Static {
+func staticRoutes(t testing.TB, yaml string) *route.Static {
 	t.Helper()
 	cfg, err := route.Parse([]byte(yaml), route.YAML)
 	if err != nil {

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/weftmesh/weft/internal/demo"
-	"github.com/weftmesh/weft/route"
 )
 
 // benchRoutesYAML routes the test environment's services with ten
@@ -37,14 +36,7 @@ services:
 // ("routed"). The allocations differ by at most one.
 func BenchmarkRoutedCall(b *testing.B) {
 	env := newTestEnv(b, 1)
-	cfg, err := route.Parse([]byte(benchRoutesYAML), route.YAML)
-	if err != nil {
-		b.Fatal(err)
-	}
-	src, err := route.NewStatic(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
+	src := staticRoutes(b, benchRoutesYAML)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, mode := range []struct {
