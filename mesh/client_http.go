@@ -108,13 +108,9 @@ func (x *httpExchange) send(actx context.Context, a *attempt) {
 		routeRequest(x.dec, out)
 	}
 	if _, att := cl.startAttempt(x.call, actx, out, a.ep); att != nil {
-		// The attempt's trace context goes out in a copy of the headers;
-		// the caller's stay untouched.
-		out.Header = out.Header.Clone()
-		if out.Header == nil {
-			out.Header = make(http.Header, 2)
-		}
-		att.InjectHTTP(out.Header)
+		// The attempt's trace context goes out in a copy of the headers,
+		// made only when there is one to add; the caller's stay untouched.
+		out.Header = att.InjectHTTP(out.Header)
 		a.resp, a.err = cl.transport.RoundTrip(out)
 		att.EndHTTP(a.resp, a.err)
 	} else {

@@ -91,7 +91,7 @@ func BenchmarkHTTPClient(b *testing.B) {
 				_, att := call.StartAttempt(cctx, req)
 				att.SetEndpoint("payments-1", "10.0.0.1:8443")
 				att.SetBreakerState("closed")
-				att.InjectHTTP(h)
+				_ = att.InjectHTTP(h)
 				att.EndHTTP(resp, nil)
 				call.EndHTTP(resp, nil)
 			}

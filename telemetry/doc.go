@@ -64,7 +64,12 @@
 // (see BenchmarkTelemetryHTTP and BenchmarkTelemetryGRPC in mesh, which
 // measure both): attribute sets of metric series are built once per
 // series and reused; span attributes are built only when the span is
-// recording and given to it in one batch; no per-request map is made;
-// single-attempt calls make one client span, not two. A nil *Telemetry
+// recording and given to it in one batch; attempt spans under a call span
+// do not repeat the call's destination; single-attempt calls make one
+// client span, not two. The trace context of an attempt is written into
+// storage of the attempt's own, and the request's header is copied only
+// when there is a field to add; an unsampled call still propagates its
+// trace context (sampled=0), so that the services it calls follow the
+// decision. A nil *Telemetry
 // costs nothing: no allocation on any path (TestNilIsFree).
 package telemetry

@@ -147,7 +147,7 @@ func httpCall(t testing.TB, dst *calltel.Destination, client *http.Client, req *
 	ctx, call := dst.StartHTTP(req.Context(), req)
 	actx, att := call.StartAttempt(ctx, req)
 	out := req.Clone(actx)
-	att.InjectHTTP(out.Header)
+	out.Header = att.InjectHTTP(out.Header)
 	att.SetEndpoint("ep-1", req.URL.Host)
 	resp, err := client.Transport.RoundTrip(out)
 	att.EndHTTP(resp, err)
@@ -211,9 +211,16 @@ func TestHTTPSpansAndMetrics(t *testing.T) {
 			t.Errorf("span %q in another trace", s.Name())
 		}
 	}
+	// The call span carries the destination; its attempts do not repeat it.
+	for k, v := range map[attribute.Key]string{telemetry.ServiceKey: "users", telemetry.PolicyKey: "round_robin"} {
+		if got, _ := attr(call.Attributes(), k); got.AsString() != v {
+			t.Errorf("call %s = %q, want %q", k, got.AsString(), v)
+		}
+		if got, ok := attr(attempt.Attributes(), k); ok {
+			t.Errorf("attempt repeats %s = %q", k, got.AsString())
+		}
+	}
 	want := map[attribute.Key]attribute.Value{
-		telemetry.ServiceKey:        attribute.StringValue("users"),
-		telemetry.PolicyKey:         attribute.StringValue("round_robin"),
 		telemetry.AttemptKey:        attribute.IntValue(1),
 		telemetry.RetryKey:          attribute.BoolValue(false),
 		telemetry.EndpointKey:       attribute.StringValue("ep-1"),
@@ -268,7 +275,7 @@ func TestRetryAttemptsAreChildSpans(t *testing.T) {
 	for i := 0; i < 2; i++ {
 		actx, att := call.StartAttempt(ctx, req)
 		out := req.Clone(actx)
-		att.InjectHTTP(out.Header)
+		out.Header = att.InjectHTTP(out.Header)
 		resp, err = srv.Client().Transport.RoundTrip(out)
 		att.EndHTTP(resp, err)
 		if err != nil {
@@ -595,7 +602,7 @@ func TestNilIsFree(t *testing.T) {
 	allocs := testing.AllocsPerRun(1000, func() {
 		c, call := dst.StartHTTP(ctx, req)
 		a, att := call.StartAttempt(c, req)
-		att.InjectHTTP(req.Header)
+		_ = att.InjectHTTP(req.Header)
 		att.SetEndpoint("id", "127.0.0.1:1")
 		att.SetBreakerState("closed")
 		_ = a

@@ -209,9 +209,14 @@ func (b *boundedSet) get(s string) string {
 // cowMap is a copy-on-write map: lock-free, allocation-free reads, for
 // the few values (precomputed attribute sets) that are built once and
 // read on every call.
+//
+// With a limit above zero, values beyond limit are built on every get
+// instead of kept, so keys that churn (endpoints) cannot grow it without
+// bound.
 type cowMap[K comparable, V any] struct {
-	mu sync.Mutex
-	m  atomic.Pointer[map[K]V]
+	limit int
+	mu    sync.Mutex
+	m     atomic.Pointer[map[K]V]
 }
 
 func (c *cowMap[K, V]) get(k K, build func() V) V {
@@ -230,6 +235,9 @@ func (c *cowMap[K, V]) get(k K, build func() V) V {
 		}
 	}
 	v := build()
+	if c.limit > 0 && len(old) >= c.limit {
+		return v
+	}
 	next := make(map[K]V, len(old)+1)
 	for k, v := range old {
 		next[k] = v

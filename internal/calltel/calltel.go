@@ -42,9 +42,12 @@ var Of func(t any) *Telemetry
 type Telemetry struct {
 	tracer trace.Tracer
 	prop   propagation.TextMapPropagator
-	log    *slog.Logger
-	route  func(*http.Request) string
-	inst   instruments
+	// w3c says prop is the default (W3C Trace Context and Baggage),
+	// which attempts inject without the propagator's allocations.
+	w3c   bool
+	log   *slog.Logger
+	route func(*http.Request) string
+	inst  instruments
 
 	// methods bounds the gRPC method names used as metric attributes.
 	methods *boundedSet
@@ -89,7 +92,8 @@ func New(cfg Config) (*Telemetry, error) {
 	if cfg.MeterProvider == nil {
 		cfg.MeterProvider = otel.GetMeterProvider()
 	}
-	if cfg.Propagator == nil {
+	w3c := cfg.Propagator == nil
+	if w3c {
 		cfg.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	if cfg.Logger == nil {
@@ -104,6 +108,7 @@ func New(cfg Config) (*Telemetry, error) {
 	t := &Telemetry{
 		tracer:  cfg.TracerProvider.Tracer(ScopeName),
 		prop:    cfg.Propagator,
+		w3c:     w3c,
 		log:     cfg.Logger,
 		route:   cfg.Route,
 		now:     cfg.Now,

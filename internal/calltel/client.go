@@ -2,6 +2,7 @@ package calltel
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/http"
@@ -9,10 +10,13 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -37,6 +41,9 @@ type Destination struct {
 	httpSeries cowMap[httpSeries, []metric.RecordOption]
 	rpcSeries  cowMap[rpcSeries, []metric.RecordOption]
 	routes     *boundedSet
+	// endpoints are the span attributes of each endpoint, by ID and
+	// address, built on first use.
+	endpoints cowMap[endpointKey, []attribute.KeyValue]
 }
 
 type httpSeries struct {
@@ -75,6 +82,7 @@ func (t *Telemetry) Destination(service, policy string, retries bool) *Destinati
 		return d
 	}
 	d := &Destination{t: t, service: service, policy: policy, single: !retries, routes: newBoundedSet(maxRoutes)}
+	d.endpoints.limit = maxEndpoints
 	d.callAttrs = []attribute.KeyValue{ServiceKey.String(service), PolicyKey.String(policy)}
 	d.callStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindInternal)}
 	d.attStart = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindClient)}
@@ -120,6 +128,9 @@ type Call struct {
 	rpc      string // gRPC method, without the leading '/'
 	attempts atomic.Int32
 	inflight atomic.Int32
+	// first is the call's first attempt, kept here so that a call of one
+	// attempt is one allocation.
+	first Attempt
 }
 
 // StartHTTP starts the logical call for the HTTP request r and returns
@@ -140,7 +151,7 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 			c.span.SetAttributes(attrs...)
 		}
 	}
-	return context.WithValue(ctx, callKey{}, c), c
+	return ctx, c
 }
 
 // StartGRPC starts the logical call of the gRPC method fullMethod
@@ -157,23 +168,7 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 			c.span.SetAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC, keyRPCMethod.String(c.rpc))...)
 		}
 	}
-	return context.WithValue(ctx, callKey{}, c), c
-}
-
-// callKey finds the call of an attempt in its context: it is how the
-// code that makes an attempt (deep in mesh's retry loop, or an
-// interceptor inside grpc-go's chain) learns of the call that was started
-// around it. It carries the state of one call, not configuration.
-type callKey struct{}
-
-// CallOf returns the call started by d whose context ctx is (or derives
-// from), or nil.
-func (d *Destination) CallOf(ctx context.Context) *Call {
-	if d == nil {
-		return nil
-	}
-	c, _ := ctx.Value(callKey{}).(*Call)
-	return c
+	return ctx, c
 }
 
 // Attempt is one attempt of a [Call]: a client span and one
@@ -190,6 +185,9 @@ type Attempt struct {
 	route string
 	// attrs collects the span's attributes until End sets them at once.
 	attrs []attribute.KeyValue
+	// inject holds what the propagator injects for the attempt: the
+	// header fields or metadata pairs, in storage of the attempt's own.
+	inject injection
 }
 
 // StartAttempt starts an attempt of c, numbered from 1 in the order
@@ -204,7 +202,12 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 		return ctx, nil
 	}
 	d := c.d
-	a := &Attempt{c: c, start: d.t.now(), n: c.attempts.Add(1)}
+	n := c.attempts.Add(1)
+	a := &c.first
+	if n > 1 {
+		a = new(Attempt)
+	}
+	a.c, a.start, a.n = c, d.t.now(), n
 	hedge := c.inflight.Add(1) > 1
 	retry := a.n > 1 && !hedge
 	name := c.rpc
@@ -222,7 +225,11 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 	a.ctx, a.span = d.t.tracer.Start(ctx, name, d.attStart...)
 	if a.span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 16)
-		attrs = append(attrs, d.callAttrs...)
+		if d.single {
+			// The attempt is the call's only span: it carries the call's
+			// attributes. Otherwise the call span above it has them.
+			attrs = append(attrs, d.callAttrs...)
+		}
 		attrs = append(attrs, AttemptKey.Int(int(a.n)), RetryKey.Bool(retry), HedgeKey.Bool(hedge))
 		if c.rpc != "" {
 			attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(c.rpc))
@@ -247,13 +254,21 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 	return a.ctx, a
 }
 
-// InjectHTTP writes the attempt's trace context into h, the headers of
-// the request that carries the attempt.
-func (a *Attempt) InjectHTTP(h http.Header) {
+// InjectHTTP returns the header to send the attempt with: h with the
+// attempt's trace context added, in a copy (h itself is not modified),
+// or h itself when the propagator has nothing to add. The copy shares
+// h's value slices, which a request's sender only reads.
+func (a *Attempt) InjectHTTP(h http.Header) http.Header {
 	if a == nil {
-		return
+		return h
 	}
-	a.c.d.t.prop.Inject(a.ctx, headerCarrier(h))
+	in := &a.inject
+	in.src, in.dst = h, nil
+	a.c.d.t.inject(a.ctx, (*headerInjector)(in), in)
+	if in.dst == nil {
+		return h
+	}
+	return in.dst
 }
 
 // SetEndpoint records the endpoint the balancer chose for the attempt:
@@ -262,14 +277,22 @@ func (a *Attempt) SetEndpoint(id, addr string) {
 	if a == nil || a.attrs == nil {
 		return
 	}
-	host, port, err := net.SplitHostPort(addr)
-	if err != nil {
-		a.attrs = append(a.attrs, EndpointKey.String(id), keyServerAddr.String(addr))
-		return
-	}
-	p, _ := strconv.Atoi(port)
-	a.attrs = append(a.attrs, EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p))
+	a.attrs = append(a.attrs, a.c.d.endpoints.get(endpointKey{id, addr}, func() []attribute.KeyValue {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return []attribute.KeyValue{EndpointKey.String(id), keyServerAddr.String(addr)}
+		}
+		p, _ := strconv.Atoi(port)
+		return []attribute.KeyValue{EndpointKey.String(id), keyServerAddr.String(host), keyServerPort.Int(p)}
+	})...)
 }
+
+// maxEndpoints bounds the endpoints whose span attributes a destination
+// keeps; those of further endpoints are built per attempt.
+const maxEndpoints = 1024
+
+// endpointKey identifies an endpoint's span attributes.
+type endpointKey struct{ id, addr string }
 
 // SetBreakerState records the state of the chosen endpoint's circuit
 // breaker when it admitted the attempt: "closed", "half-open" or "open".
@@ -416,15 +439,144 @@ func breakerState(s string) string {
 }
 
 // InjectGRPC returns ctx with the attempt's trace context added to the
-// outgoing gRPC metadata; ctx itself for a nil a.
+// outgoing gRPC metadata; ctx itself for a nil a, or when the
+// propagator has nothing to add.
 func (a *Attempt) InjectGRPC(ctx context.Context) context.Context {
 	if a == nil {
 		return ctx
 	}
-	md, ok := metadata.FromOutgoingContext(ctx)
-	if !ok {
-		md = metadata.MD{}
+	in := &a.inject
+	in.kv = in.kvBuf[:0]
+	a.c.d.t.inject(a.ctx, (*mdInjector)(in), in)
+	if len(in.kv) == 0 {
+		return ctx
 	}
-	a.c.d.t.prop.Inject(ctx, mdCarrier(md))
-	return metadata.NewOutgoingContext(ctx, md)
+	return metadata.AppendToOutgoingContext(ctx, in.kv...)
+}
+
+// injection receives what a propagator injects for one attempt, into
+// storage of the attempt's own: the default propagators set at most
+// three fields (traceparent, tracestate, baggage), so an attempt adds
+// its trace context without allocating for the fields themselves.
+type injection struct {
+	// HTTP: the caller's header, and the copy made on the first Set.
+	src, dst http.Header
+	vals     [injectSlots]string
+	nv       int
+	// gRPC: key/value pairs for the outgoing metadata, in kvBuf until
+	// it is full.
+	kv    []string
+	kvBuf [2 * injectSlots]string
+	// tp holds the attempt's traceparent value once formatted; it is
+	// never written again, so strings made from it stay valid.
+	tp     [traceparentLen]byte
+	tpUsed bool
+}
+
+// traceparentLen is the length of a version 00 traceparent value.
+const traceparentLen = len("00-") + 32 + len("-") + 16 + len("-") + 2
+
+// inject injects the trace context of ctx into carrier, whose storage
+// is in. With the default propagators it writes the traceparent value
+// into in (once per attempt) instead of allocating it, and injects
+// baggage only when ctx has some; the header values are those of
+// propagation.TraceContext and propagation.Baggage.
+func (t *Telemetry) inject(ctx context.Context, carrier propagation.TextMapCarrier, in *injection) {
+	if !t.w3c || in.tpUsed {
+		t.prop.Inject(ctx, carrier)
+		return
+	}
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		if ts := sc.TraceState(); ts.Len() > 0 {
+			carrier.Set("tracestate", ts.String())
+		}
+		carrier.Set("traceparent", in.traceparent(sc))
+	}
+	if baggage.FromContext(ctx).Len() > 0 {
+		propagation.Baggage{}.Inject(ctx, carrier)
+	}
+}
+
+// traceparent formats the traceparent value of sc into in.tp, as
+// propagation.TraceContext does, and returns it as a string that shares
+// in.tp's memory.
+func (in *injection) traceparent(sc trace.SpanContext) string {
+	in.tpUsed = true
+	tid, sid := sc.TraceID(), sc.SpanID()
+	b := append(in.tp[:0], "00-"...)
+	b = hex.AppendEncode(b, tid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, sid[:])
+	b = append(b, '-')
+	b = hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & trace.FlagsSampled)})
+	return unsafe.String(&b[0], len(b))
+}
+
+const injectSlots = 3
+
+// headerInjector is the HTTP carrier of an injection.
+type headerInjector injection
+
+func (c *headerInjector) Get(key string) string {
+	h := c.dst
+	if h == nil {
+		h = c.src
+	}
+	return headerCarrier(h).Get(key)
+}
+
+func (c *headerInjector) Set(key, value string) {
+	if c.dst == nil {
+		c.dst = make(http.Header, len(c.src)+injectSlots)
+		for k, v := range c.src {
+			c.dst[k] = v
+		}
+	}
+	if c.nv == len(c.vals) {
+		headerCarrier(c.dst).Set(key, value)
+		return
+	}
+	c.vals[c.nv] = value
+	c.dst[canonicalKey(key)] = c.vals[c.nv : c.nv+1 : c.nv+1]
+	c.nv++
+}
+
+func (c *headerInjector) Keys() []string {
+	h := c.dst
+	if h == nil {
+		h = c.src
+	}
+	return headerCarrier(h).Keys()
+}
+
+// mdInjector is the gRPC carrier of an injection: it collects the pairs
+// that InjectGRPC appends to the outgoing metadata.
+type mdInjector injection
+
+func (c *mdInjector) Get(key string) string {
+	for i := 0; i+1 < len(c.kv); i += 2 {
+		if c.kv[i] == key {
+			return c.kv[i+1]
+		}
+	}
+	return ""
+}
+
+func (c *mdInjector) Set(key, value string) {
+	key = strings.ToLower(key)
+	for i := 0; i+1 < len(c.kv); i += 2 {
+		if c.kv[i] == key {
+			c.kv[i+1] = value
+			return
+		}
+	}
+	c.kv = append(c.kv, key, value)
+}
+
+func (c *mdInjector) Keys() []string {
+	keys := make([]string, 0, len(c.kv)/2)
+	for i := 0; i+1 < len(c.kv); i += 2 {
+		keys = append(keys, c.kv[i])
+	}
+	return keys
 }
