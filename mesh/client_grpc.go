@@ -119,7 +119,7 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	err = gc.awaitConnection(ctx, cc, opts, spec.balancer)
 	if err == nil && dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
-			err = gc.faultGRPC(ctx, f)
+			err = gc.faultGRPC(ctx, call, f)
 			f.Done()
 		}
 	}
@@ -338,7 +338,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	sent := method
 	if dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
-			err := gc.faultGRPC(ctx, f)
+			err := gc.faultGRPC(ctx, call, f)
 			f.Done()
 			if err != nil {
 				return fail(err)

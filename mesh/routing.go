@@ -20,6 +20,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/route"
 	"github.com/weftmesh/weft/telemetry"
 )
@@ -226,7 +227,7 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 		if status != 0 {
 			closeBody(r)
 			resp := answer(r, status, "fault filter abort")
-			cl.faultAborted(ctx, r, dec.Rule, resp, nil)
+			cl.faultAborted(ctx, nil, r, dec.Rule, resp, nil)
 			return resp, nil
 		}
 	}
@@ -423,7 +424,7 @@ func (gc *grpcConn) routeGRPC(ctx context.Context, method string) (route.Decisio
 
 // faultGRPC applies a route's fault to a gRPC call: the delay, then the
 // abort as a status error.
-func (gc *grpcConn) faultGRPC(ctx context.Context, f *route.FaultPolicy) error {
+func (gc *grpcConn) faultGRPC(ctx context.Context, call *calltel.Call, f *route.FaultPolicy) error {
 	status, err := gc.cl.fault(ctx, f)
 	if err != nil || status == 0 {
 		return err
@@ -433,7 +434,7 @@ func (gc *grpcConn) faultGRPC(ctx context.Context, f *route.FaultPolicy) error {
 		code = grpcCodeOf(status)
 	}
 	err = &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, gc.cl.service)}
-	gc.cl.faultAborted(ctx, nil, nil, nil, err)
+	gc.cl.faultAborted(ctx, call, nil, nil, nil, err)
 	return err
 }
 
@@ -456,20 +457,20 @@ func faultEvent(ctx context.Context, name string, attrs ...attribute.KeyValue) {
 // faultAborted records a call a route's fault aborted: as the call never
 // reaches an endpoint, its one attempt is the client's own answer — a
 // client span (no endpoint) with the event "weft.fault.abort" and the
-// outcome, resp (HTTP, with r and rule) or err (gRPC, under the call
-// started in ctx). Nothing is recorded without telemetry; breakers and
+// outcome, resp (HTTP, with r and rule) or err (gRPC, under call, which
+// the caller started). Nothing is recorded without telemetry; breakers and
 // outlier detection never see the call.
-func (cl *cluster) faultAborted(ctx context.Context, r *http.Request, rule *route.Rule, resp *http.Response, err error) {
+func (cl *cluster) faultAborted(ctx context.Context, call *calltel.Call, r *http.Request, rule *route.Rule, resp *http.Response, err error) {
 	if cl.tel == nil {
 		return
 	}
 	if r == nil { // gRPC: the call was started by the caller
-		actx, att := cl.tel.CallOf(ctx).StartAttempt(ctx, nil)
+		actx, att := call.StartAttempt(ctx, nil)
 		faultEvent(actx, "weft.fault.abort", faultAbortKey.String(status.Code(err).String()))
 		att.EndGRPC(err)
 		return
 	}
-	ctx, call := cl.tel.StartHTTP(ctx, r)
+	ctx, call = cl.tel.StartHTTP(ctx, r)
 	actx, att := call.StartAttempt(ctx, r)
 	faultEvent(actx, "weft.fault.abort", faultAbortKey.Int(resp.StatusCode), faultRouteKey.String(rule.Name))
 	att.EndHTTP(resp, nil)
