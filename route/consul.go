@@ -158,7 +158,10 @@ type consulResult struct {
 var _ Source = (*Consul)(nil)
 
 // NewConsul returns a source that follows the discovery chains of
-// services through client. It contacts no agent: [Consul.Run] does. It
+// services through client. It contacts no agent: [Consul.Run] does.
+// client's HTTP client must not time out a blocking query: give it no
+// timeout (as [api.DefaultConfig] does) or one above the wait plus
+// wait/16; each query has its own timeout of wait + wait/16 + margin. It
 // fails when client is nil or services is empty or names a service twice
 // or the empty name. It reads [WithOnUpdate], [WithOnReject], [WithClock],
 // [WithConsulWait], [WithConsulQueryMargin], [WithConsulRate],
@@ -518,13 +521,21 @@ func translateChain(chain *api.CompiledDiscoveryChain, ent *consulEntries) *cons
 	}
 	if start.Type == api.DiscoveryGraphNodeTypeRouter {
 		for i, r := range start.Routes {
-			if rt := x.route(fmt.Sprintf("service-router/%s.Routes[%d]", name, i), r); rt != nil {
-				own.Routes = append(own.Routes, rt)
+			path := fmt.Sprintf("service-router/%s.Routes[%d]", name, i)
+			rt := x.route(path, r)
+			if rt == nil {
+				continue
 			}
+			rt.Name = path
+			if i == len(start.Routes)-1 {
+				// Consul appends a catch-all to every router.
+				rt.Name = "service-router/" + name + " catch-all"
+			}
+			own.Routes = append(own.Routes, rt)
 		}
 		return x.res
 	}
-	rt := &Route{}
+	rt := &Route{Name: "discovery-chain/" + name}
 	rt.Backends, rt.Timeout = x.backends("discovery-chain/"+name, chain.StartNode)
 	own.Routes = []*Route{rt}
 	return x.res

@@ -143,6 +143,12 @@ func TestConsulSource(t *testing.T) {
 		if d.Target == nil || d.Target.Destination.Subset != "v2" {
 			t.Fatalf("canary call went to %+v, want web/v2", d.Target)
 		}
+		if d.Rule.Name != "service-router/web.Routes[0]" {
+			t.Errorf("rule %q, want it named after the router's route", d.Rule.Name)
+		}
+		if d := tab.Match("web", plain, 0); d.Rule.Name != "service-router/web catch-all" {
+			t.Errorf("rule %q, want the router's catch-all", d.Rule.Name)
+		}
 		if d.Rule.Timeout != 2*time.Second {
 			t.Errorf("timeout %v, want 2s", d.Rule.Timeout)
 		}
