@@ -45,6 +45,7 @@ type Client struct {
 
 	mirrors   chan struct{}  // a slot per mirrored call in flight (routing.go)
 	mirroring sync.WaitGroup // mirrored calls in flight
+	externals externals      // transports of external route backends (routing_external.go)
 }
 
 // NewClient returns a client configured by opts.
@@ -271,6 +272,7 @@ func (c *Client) Close() error {
 	c.clusters.Store(&empty)
 	c.mu.Unlock()
 	c.mirroring.Wait()
+	c.externals.close()
 	for _, cl := range clusters {
 		cl.stop()
 		cl.transport.CloseIdleConnections()

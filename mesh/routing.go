@@ -47,6 +47,11 @@ import (
 // of its context: the call's own span when it has one, else the
 // caller's.
 //
+// A backend may be an external service (route.ExternalService, as
+// Istio's ServiceEntry): HTTP calls reach it over TLS with its own server
+// name and CA, not mesh mutual TLS, one attempt each, with the route's
+// timeout, faults, header changes and rewrites.
+//
 // Routes of gRPC calls may send to subsets of the dialled service only:
 // a gRPC connection holds connections to that service's endpoints; they
 // answer neither redirects nor direct responses, and are not mirrored.
@@ -84,7 +89,7 @@ func ReportRouteRejections(logger *slog.Logger, t *telemetry.Telemetry) route.Op
 
 // ErrRouteUnsupported is returned (wrapped) by a call that its route
 // sends somewhere the call's protocol cannot go: a gRPC call to another
-// service, a redirect or a direct response, or an external service.
+// service (an external one included), a redirect or a direct response.
 var ErrRouteUnsupported = errors.New("mesh: route not supported for this call")
 
 // ErrFaultInjected is returned (wrapped) by a gRPC call that a route's
@@ -187,12 +192,13 @@ func (c *Client) routeHTTP(r *http.Request, dec route.Decision) (*http.Response,
 		closeBody(r)
 		return answer(r, rule.DirectResponse.Status, rule.DirectResponse.Body), nil
 	}
-	dest := dec.Target.Destination
-	if dest.External != nil {
-		closeBody(r)
-		return nil, fmt.Errorf("%w: %q is an external service", ErrRouteUnsupported, dest.Service)
+	name := dec.Target.Destination.Service
+	if dec.Target.Destination.External != nil {
+		// The called service's cluster gives the clock of the route's
+		// timeout and faults.
+		name = r.URL.Hostname()
 	}
-	cl, err := c.cluster(dest.Service)
+	cl, err := c.cluster(name)
 	if err != nil {
 		closeBody(r)
 		return nil, err
@@ -213,9 +219,12 @@ func (c *Client) routeHTTP(r *http.Request, dec route.Decision) (*http.Response,
 }
 
 func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, dec route.Decision) (*http.Response, error) {
-	if err := cl.waitReady(ctx); err != nil {
-		closeBody(r)
-		return nil, err
+	ext := dec.Target.Destination.External != nil
+	if !ext {
+		if err := cl.waitReady(ctx); err != nil {
+			closeBody(r)
+			return nil, err
+		}
 	}
 	if f := dec.Rule.Fault; f != nil && f.Start() {
 		defer f.Done()
@@ -233,6 +242,9 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 	}
 	if m := dec.Rule.Mirror; m != nil && m.Share.Hit(rand.Uint64()) {
 		c.mirrorHTTP(r, m.Destination)
+	}
+	if ext {
+		return c.callExternal(ctx, r, &dec)
 	}
 	return cl.roundTrip(ctx, r, &dec, cl.routedSpec(dec))
 }
