@@ -144,7 +144,7 @@ type Consul struct {
 
 	mu      sync.Mutex
 	results map[string]*consulResult
-	lastErr string // the last query error reported
+	lastErr map[string]string // per service, the last query error reported
 }
 
 // consulResult is the latest translation of one service's chain.
@@ -190,6 +190,7 @@ func NewConsul(client *api.Client, services []string, opts ...Option) (*Consul, 
 		set:      set,
 		ready:    make(chan struct{}),
 		results:  map[string]*consulResult{},
+		lastErr:  map[string]string{},
 	}, nil
 }
 
@@ -249,7 +250,7 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		}
 		if err != nil {
 			failures++
-			c.failed(fmt.Errorf("%w: chain of %q: %v", ErrConsul, service, err))
+			c.failed(service, fmt.Errorf("%w: chain of %q: %v", ErrConsul, service, err))
 			index = 0 // read afresh after any error
 			select {
 			case <-ctx.Done():
@@ -260,7 +261,7 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		}
 		failures = 0
 		c.mu.Lock()
-		c.lastErr = ""
+		delete(c.lastErr, service)
 		c.mu.Unlock()
 		switch {
 		case meta.LastIndex < index:
@@ -294,11 +295,12 @@ func (c *Consul) backoff(n int) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-// failed records a query error as a rejection, once per distinct error.
-func (c *Consul) failed(err error) {
+// failed records a query error of service's watch as a rejection, once
+// per distinct error in a row.
+func (c *Consul) failed(service string, err error) {
 	c.mu.Lock()
-	dup := c.lastErr == err.Error()
-	c.lastErr = err.Error()
+	dup := c.lastErr[service] == err.Error()
+	c.lastErr[service] = err.Error()
 	c.mu.Unlock()
 	if !dup {
 		_ = c.pub.update(nil, "", err)
