@@ -20,13 +20,24 @@ export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
 
 EXAMPLES := quickstart grpc consul resilience observability spire
 
-.PHONY: test tools vet unit examples build-examples bench stress
+.PHONY: test tools chromium vet unit examples build-examples bench stress
 
 ## test: install what the tests need, then vet and race-test every module and run the examples.
 test: tools vet examples unit
 
-## tools: build the Consul agent and the SPIRE server and agent the tests run against (once; reused after).
-tools: $(CONSUL) $(SPIRE)
+## tools: build the Consul agent and the SPIRE server and agent the tests run against (once; reused after),
+## and install Chromium for the admin page's browser test.
+tools: $(CONSUL) $(SPIRE) chromium
+
+## chromium: install Debian's chromium package when it is missing and we are root
+## (as CI is); otherwise the browser test skips, unless WEFT_REQUIRE_CHROMIUM is set.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update && apt-get install -y --no-install-recommends chromium; \
+	  else \
+	    echo "chromium is missing and we are not root: the admin page's browser test will be skipped"; \
+	  fi; }
 
 $(CONSUL): tools/consul/go.mod
 	@mkdir -p $(BIN)
