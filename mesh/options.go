@@ -34,6 +34,7 @@ type clientConfig struct {
 	resilience        resilienceConfig     // retries, hedging, breakers, rate limits (resilience.go)
 	clock             Clock                // nil: the system clock
 	routes            route.Source         // nil: no routing (routing.go)
+	mirrorCompare     mirrorHook           // nil: none (routing_mirror.go)
 	stopObserving     func()               // stops telemetry's watch of the identity's expiry
 	telemetry         *telemetry.Telemetry // nil: none (telemetry.go)
 }

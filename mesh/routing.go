@@ -240,13 +240,18 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 			return resp, nil
 		}
 	}
+	var cmp *mirrorCompare
 	if m := dec.Rule.Mirror; m != nil && m.Share.Hit(rand.Uint64()) {
-		c.mirrorHTTP(r, m.Destination)
+		cmp = c.mirrorHTTP(r, &dec)
 	}
+	var resp *http.Response
+	var err error
 	if ext {
-		return c.callExternal(ctx, r, &dec)
+		resp, err = c.callExternal(ctx, r, &dec)
+	} else {
+		resp, err = cl.roundTrip(ctx, r, &dec, cl.routedSpec(dec))
 	}
-	return cl.roundTrip(ctx, r, &dec, cl.routedSpec(dec))
+	return cmp.primary(resp, err), err
 }
 
 // fault applies a route's fault to a call: the delay, on the cluster's
@@ -316,18 +321,21 @@ const maxMirrors = 64
 // mirrors: with "-shadow" added to its host, the response discarded,
 // the caller's cancellation not followed, bounded by the caller's
 // deadline. Requests whose body cannot be replayed are not mirrored.
-func (c *Client) mirrorHTTP(r *http.Request, dest *route.Destination) {
+// With [WithMirrorCompare] it returns the comparison the primary
+// response completes; nil otherwise.
+func (c *Client) mirrorHTTP(r *http.Request, dec *route.Decision) *mirrorCompare {
+	dest := dec.Rule.Mirror.Destination
 	if dest.External != nil || !canReplay(r, DefaultMaxRetryBody) {
-		return
+		return nil
 	}
 	cl, err := c.cluster(dest.Service)
 	if err != nil {
-		return
+		return nil
 	}
 	select {
 	case c.mirrors <- struct{}{}:
 	default:
-		return // too many in flight
+		return nil // too many in flight
 	}
 	ctx := context.WithoutCancel(r.Context())
 	var cancel context.CancelFunc
@@ -342,10 +350,11 @@ func (c *Client) mirrorHTTP(r *http.Request, dest *route.Destination) {
 		if err != nil {
 			cancel()
 			<-c.mirrors
-			return
+			return nil
 		}
 		m.Body = body
 	}
+	cmp := c.newMirrorCompare(r, dec)
 	host := r.Host
 	if host == "" {
 		host = r.URL.Host
@@ -358,13 +367,16 @@ func (c *Client) mirrorHTTP(r *http.Request, dest *route.Destination) {
 		defer cancel()
 		if err := cl.waitReady(ctx); err != nil {
 			closeBody(m)
+			cmp.shadow(nil, err)
 			return
 		}
 		resp, err := cl.roundTrip(ctx, m, nil, cl.spec(cl.subsetBalancer(dest), nil, nil))
+		cmp.shadow(resp, err)
 		if err == nil {
 			discard(resp)
 		}
 	}()
+	return cmp
 }
 
 // shadowHost is host with "-shadow" added to its name, as Istio marks

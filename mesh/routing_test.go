@@ -483,3 +483,52 @@ func (r *telRig) counterSum(t *testing.T, name string) int64 {
 	}
 	return sum
 }
+
+// TestMirrorCompare: the comparison hook sees both answers of a mirrored
+// call — status, headers and the start of the body, the primary's as far
+// as the caller read it.
+func TestMirrorCompare(t *testing.T) {
+	leaktest.Check(t)
+	re := newRoutedEnv(t, routesYAML)
+	got := make(chan MirrorComparison, 4)
+	hc := re.env.client(WithRoutes(re.src), WithMirrorCompare(func(mc MirrorComparison) { got <- mc })).HTTPClient()
+	ctx := testContext(t, 20*time.Second)
+	for _, tt := range []struct {
+		name        string
+		read        bool
+		primaryBody string
+	}{
+		{"body read", true, "v1"},
+		{"body closed unread", false, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://pay/mirrored", nil)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.read {
+				if b, _ := io.ReadAll(resp.Body); string(b) != "v1" {
+					t.Fatalf("primary body %q", b)
+				}
+			}
+			resp.Body.Close()
+			var mc MirrorComparison
+			select {
+			case mc = <-got:
+			case <-ctx.Done():
+				t.Fatal("no comparison")
+			}
+			if mc.Service != "pay" || mc.Route != "mirrored" || mc.Mirror != "shadow" || mc.Path != "/mirrored" || mc.Method != "GET" {
+				t.Errorf("comparison of %+v", mc)
+			}
+			p, s := mc.Primary, mc.Shadow
+			if p.Err != nil || p.Status != 200 || p.Header.Get("X-Served-By") != "v1" || string(p.Body) != tt.primaryBody || p.Truncated {
+				t.Errorf("primary: %d %v %q %v", p.Status, p.Header, p.Body, p.Err)
+			}
+			if s.Err != nil || s.Status != 200 || s.Header.Get("X-Served-By") != "shadow" || string(s.Body) != "shadow" || s.Truncated {
+				t.Errorf("shadow: %d %v %q %v", s.Status, s.Header, s.Body, s.Err)
+			}
+		})
+	}
+}
