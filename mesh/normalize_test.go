@@ -169,3 +169,14 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkNormalizePath(b *testing.B) {
+	for _, p := range []string{"/pay.Pay/Charge", "/a//b/../c/./d/"} {
+		b.Run(p, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				NormalizePath(p)
+			}
+		})
+	}
+}

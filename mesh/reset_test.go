@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 
 	"github.com/weftmesh/weft/discovery"
@@ -98,5 +99,24 @@ func TestGRPCRapidReset(t *testing.T) {
 	defer cc.Close()
 	if _, err := demo.Whoami(testContext(t, 10*time.Second), cc); err != nil {
 		t.Fatalf("a caller after the attack: %v", err)
+	}
+}
+
+// BenchmarkResetScan: the cost, per 16 KiB read, of following the frames
+// a gRPC client sends.
+func BenchmarkResetScan(b *testing.B) {
+	var buf bytes.Buffer
+	fr := http2.NewFramer(&buf, nil)
+	for buf.Len() < 16<<10 {
+		_ = fr.WriteData(1, false, make([]byte, 1000))
+		_ = fr.WriteRSTStream(3, http2.ErrCodeCancel)
+	}
+	data := buf.Bytes()
+	c := &resetCounter{limit: rate.NewLimiter(rate.Inf, 1)}
+	now := time.Now()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		c.scan(data, now)
 	}
 }
