@@ -271,7 +271,9 @@ func shedding(ctx context.Context, e *env, out io.Writer) error {
 			}
 		}
 		fmt.Fprint(w, "ok")
-	}), mesh.WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: 4, CriticalReserve: 0.5}))
+	}), mesh.WithConcurrencyLimit(breaker.ConcurrencySettings{Limit: 4, CriticalReserve: 0.5}),
+		// Priority is the caller's claim: honoured only from the frontend.
+		mesh.WithTrustedPriority(tlsid.AuthorizeID(clientID)))
 	if err != nil {
 		return err
 	}
@@ -284,7 +286,7 @@ func shedding(ctx context.Context, e *env, out io.Writer) error {
 	}
 	defer c.Close()
 	hc := c.HTTPClient()
-	fmt.Fprintln(out, "4. a server limited to 4 requests in flight, 2 reserved for critical ones, has 2 slow requests:")
+	fmt.Fprintln(out, "4. a server limited to 4 requests in flight, 2 reserved for critical ones (a claim it trusts from the frontend only), has 2 slow requests:")
 	done := make(chan error, 2)
 	for i := 0; i < 2; i++ {
 		go func() {
