@@ -18,7 +18,7 @@ SPIRE := $(BIN)/spire-server $(BIN)/spire-agent
 export WEFT_SPIRE_SERVER := $(BIN)/spire-server
 export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
 
-EXAMPLES := quickstart grpc consul resilience observability spire
+EXAMPLES := quickstart grpc consul resilience observability spire routing
 
 .PHONY: test tools chromium vet unit examples build-examples bench stress
 
