@@ -182,7 +182,8 @@ type AdminCandidate struct {
 	ID       string `json:"id"`
 	Addr     string `json:"addr"`
 	Eligible bool   `json:"eligible"`
-	// Reason is why it is not eligible: "breaker open", "ejected".
+	// Reason is why it is not eligible: "breaker open", "ejected for
+	// 29.5s more", "no ready gRPC connection".
 	Reason string `json:"reason,omitempty"`
 }
 
@@ -273,6 +274,24 @@ func (a *admin) explain(r *http.Request) (*AdminExplain, error) {
 	return ex, nil
 }
 
+// grpcReady returns the IDs of the endpoints to which one of the
+// client's gRPC connections to cl has a ready connection; nil when no
+// gRPC connection to the service was dialled.
+func (cl *cluster) grpcReady() map[string]bool {
+	cl.subMu.Lock()
+	defer cl.subMu.Unlock()
+	if len(cl.subs) == 0 {
+		return nil
+	}
+	ready := map[string]bool{}
+	for gc := range cl.subs {
+		for id, ok := range gc.ready.Load().ready {
+			ready[id] = ready[id] || ok
+		}
+	}
+	return ready
+}
+
 // explainPick fills ex's candidates and pick among the endpoints of
 // dest in cl. It never touches cl's balancers: the pick is made by
 // fresh balancers of the service's policy, over endpoints of their own.
@@ -288,6 +307,12 @@ func (a *admin) explainPick(cl *cluster, dest *route.Destination, info balancer.
 			loads[e.ID] = e.Load
 		}
 	}
+	var ready map[string]bool // gRPC: the endpoints with a ready connection; nil: not checked
+	if ex.Protocol == "grpc" {
+		if ready = cl.grpcReady(); ready == nil {
+			ex.Why = append(ex.Why, "no gRPC connection to the service is open: which endpoints have a ready connection is not known")
+		}
+	}
 	var eps []discovery.Endpoint
 	excluded := map[string]bool{}
 	for i := range u.Endpoints {
@@ -300,6 +325,8 @@ func (a *admin) explainPick(cl *cluster, dest *route.Destination, info balancer.
 		switch {
 		case cl.guard.breakers.Open(ep.ID):
 			c.Eligible, c.Reason = false, "breaker open"
+		case ready != nil && !ready[ep.ID]:
+			c.Eligible, c.Reason = false, "no ready gRPC connection"
 		case loads[ep.ID] != nil && loads[ep.ID].Ejected():
 			c.Eligible, c.Reason = false, fmt.Sprintf("ejected for %s more", loads[ep.ID].EjectedFor().Round(time.Millisecond))
 		}

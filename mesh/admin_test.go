@@ -5,12 +5,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
@@ -369,6 +372,39 @@ func TestAdminExplain(t *testing.T) {
 			resp.Body.Close()
 			if string(b) != ex.Pick {
 				t.Errorf("the call went to %q, explain said %q", b, ex.Pick)
+			}
+		})
+	}
+
+	// gRPC: the same ring hash over demo-grpc, keyed on metadata.
+	cc, err := c.DialGRPC("demo-grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := demo.Whoami(testContext(t, 20*time.Second), cc); err != nil { // opens the connections
+		t.Fatal(err)
+	}
+	for _, user := range []string{"alice", "bob", "carol"} {
+		t.Run("grpc "+user, func(t *testing.T) {
+			var ex AdminExplain
+			q := "/explain?protocol=grpc&service=demo-grpc&path=" + url.QueryEscape(demo.WhoamiMethod) + "&header=x-user:" + user
+			pollUntil(t, 20*time.Second, "every gRPC endpoint eligible", func() bool {
+				if code := adminGet(t, ahc, base, q, &ex); code != http.StatusOK {
+					t.Fatalf("status %d", code)
+				}
+				return len(ex.Candidates) == 3 && !slices.ContainsFunc(ex.Candidates, func(c AdminCandidate) bool { return !c.Eligible })
+			})
+			if ex.Protocol != "grpc" || ex.Route != nil || !ex.Deterministic || ex.Pick == "" || len(ex.Candidates) != 3 {
+				t.Fatalf("explain %+v, want a deterministic pick among 3 candidates without a route", ex)
+			}
+			ctx := metadata.AppendToOutgoingContext(testContext(t, 20*time.Second), "x-user", user)
+			got, err := demo.Whoami(ctx, cc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.HasPrefix(got, ex.Pick+" ") {
+				t.Errorf("the call went to %q, explain said %q", got, ex.Pick)
 			}
 		})
 	}
