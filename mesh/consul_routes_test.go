@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -21,24 +22,34 @@ import (
 	"github.com/weftmesh/weft/tlsid"
 )
 
-// consulVersion is one registered version of the routed service: a mesh
-// server that answers with its version and counts the calls that carried
-// the splitter's header.
+// The tests of this file use only the package's exported API: a client
+// with Consul discovery and a route source of Consul's config entries
+// calls mTLS servers registered in a real agent.
+
+// consulVersion counts the calls to one version that carried the
+// splitter's header.
 type consulVersion struct {
 	mu     sync.Mutex
 	tagged int
 }
 
-func startConsulVersion(t *testing.T, agent *consultest.Agent, src tlsid.Source, version string, tags []string, v *consulVersion) {
-	t.Helper()
-	srv, err := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+// handler answers with the version, counting the calls tagged for it.
+func (v *consulVersion) handler(version string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("X-Split") == "v"+version {
 			v.mu.Lock()
 			v.tagged++
 			v.mu.Unlock()
 		}
 		_, _ = io.WriteString(w, version)
-	}), WithIdentity(src))
+	})
+}
+
+// registerConsulServer serves h over mTLS until the test ends and
+// registers it in the agent as instance id of service "web".
+func registerConsulServer(t *testing.T, agent *consultest.Agent, src tlsid.Source, id string, tags []string, meta map[string]string, h http.Handler) {
+	t.Helper()
+	srv, err := NewServer(h, WithIdentity(src))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,12 +59,85 @@ func startConsulVersion(t *testing.T, agent *consultest.Agent, src tlsid.Source,
 	}
 	p, _ := strconv.Atoi(port)
 	err = agent.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: "web-" + version, Name: "web", Address: "127.0.0.1", Port: p,
-		Tags: tags, Meta: map[string]string{"version": version},
+		ID: id, Name: "web", Address: "127.0.0.1", Port: p, Tags: tags, Meta: meta,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// consulIdentities returns the identities of the servers of "web" and of
+// their caller, from one development CA.
+func consulIdentities(t *testing.T) (server, client tlsid.Source) {
+	t.Helper()
+	ca, err := tlsid.NewDevCA("example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = ca.Source(spiffeid.RequireFromString("spiffe://example.org/web"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err = ca.Source(spiffeid.RequireFromString("spiffe://example.org/caller"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return server, client
+}
+
+// consulRoutedClient returns a client that finds "web" through the
+// agent's catalog and routes it by the agent's config entries, once the
+// first route table is in; both stop when the test ends.
+func consulRoutedClient(t *testing.T, agent *consultest.Agent, id tlsid.Source) (*Client, *route.Consul) {
+	t.Helper()
+	routes, err := route.NewConsul(agent.Client(), []string{"web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- routes.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-ran; !errors.Is(err, context.Canceled) {
+			t.Errorf("routes.Run: %v", err)
+		}
+	})
+	select {
+	case <-routes.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no route table within 30 s: %+v", routes.Status())
+	}
+	watcher, err := discovery.NewConsul(agent.Config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := NewClient(WithDiscovery(watcher), WithIdentity(id), WithRoutes(routes))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client, routes
+}
+
+// consulGet makes one GET call to http://web/path with headers h.
+func consulGet(client *Client, path string, h http.Header) (int, string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://web"+path, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for k, v := range h {
+		req.Header[k] = v
+	}
+	resp, err := client.HTTPClient().Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
 }
 
 func setConsulEntry(t *testing.T, c *api.Client, e api.ConfigEntry) {
@@ -70,30 +154,17 @@ func consulSplit(v1, v2 float32) *api.ServiceSplitterConfigEntry {
 	}}
 }
 
-// TestConsulRoutesEndToEnd uses only the package's exported API. It routes HTTP calls over mutual TLS by Consul's
-// config entries, applied in-process: a client with Consul discovery and
-// a route table from Consul's discovery chain calls two registered
-// versions of a service as the router and splitter say, and follows a
-// change of the split written to Consul while it runs.
+// TestConsulRoutesEndToEnd sends HTTP calls to two registered versions
+// of a service as Consul's router and splitter say, and follows a change
+// of the split written to Consul while it runs.
 func TestConsulRoutesEndToEnd(t *testing.T) {
 	leaktest.Check(t)
 	agent := consultest.Start(t)
 	c := agent.Client()
-	ca, err := tlsid.NewDevCA("example.org")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serverSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/web"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientSrc, err := ca.Source(spiffeid.RequireFromString("spiffe://example.org/caller"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	serverSrc, clientSrc := consulIdentities(t)
 	v1, v2 := &consulVersion{}, &consulVersion{}
-	startConsulVersion(t, agent, serverSrc, "1", nil, v1)
-	startConsulVersion(t, agent, serverSrc, "2", []string{"canary"}, v2)
+	registerConsulServer(t, agent, serverSrc, "web-1", nil, map[string]string{"version": "1"}, v1.handler("1"))
+	registerConsulServer(t, agent, serverSrc, "web-2", []string{"canary"}, map[string]string{"version": "2"}, v2.handler("2"))
 
 	setConsulEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Protocol: "http"})
 	setConsulEntry(t, c, &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "web", Subsets: map[string]api.ServiceResolverSubset{
@@ -106,54 +177,17 @@ func TestConsulRoutesEndToEnd(t *testing.T) {
 		Destination: &api.ServiceRouteDestination{ServiceSubset: "v2"},
 	}}})
 
-	routes, err := route.NewConsul(c, []string{"web"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	ran := make(chan error, 1)
-	go func() { ran <- routes.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-ran; !errors.Is(err, context.Canceled) {
-			t.Errorf("routes.Run: %v", err)
-		}
-	}()
-	select {
-	case <-routes.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no route table within 30 s: %+v", routes.Status())
-	}
-	watcher, err := discovery.NewConsul(agent.Config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	client, err := NewClient(WithDiscovery(watcher), WithIdentity(clientSrc), WithRoutes(routes))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer client.Close()
-
+	client, routes := consulRoutedClient(t, agent, clientSrc)
 	call := func(canary bool) (string, error) {
-		cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer ccancel()
-		req, err := http.NewRequestWithContext(cctx, http.MethodGet, "http://web/", nil)
-		if err != nil {
-			return "", err
-		}
+		h := http.Header{}
 		if canary {
-			req.Header.Set("X-Canary", "1")
+			h.Set("X-Canary", "1")
 		}
-		resp, err := client.HTTPClient().Do(req)
-		if err != nil {
-			return "", err
+		code, body, err := consulGet(client, "/", h)
+		if err == nil && code != http.StatusOK {
+			err = fmt.Errorf("%d: %s", code, body)
 		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		if resp.StatusCode != http.StatusOK {
-			return "", errors.New(resp.Status + ": " + string(b))
-		}
-		return string(b), err
+		return body, err
 	}
 	// Both versions are known to discovery once a call reaches each.
 	deadline := time.Now().Add(30 * time.Second)
@@ -216,5 +250,90 @@ func TestConsulRoutesEndToEnd(t *testing.T) {
 	t.Logf("split 50/50: v2 got %.1f%% of %d calls", p, n)
 	if p < 46 || p > 54 { // 50 ± 4 points: over 3.5 standard deviations
 		t.Errorf("v2 got %.1f%% of %d calls after the change, want 50 ± 4", p, n)
+	}
+}
+
+// TestConsulRoutesTimeoutsAndRetries applies a router's request timeout
+// and retries on status codes, written to Consul, to real calls.
+func TestConsulRoutesTimeoutsAndRetries(t *testing.T) {
+	leaktest.Check(t)
+	agent := consultest.Start(t)
+	c := agent.Client()
+	serverSrc, clientSrc := consulIdentities(t)
+	var (
+		mu    sync.Mutex
+		tries = map[string]int{} // by X-Req-Id
+	)
+	release := make(chan struct{})
+	defer close(release)
+	registerConsulServer(t, agent, serverSrc, "web-1", nil, nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow":
+			select { // held until the caller gives up or the test ends
+			case <-r.Context().Done():
+			case <-release:
+			}
+		default: // /flaky, /flaky-once: a 503 on each request's first two tries
+			mu.Lock()
+			tries[r.Header.Get("X-Req-Id")]++
+			n := tries[r.Header.Get("X-Req-Id")]
+			mu.Unlock()
+			if n <= 2 {
+				w.WriteHeader(http.StatusServiceUnavailable)
+			}
+		}
+	}))
+	setConsulEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Protocol: "http"})
+	setConsulEntry(t, c, &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "web", Routes: []api.ServiceRoute{{
+		Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/slow"}},
+		Destination: &api.ServiceRouteDestination{RequestTimeout: 300 * time.Millisecond},
+	}, {
+		Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/flaky"}},
+		Destination: &api.ServiceRouteDestination{NumRetries: 3, RetryOnStatusCodes: []uint32{503}},
+	}, {
+		Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathExact: "/flaky-once"}},
+		Destination: &api.ServiceRouteDestination{NumRetries: 1, RetryOnStatusCodes: []uint32{503}},
+	}}})
+	client, _ := consulRoutedClient(t, agent, clientSrc)
+	// The instance is known once a call answers.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, _, err := consulGet(client, "/warm", http.Header{"X-Req-Id": {"warm"}}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("web not reachable within 30 s")
+		}
+	}
+
+	start := time.Now()
+	_, _, err := consulGet(client, "/slow", nil)
+	took := time.Since(start)
+	if !errors.Is(err, context.DeadlineExceeded) || took < 300*time.Millisecond || took > 5*time.Second {
+		t.Errorf("slow call: %v after %v, want a deadline error after the route's 300ms", err, took)
+	}
+	t.Logf("slow call ended after %v (RequestTimeout 300ms)", took)
+
+	for _, tc := range []struct {
+		path      string
+		wantCode  int
+		wantTries int
+	}{
+		{"/flaky", http.StatusOK, 3},                      // two 503s retried, the third try answers
+		{"/flaky-once", http.StatusServiceUnavailable, 2}, // one retry only: the second 503 is the answer
+	} {
+		for i := range 3 {
+			id := tc.path + strconv.Itoa(i)
+			code, _, err := consulGet(client, tc.path, http.Header{"X-Req-Id": {id}})
+			if err != nil || code != tc.wantCode {
+				t.Errorf("%s: %d %v, want %d", tc.path, code, err, tc.wantCode)
+			}
+			mu.Lock()
+			n := tries[id]
+			mu.Unlock()
+			if n != tc.wantTries {
+				t.Errorf("%s call %s arrived %d times, want %d", tc.path, id, n, tc.wantTries)
+			}
+		}
 	}
 }
