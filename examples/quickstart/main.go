@@ -5,34 +5,58 @@
 // balancing. It then drains one instance and shows that the next calls
 // all succeed on the other two.
 //
+// While it runs it serves the client's admin page (mesh.Client.AdminHandler)
+// on a loopback port it prints: services, endpoints, breakers and route
+// table, updated live. With -keep it goes on calling the service after the
+// demo and serves the page until interrupted.
+//
 //	go run ./examples/quickstart
+//	go run ./examples/quickstart -keep -admin 127.0.0.1:9901
 package main
 
 import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/mesh"
 	"github.com/weftmesh/weft/tlsid"
 )
 
+// options are the command's flags.
+type options struct {
+	admin string // where to serve the admin page
+	keep  bool   // keep calling and serving the page until interrupted
+}
+
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	if err := run(ctx, os.Stdout); err != nil {
+	var opts options
+	flag.StringVar(&opts.admin, "admin", "127.0.0.1:0", "`address` of the admin page; it answers loopback callers only")
+	flag.BoolVar(&opts.keep, "keep", false, "after the demo, keep calling the service and serving the admin page until interrupted")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if !opts.keep {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 60*time.Second)
+		defer cancel()
+	}
+	if err := run(ctx, os.Stdout, opts); err != nil {
 		fmt.Fprintln(os.Stderr, "quickstart:", err)
 		os.Exit(1)
 	}
@@ -47,7 +71,7 @@ type instance struct {
 	grpc     *grpc.Server
 }
 
-func run(ctx context.Context, out io.Writer) error {
+func run(ctx context.Context, out io.Writer, opts options) error {
 	ca, err := tlsid.NewDevCA("example.org")
 	if err != nil {
 		return err
@@ -93,11 +117,25 @@ func run(ctx context.Context, out io.Writer) error {
 		mesh.WithDiscovery(view),
 		mesh.WithIdentity(src),
 		mesh.WithAuthorizer(tlsid.AuthorizeID(serverID)),
+		// A circuit breaker per instance, whose state and counts the
+		// admin page shows.
+		mesh.WithCircuitBreaker(breaker.Settings{}),
 	)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+
+	// The client's admin page, on loopback: weft never serves it on its own.
+	adminLn, err := net.Listen("tcp", opts.admin)
+	if err != nil {
+		return fmt.Errorf("admin page: %w", err)
+	}
+	admin := &http.Server{Handler: client.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = admin.Serve(adminLn) }()
+	defer admin.Close()
+	fmt.Fprintf(out, "admin page: http://%s/ (JSON at /clusters, /routes, /identity, /config, /explain)\n", adminLn.Addr())
+
 	cc, err := client.DialGRPC("demo-grpc")
 	if err != nil {
 		return err
@@ -157,7 +195,32 @@ func run(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "\na client without a certificate is refused: %v\n", err)
 	}
 	fmt.Fprintln(out, "\nall calls succeeded")
+	if opts.keep {
+		fmt.Fprintf(out, "\ncalling every 200ms; the admin page stays at http://%s/ until interrupted\n", adminLn.Addr())
+		return keepCalling(ctx, hc, cc)
+	}
 	return nil
+}
+
+// keepCalling calls the demo service over HTTP and gRPC every 200 ms
+// until ctx ends, so that the admin page has traffic to show.
+func keepCalling(ctx context.Context, hc *http.Client, cc *grpc.ClientConn) error {
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		if req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://demo/whoami", nil); err == nil {
+			if resp, err := hc.Do(req); err == nil {
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+			}
+		}
+		_, _ = demo.Whoami(ctx, cc)
+	}
 }
 
 func start(ca *tlsid.DevCA, id spiffeid.ID, name string) (*instance, error) {
