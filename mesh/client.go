@@ -121,7 +121,9 @@ func (cl *cluster) update(u discovery.Update) {
 		cl.guard.breakers.Update(u.Endpoints)
 	}
 	cl.balancer.Update(u.Endpoints)
-	cl.naming.update(u.Endpoints)
+	if cl.naming.update(u.Endpoints) {
+		cl.transport.CloseIdleConnections() // verified against an old expected identity
+	}
 	cl.updateSubsets(u.Endpoints)
 	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)

@@ -59,21 +59,28 @@ func newNaming(service string, required bool, logger *slog.Logger) *naming {
 	return n
 }
 
-// update takes in the endpoints of a discovery update. The first time
-// some endpoint has no expected identity (and none is required), it logs
-// that the service's servers are verified by the authorizer alone.
-func (n *naming) update(eps []discovery.Endpoint) {
+// update takes in the endpoints of a discovery update. It reports
+// whether the expected identity of an address changed: connections
+// verified against the old one must not be reused. The first time some
+// endpoint has no expected identity (and none is required), it logs that
+// the service's servers are verified by the authorizer alone.
+func (n *naming) update(eps []discovery.Endpoint) (changed bool) {
 	m := make(map[string]spiffeid.ID, len(eps))
 	missing := false
+	old := *n.byAddr.Load()
 	for _, e := range eps {
 		m[e.Addr] = e.Identity
 		missing = missing || e.Identity.IsZero()
+		if id, ok := old[e.Addr]; ok && id != e.Identity {
+			changed = true
+		}
 	}
 	n.byAddr.Store(&m)
 	if missing && !n.required && n.warned.CompareAndSwap(false, true) {
 		n.logger.Warn("mesh: discovery gives no expected identity for some endpoints; their servers are verified by trust domain (the authorizer) only",
 			slog.String("service", n.service))
 	}
+	return changed
 }
 
 // allowed reports whether a connection to the endpoint at addr, whose

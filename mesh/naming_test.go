@@ -177,3 +177,45 @@ func TestNamingTemplate(t *testing.T) {
 		})
 	}
 }
+
+// TestSecureNamingIdentityChange: when discovery changes the identity
+// expected at an address, connections checked against the old one are
+// not used again, over HTTP and gRPC.
+func TestSecureNamingIdentityChange(t *testing.T) {
+	leaktest.Check(t)
+	env := newTestEnv(t, 0)
+	ns := env.startNamed(paymentsID)
+	set := func(id spiffeid.ID) {
+		t.Helper()
+		if err := env.discovery.Set("payments", discovery.Endpoint{ID: "p1", Addr: ns.httpAddr, Identity: id}); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.discovery.Set("payments-grpc", discovery.Endpoint{ID: "p1", Addr: ns.grpcAddr, Identity: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(paymentsID)
+	c := env.client()
+	hc := c.HTTPClient()
+	cc, err := c.DialGRPC("payments-grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 20*time.Second)
+	if code, _, err := call(t, hc, http.MethodGet, "http://payments/", "", nil); err != nil || code != http.StatusOK {
+		t.Fatalf("HTTP before the change: %d %v", code, err)
+	}
+	if _, err := demo.Whoami(ctx, cc); err != nil {
+		t.Fatalf("gRPC before the change: %v", err)
+	}
+	set(impostorID) // the server at the address must now be someone else
+	poll(t, "HTTP calls refused", func() bool {
+		_, _, err := call(t, hc, http.MethodGet, "http://payments/", "", nil)
+		return errors.Is(err, ErrUnexpectedPeer)
+	})
+	poll(t, "gRPC calls refused", func() bool {
+		_, err := demo.Whoami(ctx, cc)
+		return status.Code(err) == codes.Unavailable && strings.Contains(err.Error(), ErrUnexpectedPeer.Error())
+	})
+}
