@@ -43,6 +43,9 @@ func Outlier(inner Policy, opts ...Option) Policy {
 	return &outlier{inner: inner, cfg: newConfig(opts)}
 }
 
+// Unwrap returns the policy the outlier detector wraps.
+func (o *outlier) Unwrap() Policy { return o.inner }
+
 type outlier struct {
 	inner Policy
 	cfg   config

@@ -61,6 +61,9 @@ func Subset(match Match, inner Policy, opts ...Option) Policy {
 	return subset{match: match, inner: inner, cfg: newConfig(opts)}
 }
 
+// Unwrap returns the policy that picks within the subset.
+func (s subset) Unwrap() Policy { return s.inner }
+
 type subset struct {
 	match Match
 	inner Policy

@@ -25,6 +25,9 @@ func ZoneAware(zone string, inner Policy, opts ...Option) Policy {
 	return zoneAware{zone: zone, inner: inner, cfg: newConfig(opts)}
 }
 
+// Unwrap returns the policy that picks within the chosen zone.
+func (z zoneAware) Unwrap() Policy { return z.inner }
+
 type zoneAware struct {
 	zone  string
 	inner Policy

@@ -52,8 +52,17 @@ func (c *Client) destination(service string, policy balancer.Policy) *calltel.De
 }
 
 // policyName is the name of a balancing policy as recorded in
-// weft.balancer.policy: its type name in snake case ("round_robin").
+// weft.balancer.policy: the type name in snake case ("round_robin") of
+// the policy that picks, inside any wrappers (Outlier, Subset,
+// ZoneAware) that only narrow its choice.
 func policyName(p balancer.Policy) string {
+	for {
+		w, ok := p.(interface{ Unwrap() balancer.Policy })
+		if !ok || w.Unwrap() == nil {
+			break
+		}
+		p = w.Unwrap()
+	}
 	if p == nil {
 		return "round_robin"
 	}
