@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -123,7 +124,8 @@ func (a *accessConfig) check(ctx context.Context, r tlsid.Request, logger *slog.
 		if err := p.AuthorizeRequest(ctx, r); err != nil {
 			if errors.Is(err, tlsid.ErrUnauthorized) {
 				a.stats.denied.Add(1)
-				a.tel.AuthorizationDenied(ctx, telemetry.Server, r.Peer.String(), err)
+				// Logged here, once: telemetry records the metric and the span event.
+				calltel.Of(a.tel).AuthorizationDeniedLogged(ctx, telemetry.Server, r.Peer.String(), err)
 				logger.LogAttrs(ctx, slog.LevelDebug, "mesh: access denied", accessAttrs(r, err)...)
 				return deny
 			}

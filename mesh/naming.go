@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/weftmesh/weft/discovery"
+	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/tlsid"
 )
 
@@ -144,7 +145,7 @@ func (n *naming) dialTLS(cfg *tls.Config) func(ctx context.Context, network, add
 		defer cancel()
 		if err := conn.HandshakeContext(hctx); err != nil {
 			_ = raw.Close()
-			return nil, err
+			return nil, &calltel.HandshakeError{Err: err}
 		}
 		state := conn.ConnectionState()
 		if err := n.verify(network, addr, expected, &state); err != nil {

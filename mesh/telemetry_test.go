@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -857,6 +858,29 @@ func TestTelemetryServerRefusals(t *testing.T) {
 	}
 	if logs := r.logs.String(); !strings.Contains(logs, "weft.authorization.denied") || !strings.Contains(logs, telClientID.String()) {
 		t.Error("the denials were not logged with the peer's ID")
+	}
+	// The access policy's denial is logged once (by mesh), not again by
+	// telemetry.
+	if n := strings.Count(r.logs.String(), "no-admin"); n != 1 {
+		t.Errorf("the access policy's denial is in %d log records, want 1:\n%s", n, r.logs.String())
+	}
+	// The client records the refused handshake as error.type=tls.
+	var refused []string
+	for _, m := range rm.ScopeMetrics {
+		for _, m := range m.Metrics {
+			if m.Name != "http.client.request.duration" {
+				continue
+			}
+			for _, dp := range m.Data.(metricdata.Histogram[float64]).DataPoints {
+				if v, _ := dp.Attributes.Value(telemetry.ServiceKey); v.AsString() == "only-a" {
+					e, _ := dp.Attributes.Value("error.type")
+					refused = append(refused, e.AsString())
+				}
+			}
+		}
+	}
+	if len(refused) == 0 || slices.ContainsFunc(refused, func(e string) bool { return e != "tls" }) {
+		t.Errorf("refused handshake recorded with error.type %q, want tls", refused)
 	}
 }
 

@@ -46,10 +46,15 @@
 // never are. Mesh state goes to weft.endpoint.count,
 // weft.endpoint.ejections, weft.breaker.transitions,
 // weft.retry.budget_exhausted, weft.request.rejections,
-// weft.authorization.denials, weft.certificate.expiry,
+// weft.authorization.denials, weft.certificate.expiry_timestamp,
 // weft.discovery.errors and weft.route.rejections through the recorder methods
 // ([Telemetry.BreakerChanged], [Telemetry.Rejected], ...), which also add
-// span events and log/slog records.
+// span events and log/slog records. weft.certificate.expiry_timestamp
+// is a time, in seconds since the Unix epoch (a Prometheus exporter
+// names it weft_certificate_expiry_timestamp_seconds). error.type of a
+// failed HTTP attempt is "timeout", "canceled", "tls" (a handshake or
+// certificate failure, or an alert from the peer), "connection" or
+// "_OTHER".
 //
 // # Secrets
 //

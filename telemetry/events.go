@@ -92,13 +92,13 @@ func (t *Telemetry) AuthorizationDenied(ctx context.Context, side Side, peer str
 }
 
 // CertificateRotated records the X.509-SVID now in use for id and its
-// expiry (weft.certificate.expiry, event "weft.certificate.rotated").
+// expiry (weft.certificate.expiry_timestamp, event "weft.certificate.rotated").
 // Only the ID and the expiry are recorded, never key material.
 func (t *Telemetry) CertificateRotated(ctx context.Context, id string, notAfter time.Time) {
 	t.recorder().CertificateRotated(ctx, id, notAfter)
 }
 
-// ObserveSVIDs makes weft.certificate.expiry report the expiry of the
+// ObserveSVIDs makes weft.certificate.expiry_timestamp report the expiry of the
 // SVID src holds each time metrics are collected, and logs a
 // "weft.certificate.rotated" event when it has changed since the last
 // collection. stop ends the observation. A nil t or src is ignored.

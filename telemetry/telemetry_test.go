@@ -546,7 +546,7 @@ func TestEventsAndSecrets(t *testing.T) {
 	if len(gauge) != 2 {
 		t.Errorf("%d endpoint count series, want 2", len(gauge))
 	}
-	if exp := r.metric(t, "weft.certificate.expiry").Data.(metricdata.Gauge[int64]).DataPoints; len(exp) != 1 || exp[0].Value != 2e9 {
+	if exp := r.metric(t, "weft.certificate.expiry_timestamp").Data.(metricdata.Gauge[int64]).DataPoints; len(exp) != 1 || exp[0].Value != 2e9 {
 		t.Errorf("certificate expiry %v", exp)
 	}
 }
@@ -662,7 +662,7 @@ func TestObserveSVIDs(t *testing.T) {
 	stop := r.tel.ObserveSVIDs(src)
 	defer stop()
 	expiry := func() int64 {
-		g := r.metric(t, "weft.certificate.expiry").Data.(metricdata.Gauge[int64])
+		g := r.metric(t, "weft.certificate.expiry_timestamp").Data.(metricdata.Gauge[int64])
 		if len(g.DataPoints) != 1 {
 			t.Fatalf("%d expiry series, want 1", len(g.DataPoints))
 		}

@@ -100,6 +100,18 @@ func grpcCode(err error) codes.Code {
 	return codes.Unknown
 }
 
+// HandshakeError is a TLS handshake that failed, however it failed (an
+// alert from the peer, a certificate check, an authorizer's refusal):
+// mesh wraps the errors of its client handshakes in it, and it is
+// recorded as error.type "tls" (unless the handshake ran out of time or
+// was cancelled).
+type HandshakeError struct{ Err error }
+
+func (e *HandshakeError) Error() string { return "tls handshake: " + e.Err.Error() }
+
+// Unwrap returns the handshake's error.
+func (e *HandshakeError) Unwrap() error { return e.Err }
+
 // errorType classifies a transport error into a small fixed set, the
 // error.type attribute. It never looks at the error's text.
 func errorType(err error) string {
@@ -110,13 +122,18 @@ func errorType(err error) string {
 		alert   tls.AlertError
 		certErr *tls.CertificateVerificationError
 		unkAuth x509.UnknownAuthorityError
+		hsErr   *HandshakeError
 	)
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout"
 	case errors.Is(err, context.Canceled):
 		return "canceled"
-	case errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &alert), errors.As(err, &recErr):
+	case errors.As(err, &hsErr), errors.As(err, &certErr), errors.As(err, &unkAuth), errors.As(err, &alert), errors.As(err, &recErr):
+		return "tls"
+	case errors.As(err, &opErr) && opErr.Op == "remote error":
+		// crypto/tls reports an alert from the peer (it refused the
+		// handshake or our certificate) as a "remote error".
 		return "tls"
 	case errors.As(err, &netErr) && netErr.Timeout():
 		return "timeout"

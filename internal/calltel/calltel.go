@@ -153,7 +153,7 @@ type instruments struct {
 	retryExhausted metric.Int64Counter         // weft.retry.budget_exhausted
 	rejections     metric.Int64Counter         // weft.request.rejections
 	authzDenials   metric.Int64Counter         // weft.authorization.denials
-	certExpiry     metric.Int64ObservableGauge // weft.certificate.expiry
+	certExpiry     metric.Int64ObservableGauge // weft.certificate.expiry_timestamp
 	discoveryErrs  metric.Int64Counter         // weft.discovery.errors
 	ejections      metric.Int64Counter         // weft.endpoint.ejections
 	routeRejects   metric.Int64Counter         // weft.route.rejections
@@ -183,7 +183,7 @@ func (in *instruments) init(m metric.Meter) error {
 	in.retryExhausted = counter("weft.retry.budget_exhausted", "{retry}", "Retries not made because the retry budget was exhausted.")
 	in.rejections = counter("weft.request.rejections", "{request}", "Requests refused by a rate limit, a concurrency limit or load shedding.")
 	in.authzDenials = counter("weft.authorization.denials", "{denial}", "Peers refused by authorization.")
-	in.certExpiry, e = m.Int64ObservableGauge("weft.certificate.expiry", metric.WithUnit("s"),
+	in.certExpiry, e = m.Int64ObservableGauge("weft.certificate.expiry_timestamp", metric.WithUnit("s"),
 		metric.WithDescription("Expiry time of the current X.509-SVID, in seconds since the Unix epoch."))
 	err = errors.Join(err, e)
 	in.discoveryErrs = counter("weft.discovery.errors", "{error}", "Errors reported by service discovery.")

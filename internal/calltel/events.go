@@ -68,9 +68,7 @@ func (t *Telemetry) event(ctx context.Context, level slog.Level, name string, at
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	if span := trace.SpanFromContext(ctx); span.IsRecording() {
-		span.AddEvent(name, trace.WithAttributes(attrs...))
-	}
+	spanEvent(ctx, name, attrs)
 	if !t.log.Enabled(ctx, level) {
 		return
 	}
@@ -79,6 +77,13 @@ func (t *Telemetry) event(ctx context.Context, level slog.Level, name string, at
 		args = append(args, slog.Any(string(kv.Key), kv.Value.AsInterface()))
 	}
 	t.log.LogAttrs(ctx, level, name, args...)
+}
+
+// spanEvent adds a span event to the recording span of ctx, if any.
+func spanEvent(ctx context.Context, name string, attrs []attribute.KeyValue) {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.AddEvent(name, trace.WithAttributes(attrs...))
+	}
 }
 
 func set(kv ...attribute.KeyValue) metric.MeasurementOption {
@@ -166,19 +171,39 @@ func (t *Telemetry) Rejected(ctx context.Context, side Side, service string, rea
 // (weft.authorization.denials, event "weft.authorization.denied"). The
 // peer's ID is logged and put on the span, never on the metric.
 func (t *Telemetry) AuthorizationDenied(ctx context.Context, side Side, peer string, err error) {
+	t.denied(ctx, side, peer, err, true)
+}
+
+// AuthorizationDeniedLogged is [Telemetry.AuthorizationDenied] for a
+// caller that logs the denial itself (mesh's access policies do): the
+// metric and the span event, no log record, so that a denial is logged
+// once.
+func (t *Telemetry) AuthorizationDeniedLogged(ctx context.Context, side Side, peer string, err error) {
+	t.denied(ctx, side, peer, err, false)
+}
+
+func (t *Telemetry) denied(ctx context.Context, side Side, peer string, err error, log bool) {
 	if t == nil {
 		return
 	}
+	if ctx == nil {
+		ctx = context.Background()
+	}
 	t.inst.authzDenials.Add(context.Background(), 1, set(SideKey.String(side.bounded())))
-	if span := trace.SpanFromContext(ctx); ctx != nil && span.IsRecording() {
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
 		span.SetAttributes(AuthzDecisionKey.String("deny"))
 	}
-	t.event(ctx, slog.LevelWarn, "weft.authorization.denied", SideKey.String(side.bounded()), PeerIDKey.String(peer),
-		AuthzDecisionKey.String("deny"), attribute.String("error.message", Redact(err)))
+	attrs := []attribute.KeyValue{SideKey.String(side.bounded()), PeerIDKey.String(peer),
+		AuthzDecisionKey.String("deny"), attribute.String("error.message", Redact(err))}
+	if !log {
+		spanEvent(ctx, "weft.authorization.denied", attrs)
+		return
+	}
+	t.event(ctx, slog.LevelWarn, "weft.authorization.denied", attrs...)
 }
 
 // CertificateRotated records the X.509-SVID now in use for id and its
-// expiry (weft.certificate.expiry, event "weft.certificate.rotated").
+// expiry (weft.certificate.expiry_timestamp, event "weft.certificate.rotated").
 // Only the ID and the expiry are recorded, never key material.
 func (t *Telemetry) CertificateRotated(ctx context.Context, id string, notAfter time.Time) {
 	if t == nil {
@@ -195,7 +220,7 @@ func (t *Telemetry) rotated(ctx context.Context, id string, notAfter time.Time) 
 		attribute.String("weft.certificate.not_after", notAfter.UTC().Format(time.RFC3339)))
 }
 
-// ObserveSVIDs makes weft.certificate.expiry report the expiry of the
+// ObserveSVIDs makes weft.certificate.expiry_timestamp report the expiry of the
 // SVID src holds each time metrics are collected, and logs a
 // "weft.certificate.rotated" event when it has changed since the last
 // collection. stop ends the observation. A nil t or src is ignored.
