@@ -16,7 +16,12 @@
 // and servers alike; [ClientOption] and [ServerOption] to one side only.
 // The zero configuration is safe: plaintext until [WithIdentity] gives an
 // identity, then mutual TLS 1.3 that admits peers of the same trust domain
-// unless [WithAuthorizer] says otherwise.
+// unless [WithAuthorizer] says otherwise. A client also checks, on every
+// connection, that the server presents the identity discovery expects of
+// its endpoint ([discovery.Endpoint].Identity; secure naming, failing with
+// [ErrUnexpectedPeer]); where discovery knows none, it falls back to the
+// authorizer and warns once per service, or refuses with
+// [WithRequiredIdentities].
 //
 // # One call path
 //
