@@ -18,6 +18,10 @@ SPIRE := $(BIN)/spire-server $(BIN)/spire-agent
 export WEFT_SPIRE_SERVER := $(BIN)/spire-server
 export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
 
+# Jaeger all-in-one, which the telemetry tests export traces to.
+JAEGER := $(BIN)/jaeger
+export WEFT_JAEGER := $(JAEGER)
+
 EXAMPLES := quickstart grpc consul resilience observability spire routing
 
 .PHONY: test tools chromium vet unit examples build-examples bench stress
@@ -25,9 +29,9 @@ EXAMPLES := quickstart grpc consul resilience observability spire routing
 ## test: install what the tests need, then vet and race-test every module and run the examples.
 test: tools vet examples unit
 
-## tools: build the Consul agent and the SPIRE server and agent the tests run against (once; reused after),
-## and install Chromium for the admin page's browser test.
-tools: $(CONSUL) $(SPIRE) chromium
+## tools: build the Consul agent, the SPIRE server and agent and Jaeger the tests run against (once;
+## reused after), and install Chromium for the admin page's browser test.
+tools: $(CONSUL) $(SPIRE) $(JAEGER) chromium
 
 ## chromium: install Debian's chromium package when it is missing and we are root
 ## (as CI is); otherwise the browser test skips, unless WEFT_REQUIRE_CHROMIUM is set.
@@ -38,6 +42,11 @@ chromium:
 	  else \
 	    echo "chromium is missing and we are not root: the admin page's browser test will be skipped"; \
 	  fi; }
+
+$(JAEGER): tools/jaeger/go.mod
+	@mkdir -p $(BIN)
+	cd tools/jaeger && GOFLAGS=-mod=mod $(GO) build -o $(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
+	@touch $(JAEGER)
 
 $(CONSUL): tools/consul/go.mod
 	@mkdir -p $(BIN)
