@@ -532,3 +532,61 @@ func TestMirrorCompare(t *testing.T) {
 		})
 	}
 }
+
+// TestFaultDelayEvent: a call a route's fault delays adds the event
+// "weft.fault.delay" to the span of its context (here the caller's),
+// HTTP and gRPC.
+func TestFaultDelayEvent(t *testing.T) {
+	leaktest.Check(t)
+	rig := newTelRig(t)
+	rig.serveHTTP("pay", telAID, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") }))
+	rig.serveGRPC("greet", telAID, func(s *grpc.Server) {
+		demo.RegisterFunc(s, func(context.Context) (string, error) { return "ok", nil })
+	})
+	src := staticRoutes(t, `
+services:
+  pay:
+    routes: [{fault: {delay: {fixed: 1ms, percent: 100}}}]
+  greet:
+    routes: [{fault: {delay: {fixed: 1ms, percent: 100}}}]
+`)
+	c := rig.client(telClientID, WithRoutes(src))
+	cc, err := c.DialGRPC("greet")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	for _, tt := range []struct {
+		name string
+		call func(ctx context.Context) error
+	}{
+		{"http", func(ctx context.Context) error {
+			_, _, _, err := payGet(ctx, c.HTTPClient(), "/", nil)
+			return err
+		}},
+		{"grpc", func(ctx context.Context) error {
+			_, err := demo.Whoami(ctx, cc)
+			return err
+		}},
+	} {
+		ctx, span := rig.tp.Tracer("caller").Start(testContext(t, 20*time.Second), "caller "+tt.name)
+		if err := tt.call(ctx); err != nil {
+			t.Fatalf("%s: %v", tt.name, err)
+		}
+		span.End()
+		var delays int
+		for _, s := range rig.spans.Ended() {
+			if s.Name() != "caller "+tt.name {
+				continue
+			}
+			for _, e := range s.Events() {
+				if e.Name == "weft.fault.delay" && attrOf(e.Attributes, "weft.fault.delay").AsFloat64() == 0.001 {
+					delays++
+				}
+			}
+		}
+		if delays != 1 {
+			t.Errorf("%s: %d weft.fault.delay events on the caller's span, want 1", tt.name, delays)
+		}
+	}
+}
