@@ -42,10 +42,11 @@ func (f adminOptionFunc) applyAdmin(c *adminConfig) { f(c) }
 
 // WithAdminAuthorizer lets the admin handler answer the callers that
 // authorize allows, identified by the SPIFFE ID of their mutual-TLS
-// certificate (serve the handler with a [Server] built with
-// [WithIdentity], or any TLS server that verifies client certificates
-// against the mesh's bundles). Every other caller, loopback ones
-// included, gets 403 Forbidden. A nil authorize is ignored.
+// certificate: serve the handler with a [Server] built with
+// [WithIdentity] (or a TLS server whose standard verification,
+// tls.RequireAndVerifyClientCert, verified the client's chain). Every
+// other caller, loopback and plaintext ones included, gets 403
+// Forbidden. A nil authorize is ignored.
 func WithAdminAuthorizer(authorize tlsid.Authorizer) AdminOption {
 	return adminOptionFunc(func(c *adminConfig) {
 		if authorize != nil {

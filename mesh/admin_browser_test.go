@@ -52,7 +52,9 @@ func TestAdminPageInChromium(t *testing.T) {
 	exe := chromium(t)
 	ae := newAdminEnv(t)
 	c := ae.client(WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 2, OpenTimeout: time.Hour}), WithRoutes(ae.src),
-		WithBalancer(func(string) balancer.Policy { return balancer.PeakEWMA() }))
+		// Peak EWMA for the latency sparklines; a short decay so that
+		// every endpoint keeps being called.
+		WithBalancer(func(string) balancer.Policy { return balancer.PeakEWMA(balancer.WithDecay(100 * time.Millisecond)) }))
 	hc := c.HTTPClient()
 	cc, err := c.DialGRPC("demo-grpc") // a gRPC service on the page too
 	if err != nil {

@@ -172,7 +172,10 @@ func TestAdminClusters(t *testing.T) {
 		{
 			name: "endpoint ejected",
 			opts: []ClientOption{WithBalancer(func(string) balancer.Policy {
-				return balancer.Outlier(balancer.PeakEWMA(), balancer.WithConsecutiveFailures(2), balancer.WithEjectionTime(time.Hour, time.Hour))
+				// A short decay: an endpoint whose first call was slow (its
+				// handshake) is soon probed again, and the failing one is
+				// called.
+				return balancer.Outlier(balancer.PeakEWMA(balancer.WithDecay(100*time.Millisecond)), balancer.WithConsecutiveFailures(2), balancer.WithEjectionTime(time.Hour, time.Hour))
 			})},
 			check: func(t *testing.T, e AdminEndpoint) bool {
 				return e.Ejected && e.Health == "ejected" && e.EjectedForSeconds > 3000
@@ -252,6 +255,9 @@ func TestAdminRoutes(t *testing.T) {
 	leaktest.Check(t)
 	ae := newAdminEnv(t)
 	c := ae.client(WithRoutes(ae.src))
+	if code := flakyGet(t, c.HTTPClient()); code != http.StatusOK { // creates the cluster
+		t.Fatalf("status %d", code)
+	}
 	base := serveAdmin(t, c.AdminHandler())
 	ahc := &http.Client{}
 	defer ahc.CloseIdleConnections()
@@ -263,8 +269,9 @@ func TestAdminRoutes(t *testing.T) {
 		wantVersion   string
 		wantRules     []string
 		wantRejection string // a substring of the last rejection; "" for none
+		wantSubsets3  string // flaky-3's subsets in /clusters, comma-separated
 	}{
-		{name: "initial", wantVersion: "v1", wantRules: []string{"canary-header", "stable", "default"}},
+		{name: "initial", wantVersion: "v1", wantRules: []string{"canary-header", "stable", "default"}, wantSubsets3: "canary"},
 		{name: "updated", update: fmt.Sprintf(oneRoute, "only", "{service: flaky}"), wantRules: []string{"only", "default"}},
 		{name: "refused", update: fmt.Sprintf(oneRoute, "broken", "{subset: nowhere}"), wantRules: []string{"only", "default"}, wantRejection: "nowhere"},
 	}
@@ -306,6 +313,14 @@ func TestAdminRoutes(t *testing.T) {
 		}
 		if strings.Join(names, ",") != strings.Join(st.wantRules, ",") {
 			t.Errorf("%s: rules %v, want %v", st.name, names, st.wantRules)
+		}
+		// /clusters follows the table: flaky-3 is in subset canary
+		// while a route sends to it.
+		var clusters AdminClusters
+		adminGet(t, ahc, base, "/clusters", &clusters)
+		e, _ := findEndpoint(clusters, "flaky", "flaky-3")
+		if got, want := strings.Join(e.Subsets, ","), st.wantSubsets3; got != want {
+			t.Errorf("%s: flaky-3 subsets %q, want %q", st.name, got, want)
 		}
 		switch {
 		case st.wantRejection == "" && doc.LastRejection != nil:
@@ -593,3 +608,23 @@ func (r *recorder) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 func (r *recorder) WriteHeader(code int) { r.code = code }
+
+// BenchmarkAdminClusters measures building the /clusters document of a
+// client with one 3-endpoint service behind breakers: the cost of a page
+// refresh, off the call path.
+func BenchmarkAdminClusters(b *testing.B) {
+	env := newTestEnv(b, 3)
+	c := env.client(WithCircuitBreaker(breaker.Settings{}))
+	resp, err := c.HTTPClient().Get("http://demo/")
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	a := &admin{c: c}
+	b.ReportAllocs()
+	for b.Loop() {
+		if doc := a.clusters(); len(doc.Services) != 1 || len(doc.Services[0].Endpoints) != 3 {
+			b.Fatalf("clusters: %+v", doc)
+		}
+	}
+}
