@@ -149,14 +149,16 @@ func findEndpoint(doc AdminClusters, service, id string) (AdminEndpoint, bool) {
 func TestAdminClusters(t *testing.T) {
 	leaktest.Check(t)
 	tests := []struct {
-		name  string
-		opts  []ClientOption
-		check func(t *testing.T, e AdminEndpoint) bool // the failing endpoint shows the failure
-		ok    func(t *testing.T, e AdminEndpoint)      // a healthy endpoint, once the failing one shows it
+		name     string
+		opts     []ClientOption
+		breakers bool                                     // the client has breakers, which count calls
+		check    func(t *testing.T, e AdminEndpoint) bool // the failing endpoint shows the failure
+		ok       func(t *testing.T, e AdminEndpoint)      // a healthy endpoint, once the failing one shows it
 	}{
 		{
-			name: "breaker opens",
-			opts: []ClientOption{WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 2, OpenTimeout: time.Hour})},
+			name:     "breaker opens",
+			breakers: true,
+			opts:     []ClientOption{WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 2, OpenTimeout: time.Hour})},
 			check: func(t *testing.T, e AdminEndpoint) bool {
 				return e.Breaker == "open" && e.Health == "breaker-open"
 			},
@@ -225,13 +227,20 @@ func TestAdminClusters(t *testing.T) {
 				t.Errorf("flaky-3 subsets %v, want [canary]", e.Subsets)
 			}
 			var grpcEPs int
+			var grpcCalls uint64
 			for _, s := range doc.Services {
 				if s.Service == "demo-grpc" {
 					grpcEPs = len(s.Endpoints)
+					for _, e := range s.Endpoints {
+						grpcCalls += e.Requests
+					}
 				}
 			}
 			if grpcEPs != 3 {
 				t.Errorf("demo-grpc: %d endpoints listed, want 3", grpcEPs)
+			}
+			if tt.breakers && grpcCalls < 3 {
+				t.Errorf("demo-grpc: %d calls counted by the breakers, want the 3 made", grpcCalls)
 			}
 
 			ae.flaky[1].Store(true)
