@@ -111,10 +111,10 @@ func (x *httpExchange) send(actx context.Context, a *attempt) {
 		// The attempt's trace context goes out in a copy of the headers,
 		// made only when there is one to add; the caller's stay untouched.
 		out.Header = att.InjectHTTP(out.Header)
-		a.resp, a.err = cl.transport.RoundTrip(out)
+		a.resp, a.err = roundTrip(cl.transport, out)
 		att.EndHTTP(a.resp, a.err)
 	} else {
-		a.resp, a.err = cl.transport.RoundTrip(out)
+		a.resp, a.err = roundTrip(cl.transport, out)
 	}
 	if x.dec != nil && a.resp != nil {
 		x.dec.Rule.Response.ApplyHTTP(a.resp.Header)
@@ -144,6 +144,20 @@ func (x *httpExchange) keep(a *attempt, cancel context.CancelFunc) {
 		return
 	}
 	a.resp.Body = &cancelBody{ReadCloser: a.resp.Body, cancel: cancel}
+}
+
+// roundTrip sends out with t. An answer that comes back once out's
+// context has ended is dropped for the context's error: net/http can
+// return the answer a server gave because the request was cancelled
+// (its handler saw the cancellation and returned), and a call past its
+// deadline or cancelled must not look like a success.
+func roundTrip(t http.RoundTripper, out *http.Request) (*http.Response, error) {
+	resp, err := t.RoundTrip(out)
+	if err == nil && out.Context().Err() != nil {
+		discard(resp)
+		return nil, fmt.Errorf("mesh: %w", context.Cause(out.Context()))
+	}
+	return resp, err
 }
 
 // waitReady waits until the cluster has heard from discovery once, or ctx

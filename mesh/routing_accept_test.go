@@ -377,9 +377,10 @@ func TestAcceptRoutesHTTP(t *testing.T) {
 
 	t.Run("timeouts and retries", func(t *testing.T) {
 		// The bounded route ends the slow call; the patient one waits.
-		_, _, _, err := payGet(ctx, a.hc, "/slow", nil)
+		start := time.Now()
+		code, body, hdr, err := payGet(ctx, a.hc, "/slow", nil)
 		if !errors.Is(err, context.DeadlineExceeded) {
-			t.Fatalf("slow call on the 50ms route: %v, want a deadline error", err)
+			t.Fatalf("slow call on the 50ms route after %v: %d %q %v %v, want a deadline error", time.Since(start), code, body, hdr, err)
 		}
 		if code, body, _ := get(t, "/slow", http.Header{"X-Patient": {"1"}}); code != 200 || body != "v1" {
 			t.Fatalf("slow call on the 20s route: %d %q", code, body)

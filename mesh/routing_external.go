@@ -142,7 +142,7 @@ func (c *Client) callExternal(ctx context.Context, r *http.Request, dec *route.D
 		out.Host, _, _ = net.SplitHostPort(ep.Addr)
 	}
 	routeRequest(dec, out)
-	resp, err := e.transport.RoundTrip(out)
+	resp, err := roundTrip(e.transport, out)
 	res := balancer.Success
 	if err != nil || resp.StatusCode >= 500 {
 		res = balancer.Failure
