@@ -47,7 +47,7 @@ func TestTelemetryOutlierEjection(t *testing.T) {
 				for _, dp := range m.Data.(metricdata.Sum[int64]).DataPoints {
 					ejections = dp.Value
 				}
-			case "weft.endpoint.count":
+			case "weft.endpoints":
 				for _, dp := range m.Data.(metricdata.Gauge[int64]).DataPoints {
 					if v, _ := dp.Attributes.Value(telemetry.EndpointStateKey); v == attribute.StringValue("ejected") {
 						ejected = dp.Value
@@ -60,7 +60,7 @@ func TestTelemetryOutlierEjection(t *testing.T) {
 		t.Errorf("weft.endpoint.ejections = %d, want 1", ejections)
 	}
 	if ejected != 1 {
-		t.Errorf("weft.endpoint.count{state=ejected} = %d, want 1", ejected)
+		t.Errorf("weft.endpoints{state=ejected} = %d, want 1", ejected)
 	}
 	if logs := r.logs.String(); !strings.Contains(logs, "weft.endpoint.ejected") || !strings.Contains(logs, "flaky-1") {
 		t.Errorf("no ejection log record for flaky-1 in:\n%s", logs)

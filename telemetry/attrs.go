@@ -26,7 +26,7 @@ const (
 	// AuthzDecisionKey is the authorization decision on the caller
 	// ("allow" or "deny").
 	AuthzDecisionKey = calltel.AuthzDecisionKey
-	// EndpointStateKey is "known" or "ejected" on weft.endpoint.count.
+	// EndpointStateKey is "known" or "ejected" on weft.endpoints.
 	EndpointStateKey = calltel.EndpointStateKey
 	// RejectReasonKey is why a request was refused: one of the
 	// [RejectReason] values.

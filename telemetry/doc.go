@@ -43,7 +43,7 @@
 // from fixed sets only: HTTP methods outside RFC 9110 become "_OTHER", routes
 // are templates ([WithRoute], or the [http.ServeMux] pattern), at most
 // 256 routes and [DefaultMaxRPCMethods] gRPC methods are kept, raw paths
-// never are. Mesh state goes to weft.endpoint.count,
+// never are. Mesh state goes to weft.endpoints,
 // weft.endpoint.ejections, weft.breaker.transitions,
 // weft.retry.budget_exhausted, weft.request.rejections,
 // weft.authorization.denials, weft.certificate.expiry_timestamp,

@@ -44,7 +44,7 @@ const (
 )
 
 // EndpointCounts records how many endpoints of service are known and how
-// many of them are ejected (weft.endpoint.count).
+// many of them are ejected (weft.endpoints).
 func (t *Telemetry) EndpointCounts(service string, known, ejected int) {
 	t.recorder().EndpointCounts(service, known, ejected)
 }

@@ -542,7 +542,7 @@ func TestEventsAndSecrets(t *testing.T) {
 	if rr := r.metric(t, "weft.route.rejections").Data.(metricdata.Sum[int64]).DataPoints; len(rr) != 1 || rr[0].Value != 1 {
 		t.Errorf("route rejections %v, want one of one source", rr)
 	}
-	gauge := r.metric(t, "weft.endpoint.count").Data.(metricdata.Gauge[int64]).DataPoints
+	gauge := r.metric(t, "weft.endpoints").Data.(metricdata.Gauge[int64]).DataPoints
 	if len(gauge) != 2 {
 		t.Errorf("%d endpoint count series, want 2", len(gauge))
 	}

@@ -17,6 +17,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -61,12 +62,14 @@ func main() {
 	timeout := flag.Duration("timeout", 3*time.Second, "bound on each export and on shutdown")
 	hold := flag.Duration("hold", 0, "keep serving /metrics this long before exiting")
 	flag.Parse()
-	if err := run(*exporter, *endpoint, *metricsAddr, *calls, *timeout, *hold, os.Stdout); err != nil {
+	if err := run(*exporter, *endpoint, *metricsAddr, *calls, *timeout, *hold, os.Stdout, nil); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(exporter, endpoint, metricsAddr string, calls int, timeout, hold time.Duration, out io.Writer) error {
+// run runs the example, writing what it does to out and, when
+// exposition is not nil, the whole Prometheus exposition it scraped.
+func run(exporter, endpoint, metricsAddr string, calls int, timeout, hold time.Duration, out, exposition io.Writer) error {
 	ctx := context.Background()
 	res := resource.NewSchemaless(semconv.ServiceName("observability-example"))
 
@@ -217,7 +220,16 @@ func run(exporter, endpoint, metricsAddr string, calls int, timeout, hold time.D
 		return err
 	}
 	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
+	var scraped bytes.Buffer
+	if _, err := scraped.ReadFrom(resp.Body); err != nil {
+		return err
+	}
+	if exposition != nil {
+		if _, err := exposition.Write(scraped.Bytes()); err != nil {
+			return err
+		}
+	}
+	sc := bufio.NewScanner(&scraped)
 	for sc.Scan() {
 		line := sc.Text()
 		if strings.HasPrefix(line, "http_client_request_duration_seconds_count") ||

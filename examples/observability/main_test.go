@@ -38,7 +38,7 @@ func TestRun(t *testing.T) {
 			if strings.HasPrefix(exporter, "otlp") {
 				endpoint = "127.0.0.1:1"
 			}
-			if err := run(exporter, endpoint, "127.0.0.1:0", 3, time.Second, 0, &out); err != nil {
+			if err := run(exporter, endpoint, "127.0.0.1:0", 3, time.Second, 0, &out, nil); err != nil {
 				t.Fatal(err)
 			}
 			if d := time.Since(start); d > 20*time.Second {
@@ -54,7 +54,7 @@ func TestRun(t *testing.T) {
 			}
 		})
 	}
-	if err := run("bogus", "", "127.0.0.1:0", 1, time.Second, 0, &syncBuilder{}); err == nil {
+	if err := run("bogus", "", "127.0.0.1:0", 1, time.Second, 0, &syncBuilder{}, nil); err == nil {
 		t.Error("unknown exporter accepted")
 	}
 }

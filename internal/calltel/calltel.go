@@ -148,7 +148,7 @@ type instruments struct {
 	rpcClient  metric.Float64Histogram // rpc.client.call.duration
 	rpcServer  metric.Float64Histogram // rpc.server.call.duration
 
-	endpoints      metric.Int64Gauge           // weft.endpoint.count
+	endpoints      metric.Int64Gauge           // weft.endpoints
 	breakerChanges metric.Int64Counter         // weft.breaker.transitions
 	retryExhausted metric.Int64Counter         // weft.retry.budget_exhausted
 	rejections     metric.Int64Counter         // weft.request.rejections
@@ -176,7 +176,7 @@ func (in *instruments) init(m metric.Meter) error {
 	in.httpServer = hist("http.server.request.duration", "Duration of HTTP server requests.")
 	in.rpcClient = hist("rpc.client.call.duration", "Measures the duration of an outgoing Remote Procedure Call (RPC).")
 	in.rpcServer = hist("rpc.server.call.duration", "Measures the duration of an incoming Remote Procedure Call (RPC).")
-	in.endpoints, e = m.Int64Gauge("weft.endpoint.count", metric.WithUnit("{endpoint}"),
+	in.endpoints, e = m.Int64Gauge("weft.endpoints", metric.WithUnit("{endpoint}"),
 		metric.WithDescription("Endpoints of a destination service, by state (known, ejected)."))
 	err = errors.Join(err, e)
 	in.breakerChanges = counter("weft.breaker.transitions", "{transition}", "Circuit breaker state changes, by the state entered.")

@@ -91,7 +91,7 @@ func set(kv ...attribute.KeyValue) metric.MeasurementOption {
 }
 
 // EndpointCounts records how many endpoints of service are known and how
-// many of them are ejected (weft.endpoint.count).
+// many of them are ejected (weft.endpoints).
 func (t *Telemetry) EndpointCounts(service string, known, ejected int) {
 	if t == nil {
 		return
