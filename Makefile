@@ -22,6 +22,10 @@ export WEFT_SPIRE_AGENT := $(BIN)/spire-agent
 JAEGER := $(BIN)/jaeger
 export WEFT_JAEGER := $(JAEGER)
 
+# Prometheus's promtool, which checks the exposition of examples/observability.
+PROMTOOL := $(BIN)/promtool
+export WEFT_PROMTOOL := $(PROMTOOL)
+
 EXAMPLES := quickstart grpc consul resilience observability spire routing
 
 .PHONY: test tools chromium vet unit examples build-examples bench stress
@@ -29,9 +33,9 @@ EXAMPLES := quickstart grpc consul resilience observability spire routing
 ## test: install what the tests need, then vet and race-test every module and run the examples.
 test: tools vet examples unit
 
-## tools: build the Consul agent, the SPIRE server and agent and Jaeger the tests run against (once;
-## reused after), and install Chromium for the admin page's browser test.
-tools: $(CONSUL) $(SPIRE) $(JAEGER) chromium
+## tools: build the Consul agent, the SPIRE server and agent, Jaeger and promtool the tests run
+## against (once; reused after), and install Chromium for the admin page's browser test.
+tools: $(CONSUL) $(SPIRE) $(JAEGER) $(PROMTOOL) chromium
 
 ## chromium: install Debian's chromium package when it is missing and we are root
 ## (as CI is); otherwise the browser test skips, unless WEFT_REQUIRE_CHROMIUM is set.
@@ -47,6 +51,11 @@ $(JAEGER): tools/jaeger/go.mod
 	@mkdir -p $(BIN)
 	cd tools/jaeger && GOFLAGS=-mod=mod $(GO) build -o $(JAEGER) github.com/jaegertracing/jaeger/cmd/jaeger
 	@touch $(JAEGER)
+
+$(PROMTOOL): tools/promtool/go.mod
+	@mkdir -p $(BIN)
+	cd tools/promtool && GOFLAGS=-mod=mod $(GO) build -o $(PROMTOOL) github.com/prometheus/prometheus/cmd/promtool
+	@touch $(PROMTOOL)
 
 $(CONSUL): tools/consul/go.mod
 	@mkdir -p $(BIN)
