@@ -106,7 +106,7 @@ type cluster struct {
 	guard     *guard               // breakers, budget, rate limit, retry and hedge policies
 	tel       *calltel.Destination // nil: no telemetry (telemetry.go)
 
-	subMu sync.Mutex // serialises updates to subscribers and their changes
+	subMu sync.Mutex // guards subs
 	subs  map[*grpcConn]struct{}
 
 	newPolicy func() balancer.Policy // a policy for one more balancer (a subset's)
@@ -127,11 +127,17 @@ func (cl *cluster) update(u discovery.Update) {
 	cl.updateSubsets(u.Endpoints)
 	observeUpdate(cl.tel.Telemetry(), cl.service, u, cl.balancer)
 	cl.status.Store(&u)
+	// The connections are told outside the lock: grpc-go may close a
+	// resolver (which unsubscribes) while an update is under way.
 	cl.subMu.Lock()
+	subs := make([]*grpcConn, 0, len(cl.subs))
 	for gc := range cl.subs {
-		gc.setEndpoints(u.Endpoints)
+		subs = append(subs, gc)
 	}
 	cl.subMu.Unlock()
+	for _, gc := range subs {
+		gc.setEndpoints(u.Endpoints)
+	}
 	cl.readyOnce.Do(func() { close(cl.ready) })
 }
 
