@@ -393,6 +393,15 @@ func TestGRPCHedgeKeepsWinnersMetadata(t *testing.T) {
 	}
 	defer cc.Close()
 	ctx := testContext(t, 30*time.Second)
+	// Both endpoints must have a ready connection for the first attempts
+	// to go to the slow one: call until one has.
+	pollUntil(t, 20*time.Second, "a call on the slow endpoint", func() bool {
+		wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+		defer cancel()
+		_, _ = demo.Whoami(wctx, cc)
+		return slowEntered.Load() > 0
+	})
+	pollUntil(t, 20*time.Second, "the warm-up attempts ended", func() bool { return slowDone.Load() == slowEntered.Load() })
 	hedges := 0
 	for i := 0; i < 30; i++ {
 		var header, trailer metadata.MD
