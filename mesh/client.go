@@ -136,7 +136,7 @@ func (cl *cluster) update(u discovery.Update) {
 	}
 	cl.subMu.Unlock()
 	for _, gc := range subs {
-		gc.setEndpoints(u.Endpoints)
+		gc.setEndpoints(cl.service, u.Endpoints)
 	}
 	cl.readyOnce.Do(func() { close(cl.ready) })
 }
@@ -151,7 +151,7 @@ func (cl *cluster) subscribe(gc *grpcConn) (unsubscribe func()) {
 	}
 	cl.subs[gc] = struct{}{}
 	if u := cl.status.Load(); u != nil {
-		gc.setEndpoints(u.Endpoints)
+		gc.setEndpoints(cl.service, u.Endpoints)
 	}
 	return func() {
 		cl.subMu.Lock()

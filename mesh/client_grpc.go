@@ -23,6 +23,7 @@ import (
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
+	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/route"
 )
@@ -51,8 +52,7 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	if err != nil {
 		return nil, err
 	}
-	gc := newGRPCConn(cl)
-	gc.routes = c.cfg.routes
+	gc := newGRPCConn(c, cl)
 	var creds credentials.TransportCredentials = insecure.NewCredentials()
 	if cl.tlsConfig != nil {
 		creds = cl.naming.grpcCredentials(credentials.NewTLS(cl.tlsConfig))
@@ -85,13 +85,16 @@ const weftServiceConfig = `{"loadBalancingConfig":[{"` + GRPCBalancerName + `":{
 // through [cluster.do] and never calls invoker without an endpoint chosen
 // by weft.
 func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-	cl := gc.cl
-	if err := cl.waitReady(ctx); err != nil {
+	if err := gc.cl.waitReady(ctx); err != nil {
 		return grpcStatus(err)
 	}
-	dec, err := gc.routeGRPC(ctx, method)
+	dec, t, err := gc.routeGRPC(ctx, method)
 	if err != nil {
 		return err
+	}
+	cl := t.cl
+	if err := cl.waitReady(ctx); err != nil {
+		return grpcStatus(err)
 	}
 	if dec.Rule != nil && dec.Rule.Timeout > 0 {
 		var cancel context.CancelFunc
@@ -101,14 +104,14 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	ctx, call := cl.tel.StartGRPC(ctx, method)
 	g := cl.guard
 	msg, isProto := reply.(proto.Message)
-	x := &grpcUnary{gc: gc, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
+	x := &grpcUnary{gc: gc, target: t, cc: cc, invoker: invoker, method: method, req: req, reply: reply, msg: msg, opts: opts, call: call, ctx: ctx}
 	spec := cl.spec(cl.balancer, g.retry, g.hedge)
 	if dec.Rule != nil {
 		spec = cl.routedSpec(dec)
 		x.dec = &dec
 		x.method = dec.RewritePath(method)
 	}
-	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, gc.skip
+	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, t.skip
 	if isProto && spec.hedge != nil {
 		x.replyType = msg.ProtoReflect().Type()
 	}
@@ -116,10 +119,10 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	if spec.retry != nil || spec.hedge != nil {
 		spec.idempotent = g.idempotentCall("", method, true)
 	}
-	err = gc.awaitConnection(ctx, cc, opts, spec.balancer)
+	err = gc.awaitConnection(ctx, cc, opts, spec.balancer, t.prefix)
 	if err == nil && dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
-			err = gc.faultGRPC(ctx, call, f)
+			err = gc.faultGRPC(ctx, cl, call, f)
 			f.Done()
 		}
 	}
@@ -136,6 +139,7 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 // grpcUnary is the gRPC adapter of the call engine: one unary call.
 type grpcUnary struct {
 	gc      *grpcConn
+	target  *grpcTarget // the service the call goes to
 	cc      *grpc.ClientConn
 	invoker grpc.UnaryInvoker
 	method  string
@@ -173,7 +177,7 @@ func (x *grpcUnary) balancerInfo(ctx context.Context) balancer.Info {
 // trailer and peer into its own variables, so that it never writes to
 // the caller's.
 func (x *grpcUnary) send(actx context.Context, a *attempt) {
-	ctx := withEndpoint(actx, a.ep)
+	ctx := x.target.withEndpoint(actx, a.ep)
 	opts, reply := x.opts, x.reply
 	if x.dec != nil {
 		ctx = routeMetadata(ctx, x.dec)
@@ -181,7 +185,7 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(x.dec.Rule.Authority))
 		}
 	}
-	ctx, att := x.gc.cl.startAttempt(x.call, ctx, nil, a.ep)
+	ctx, att := x.target.cl.startAttempt(x.call, ctx, nil, a.ep)
 	ctx = att.InjectGRPC(ctx)
 	var trailer *metadata.MD // read for pushback
 	switch {
@@ -301,14 +305,17 @@ func grpcStatus(err error) error {
 // stream that found no ready connection is tried on another endpoint;
 // one that reached a server is not retried.
 func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	cl := gc.cl
+	if err := gc.cl.waitReady(ctx); err != nil {
+		return nil, grpcStatus(err)
+	}
+	dec, t, err := gc.routeGRPC(ctx, method)
+	if err != nil {
+		return nil, err
+	}
+	cl := t.cl
 	g := cl.guard
 	if err := cl.waitReady(ctx); err != nil {
 		return nil, grpcStatus(err)
-	}
-	dec, err := gc.routeGRPC(ctx, method)
-	if err != nil {
-		return nil, err
 	}
 	stopTimeout := func() {}
 	if dec.Rule != nil && dec.Rule.Timeout > 0 {
@@ -332,13 +339,13 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if dec.Rule != nil {
 		spec.balancer = cl.subsetBalancer(dec.Target.Destination)
 	}
-	if err := gc.awaitConnection(ctx, cc, opts, spec.balancer); err != nil {
+	if err := gc.awaitConnection(ctx, cc, opts, spec.balancer, t.prefix); err != nil {
 		return fail(err)
 	}
 	sent := method
 	if dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
-			err := gc.faultGRPC(ctx, call, f)
+			err := gc.faultGRPC(ctx, cl, call, f)
 			f.Done()
 			if err != nil {
 				return fail(err)
@@ -350,7 +357,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(dec.Rule.Authority))
 		}
 	}
-	spec.route, spec.skip = method, gc.skip
+	spec.route, spec.skip = method, t.skip
 	var tried []*balancer.Endpoint
 	for try := 1; ; try++ {
 		ep, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
@@ -358,7 +365,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			return fail(err)
 		}
 		start := g.clock.Now()
-		sctx, cancel := context.WithCancel(withEndpoint(ctx, ep))
+		sctx, cancel := context.WithCancel(t.withEndpoint(ctx, ep))
 		sctx, att := cl.startAttempt(call, sctx, nil, ep)
 		sctx = att.InjectGRPC(sctx)
 		cs, err := streamer(sctx, desc, cc, sent, opts...)
@@ -464,22 +471,76 @@ type readiness struct {
 // connection. It is the connection's resolver builder too.
 type grpcConn struct {
 	cl     *cluster
-	routes route.Source                  // nil: no routing
-	skip   func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
+	client *Client
+	routes route.Source // nil: no routing
+	self   *grpcTarget  // the dialled service
 	ready  atomic.Pointer[readiness]
 
-	mu       sync.Mutex // guards resolver
+	pushMu   sync.Mutex // orders the endpoint sets handed to the resolver
+	mu       sync.Mutex // guards what follows
 	resolver *grpcResolver
+	sets     map[string][]discovery.Endpoint // by service
+	peers    map[string]*grpcTarget          // other services routes send to
 }
 
-func newGRPCConn(cl *cluster) *grpcConn {
-	gc := &grpcConn{cl: cl}
-	open := cl.guard.skipOpen
-	gc.skip = func(e *balancer.Endpoint) bool {
-		return !gc.ready.Load().ready[e.ID] || (open != nil && open(e))
+// grpcTarget is a service a gRPC connection sends calls to: the dialled
+// one, or another that a route sends them to, whose endpoints the
+// connection then holds connections to as well.
+type grpcTarget struct {
+	cl          *cluster
+	prefix      string                        // of the connection's keys of its endpoints ([grpcConn.keyPrefix])
+	skip        func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
+	unsubscribe func()
+}
+
+// withEndpoint returns ctx carrying the endpoint chosen for an attempt,
+// as weft's picker reads it: the endpoint itself for the dialled
+// service, its key for another.
+func (t *grpcTarget) withEndpoint(ctx context.Context, ep *balancer.Endpoint) context.Context {
+	if t.prefix == "" {
+		return context.WithValue(ctx, endpointKey{}, ep)
 	}
+	return context.WithValue(ctx, endpointKey{}, peerEndpointKey(t.prefix+ep.ID))
+}
+
+// peerEndpointKey is the key of an endpoint of another service than the dialled
+// one, as the picker finds it.
+type peerEndpointKey string
+
+func newGRPCConn(c *Client, cl *cluster) *grpcConn {
+	gc := &grpcConn{cl: cl, client: c, routes: c.cfg.routes}
+	gc.self = gc.target(cl)
 	gc.ready.Store(&readiness{idle: true, changed: make(chan struct{})})
 	return gc
+}
+
+// target returns the grpcTarget of cl on gc.
+func (gc *grpcConn) target(cl *cluster) *grpcTarget {
+	t := &grpcTarget{cl: cl, prefix: gc.keyPrefix(cl.service)}
+	open, prefix := cl.guard.skipOpen, t.prefix
+	t.skip = func(e *balancer.Endpoint) bool {
+		return !gc.ready.Load().ready[prefix+e.ID] || (open != nil && open(e))
+	}
+	return t
+}
+
+// include makes gc hold connections to the endpoints of cl, a service a
+// route sends gc's calls to, and returns its target.
+func (gc *grpcConn) include(cl *cluster) *grpcTarget {
+	gc.mu.Lock()
+	if t := gc.peers[cl.service]; t != nil {
+		gc.mu.Unlock()
+		return t
+	}
+	t := gc.target(cl)
+	if gc.peers == nil {
+		gc.peers = make(map[string]*grpcTarget)
+	}
+	gc.peers[cl.service] = t
+	gc.mu.Unlock()
+	// Outside the lock: subscribing hands gc the service's set at once.
+	t.unsubscribe = cl.subscribe(gc)
+	return t
 }
 
 // setReadiness publishes r and wakes the calls waiting for a change.
@@ -495,11 +556,11 @@ func (gc *grpcConn) setReadiness(r *readiness) {
 // connection failed, unless the call waits for ready (as grpc-go's own
 // picker does), and when ctx ends. With no endpoint at all it returns at
 // once: the pick reports it, as it does for HTTP.
-func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption, bal *balancer.Balancer) error {
+func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption, bal *balancer.Balancer, prefix string) error {
 	for {
 		r := gc.ready.Load()
 		eps := bal.Endpoints()
-		if len(eps) == 0 || slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return r.ready[e.ID] }) {
+		if len(eps) == 0 || slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return r.ready[prefix+e.ID] }) {
 			return nil
 		}
 		if r.idle {
@@ -532,7 +593,3 @@ func waitForReady(opts []grpc.CallOption) bool {
 // routing decision of one attempt, read once by the picker; nothing
 // flows back through it.
 type endpointKey struct{}
-
-func withEndpoint(ctx context.Context, ep *balancer.Endpoint) context.Context {
-	return context.WithValue(ctx, endpointKey{}, ep)
-}

@@ -52,27 +52,51 @@ func (gc *grpcConn) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.
 	return r, nil
 }
 
-// setEndpoints passes a new endpoint set to the connection's resolver,
-// when grpc-go has built one. The cluster calls it, one update at a time.
-func (gc *grpcConn) setEndpoints(eps []discovery.Endpoint) {
+// setEndpoints takes in a new endpoint set of service — the dialled
+// one, or another that routes send the connection's calls to — and
+// passes the union of every service's set to the connection's resolver,
+// when grpc-go has built one. Each cluster calls it one update at a
+// time; pushMu keeps the unions in the order their sets came.
+func (gc *grpcConn) setEndpoints(service string, eps []discovery.Endpoint) {
+	gc.pushMu.Lock()
+	defer gc.pushMu.Unlock()
 	gc.mu.Lock()
+	if gc.sets == nil {
+		gc.sets = make(map[string][]discovery.Endpoint)
+	}
+	gc.sets[service] = eps
 	r := gc.resolver
+	n := 0
+	for _, set := range gc.sets {
+		n += len(set)
+	}
+	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, n), Attributes: attributes.New(grpcConnKey{}, gc)}
+	for svc, set := range gc.sets {
+		prefix := gc.keyPrefix(svc)
+		for i := range set {
+			e := &set[i]
+			state.Endpoints = append(state.Endpoints, resolver.Endpoint{
+				Addresses:  []resolver.Address{{Addr: e.Addr, Attributes: expectedIdentity(e)}},
+				Attributes: attributes.New(endpointIDKey{}, prefix+e.ID),
+			})
+		}
+	}
 	gc.mu.Unlock()
 	if r == nil {
 		return
 	}
-	state := resolver.State{
-		Endpoints:     make([]resolver.Endpoint, len(eps)),
-		ServiceConfig: r.sc,
-		Attributes:    attributes.New(grpcConnKey{}, gc),
-	}
-	for i, e := range eps {
-		state.Endpoints[i] = resolver.Endpoint{
-			Addresses:  []resolver.Address{{Addr: e.Addr, Attributes: expectedIdentity(&e)}},
-			Attributes: attributes.New(endpointIDKey{}, e.ID),
-		}
-	}
+	state.ServiceConfig = r.sc
 	_ = r.cc.UpdateState(state)
+}
+
+// keyPrefix is what the connection's keys of service's endpoints start
+// with: nothing for the dialled service, whose keys are the endpoint IDs,
+// and "service/" for another.
+func (gc *grpcConn) keyPrefix(service string) string {
+	if service == gc.cl.service {
+		return ""
+	}
+	return service + "/"
 }
 
 // grpcConnKey finds the grpcConn of a resolver state.
@@ -93,11 +117,20 @@ func (r *grpcResolver) ResolveNow(resolver.ResolveNowOptions) {}
 
 func (r *grpcResolver) Close() {
 	r.unsubscribe()
-	r.gc.mu.Lock()
-	if r.gc.resolver == r {
-		r.gc.resolver = nil
+	gc := r.gc
+	gc.mu.Lock()
+	if gc.resolver == r {
+		gc.resolver = nil
 	}
-	r.gc.mu.Unlock()
+	peers := gc.peers
+	gc.peers = nil
+	for svc := range peers {
+		delete(gc.sets, svc)
+	}
+	gc.mu.Unlock()
+	for _, p := range peers {
+		p.unsubscribe()
+	}
 }
 
 // grpcBalancerBuilder builds weft's gRPC balancer.
@@ -176,10 +209,15 @@ type grpcPicker struct {
 }
 
 func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, error) {
-	if ep, ok := info.Ctx.Value(endpointKey{}).(*balancer.Endpoint); ok {
-		if child, ok := p.ready[ep.ID]; ok {
-			return child.Pick(info)
-		}
+	var key string
+	switch v := info.Ctx.Value(endpointKey{}).(type) {
+	case *balancer.Endpoint:
+		key = v.ID
+	case peerEndpointKey:
+		key = string(v)
+	}
+	if child, ok := p.ready[key]; ok {
+		return child.Pick(info)
 	}
 	return grpcbalancer.PickResult{}, status.Error(codes.Unavailable, notReadyMessage)
 }

@@ -52,9 +52,11 @@ import (
 // name and CA, not mesh mutual TLS, one attempt each, with the route's
 // timeout, faults, header changes and rewrites.
 //
-// Routes of gRPC calls may send to subsets of the dialled service only:
-// a gRPC connection holds connections to that service's endpoints; they
-// answer neither redirects nor direct responses, and are not mirrored.
+// Routes of gRPC calls may send to any mesh service and subset: a
+// connection of [Client.DialGRPC] then holds connections to the
+// endpoints of every service its routes have sent calls to. gRPC calls
+// answer neither redirects nor direct responses, are not mirrored, and
+// do not go to external services.
 func WithRoutes(src route.Source) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) {
 		if src != nil {
@@ -426,30 +428,38 @@ func answer(r *http.Request, status int, body string) *http.Response {
 }
 
 // routeGRPC matches a gRPC call of method against the client's routes.
-// It returns the decision, with a nil Rule when no route applies, and an
-// error for a route the call cannot follow.
-func (gc *grpcConn) routeGRPC(ctx context.Context, method string) (route.Decision, error) {
+// It returns the decision, with a nil Rule when no route applies, the
+// service the call goes to, and an error for a route the call cannot
+// follow.
+func (gc *grpcConn) routeGRPC(ctx context.Context, method string) (route.Decision, *grpcTarget, error) {
 	src := gc.routes
 	if src == nil {
-		return route.Decision{}, nil
+		return route.Decision{}, gc.self, nil
 	}
 	md, _ := metadata.FromOutgoingContext(ctx)
 	dec := src.Table().Match(gc.cl.service, &route.Request{Path: method, Metadata: md}, rand.Uint64())
 	rule := dec.Rule
 	switch {
 	case rule == nil:
+		return dec, gc.self, nil
 	case rule.Redirect != nil || rule.DirectResponse != nil:
-		return dec, &grpcError{code: codes.Unimplemented, err: fmt.Errorf("%w: route %s of %q answers HTTP only", ErrRouteUnsupported, rule.Name, rule.Service)}
-	case dec.Target.Destination.Service != gc.cl.service:
-		return dec, &grpcError{code: codes.FailedPrecondition, err: fmt.Errorf("%w: route %s sends gRPC calls of %q to another service, %q", ErrRouteUnsupported, rule.Name, gc.cl.service, dec.Target.Destination.Service)}
+		return dec, nil, &grpcError{code: codes.Unimplemented, err: fmt.Errorf("%w: route %s of %q answers HTTP only", ErrRouteUnsupported, rule.Name, rule.Service)}
+	case dec.Target.Destination.External != nil:
+		return dec, nil, &grpcError{code: codes.FailedPrecondition, err: fmt.Errorf("%w: route %s sends gRPC calls to an external service, %q", ErrRouteUnsupported, rule.Name, dec.Target.Destination.Service)}
+	case dec.Target.Destination.Service == gc.cl.service:
+		return dec, gc.self, nil
 	}
-	return dec, nil
+	cl, err := gc.client.cluster(dec.Target.Destination.Service)
+	if err != nil {
+		return dec, nil, grpcStatus(err)
+	}
+	return dec, gc.include(cl), nil
 }
 
 // faultGRPC applies a route's fault to a gRPC call: the delay, then the
 // abort as a status error.
-func (gc *grpcConn) faultGRPC(ctx context.Context, call *calltel.Call, f *route.FaultPolicy) error {
-	status, err := gc.cl.fault(ctx, f)
+func (gc *grpcConn) faultGRPC(ctx context.Context, cl *cluster, call *calltel.Call, f *route.FaultPolicy) error {
+	status, err := cl.fault(ctx, f)
 	if err != nil || status == 0 {
 		return err
 	}
@@ -457,8 +467,8 @@ func (gc *grpcConn) faultGRPC(ctx context.Context, call *calltel.Call, f *route.
 	if code == codes.OK {
 		code = grpcCodeOf(status)
 	}
-	err = &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, gc.cl.service)}
-	gc.cl.faultAborted(ctx, call, nil, nil, nil, err)
+	err = &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, cl.service)}
+	cl.faultAborted(ctx, call, nil, nil, nil, err)
 	return err
 }
 

@@ -268,13 +268,17 @@ func TestRoutesChangeLive(t *testing.T) {
 }
 
 // TestRoutesGRPC: gRPC calls follow routes by metadata to a subset of
-// the dialled service, faults abort them with the route's code, and a
-// route to another service is refused clearly.
+// the dialled service or to another service, and faults abort them with
+// the route's code.
 func TestRoutesGRPC(t *testing.T) {
 	leaktest.Check(t)
 	env := newTestEnv(t, 0)
 	a1 := startDemoGRPC(t, env, "g1", func(context.Context) (string, error) { return "g1", nil })
 	a2 := startDemoGRPC(t, env, "g2", func(context.Context) (string, error) { return "g2", nil })
+	o1 := startDemoGRPC(t, env, "o1", func(context.Context) (string, error) { return "o1", nil })
+	if err := env.discovery.Set("other", discovery.Endpoint{ID: "o1", Addr: o1}); err != nil {
+		t.Fatal(err)
+	}
 	if err := env.discovery.Set("greet",
 		discovery.Endpoint{ID: "g1", Addr: a1, Tags: []string{"stable"}},
 		discovery.Endpoint{ID: "g2", Addr: a2, Tags: []string{"canary"}}); err != nil {
@@ -323,8 +327,15 @@ services:
 	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-fault", "1"), cc); status.Code(err) != codes.ResourceExhausted || !errors.Is(err, ErrFaultInjected) {
 		t.Fatalf("fault: %v", err)
 	}
-	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-elsewhere", "1"), cc); status.Code(err) != codes.FailedPrecondition || !errors.Is(err, ErrRouteUnsupported) {
-		t.Fatalf("route to another service: %v", err)
+	// A route to another service: the connection reaches its endpoints
+	// too, and calls without the header stay on the dialled service.
+	for range 3 {
+		if got, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-elsewhere", "1"), cc); err != nil || got != "o1" {
+			t.Fatalf("route to another service: %q %v", got, err)
+		}
+		if got, err := demo.Whoami(ctx, cc); err != nil || got != "g1" {
+			t.Fatalf("default after a route elsewhere: %q %v", got, err)
+		}
 	}
 }
 
