@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/trace"
@@ -135,10 +136,13 @@ type subsetBalancer struct {
 	bal  *balancer.Balancer
 }
 
-// subsetBalancer returns the balancer of dest's subset of cl's
-// endpoints: the service's own for no subset.
+// subsetBalancer returns the balancer of dest — a subset of cl's
+// endpoints, or all of them — with dest's traffic policy: its load
+// balancer and outlier detection, as DestinationRule's trafficPolicy,
+// which applies when a route sends calls there. A destination of every
+// endpoint with no policy of its own is served by the service's balancer.
 func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
-	if dest.Subset == "" {
+	if dest.Subset == "" && dest.Policy.LoadBalancer == nil && dest.Policy.Outlier == nil {
 		return cl.balancer
 	}
 	cl.subsets.mu.Lock()
@@ -147,7 +151,7 @@ func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
 		return sb.bal
 	}
 	// New, or its definition came with a newer table.
-	sb := &subsetBalancer{dest: dest, bal: balancer.New(cl.newPolicy())}
+	sb := &subsetBalancer{dest: dest, bal: balancer.New(cl.destinationPolicy(dest))}
 	if u := cl.status.Load(); u != nil {
 		sb.bal.Update(sb.filter(u.Endpoints))
 	}
@@ -156,6 +160,60 @@ func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
 	}
 	cl.subsets.m[dest.Subset] = sb
 	return sb.bal
+}
+
+// destinationPolicy is the balancing policy of dest: the one its traffic
+// policy names, else the client's for the service; with outlier
+// detection when the traffic policy asks for it.
+func (cl *cluster) destinationPolicy(dest *route.Destination) balancer.Policy {
+	var p balancer.Policy
+	if lb := dest.Policy.LoadBalancer; lb != nil {
+		key := balancer.HeaderKey(lb.HashHeader)
+		if lb.HashCookie != "" {
+			key = balancer.CookieKey(lb.HashCookie)
+		}
+		switch lb.Policy {
+		case "round_robin":
+			p = balancer.RoundRobin()
+		case "weighted_round_robin":
+			p = balancer.WeightedRoundRobin()
+		case "random":
+			p = balancer.Random()
+		case "weighted_random":
+			p = balancer.WeightedRandom()
+		case "least_request":
+			p = balancer.LeastRequest()
+		case "peak_ewma":
+			p = balancer.PeakEWMA()
+		case "ring_hash":
+			p = balancer.RingHash(key)
+		case "maglev":
+			p = balancer.Maglev(key)
+		}
+	}
+	if p == nil {
+		p = cl.newPolicy()
+	}
+	if o := dest.Policy.Outlier; o != nil {
+		if p == nil {
+			p = balancer.RoundRobin()
+		}
+		var opts []balancer.Option
+		if o.ConsecutiveFailures > 0 {
+			opts = append(opts, balancer.WithConsecutiveFailures(o.ConsecutiveFailures))
+		}
+		if o.Interval > 0 {
+			opts = append(opts, balancer.WithInterval(time.Duration(o.Interval)))
+		}
+		if o.BaseEjectionTime > 0 || o.MaxEjectionTime > 0 {
+			opts = append(opts, balancer.WithEjectionTime(time.Duration(o.BaseEjectionTime), time.Duration(o.MaxEjectionTime)))
+		}
+		if o.MaxEjectedPercent > 0 {
+			opts = append(opts, balancer.WithMaxEjected(o.MaxEjectedPercent/100))
+		}
+		p = balancer.Outlier(p, opts...)
+	}
+	return p
 }
 
 func (sb *subsetBalancer) filter(eps []discovery.Endpoint) []discovery.Endpoint {

@@ -601,3 +601,35 @@ services:
 		}
 	}
 }
+
+// TestRoutesDestinationPolicy: a destination's traffic policy picks its
+// balancer, as DestinationRule's trafficPolicy does: ring hash on a
+// header keeps each key on one endpoint.
+func TestRoutesDestinationPolicy(t *testing.T) {
+	leaktest.Check(t)
+	re := newRoutedEnv(t, `
+services:
+  pay:
+    trafficPolicy:
+      loadBalancer: {policy: ring_hash, hashHeader: x-user}
+`)
+	seenBy := map[string]string{}
+	bodies := map[string]bool{}
+	for round := range 3 {
+		for u := range 20 {
+			user := "user-" + string(rune('a'+u))
+			code, body, _ := re.get(t, "/", http.Header{"X-User": {user}})
+			if code != 200 {
+				t.Fatalf("call: %d", code)
+			}
+			if prev, ok := seenBy[user]; ok && prev != body {
+				t.Fatalf("round %d: %s went to %s, then %s", round, user, prev, body)
+			}
+			seenBy[user] = body
+			bodies[body] = true
+		}
+	}
+	if len(bodies) != 2 {
+		t.Fatalf("20 keys all went to %v", bodies)
+	}
+}
