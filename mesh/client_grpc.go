@@ -380,7 +380,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			g.record(ep, start, g.classifyGRPC(ctx, err))
 			return fail(err)
 		}
-		s := &clientStream{ClientStream: cs, serverStreams: desc.ServerStreams}
+		s := &clientStream{ClientStream: cs, callCtx: ctx, serverStreams: desc.ServerStreams}
 		s.end = func(err error) {
 			att.EndGRPC(err)
 			g.record(ep, start, g.classifyGRPC(ctx, err))
@@ -406,6 +406,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 // the stream).
 type clientStream struct {
 	grpc.ClientStream
+	callCtx       context.Context // the caller's
 	serverStreams bool
 	once          sync.Once
 	end           func(error)
@@ -429,6 +430,14 @@ func (s *clientStream) Header() (metadata.MD, error) {
 
 func (s *clientStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
+	if err == nil && !s.serverStreams {
+		if cerr := s.callCtx.Err(); cerr != nil {
+			// The caller gave up before the one response was read:
+			// grpc-go may still hand over an answer the server sent in
+			// the meantime, but a cancelled call is not a success.
+			err = status.FromContextError(cerr).Err()
+		}
+	}
 	switch {
 	case errors.Is(err, io.EOF):
 		s.finish(nil)
