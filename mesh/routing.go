@@ -325,52 +325,10 @@ func (cl *cluster) fault(ctx context.Context, f *route.FaultPolicy) (int, error)
 		}
 	}
 	if f.AbortShare.Hit(rand.Uint64()) {
-		if f.AbortHTTP != 0 {
-			return f.AbortHTTP, nil
-		}
-		return httpStatusOf(f.AbortGRPC), nil
+		// A compiled abort has both: its HTTP status and its gRPC code.
+		return f.AbortHTTP, nil
 	}
 	return 0, nil
-}
-
-// httpStatusOf is the HTTP status of a gRPC code, for a fault that gives
-// a code to an HTTP call.
-func httpStatusOf(c codes.Code) int {
-	switch c {
-	case codes.InvalidArgument, codes.FailedPrecondition, codes.OutOfRange:
-		return http.StatusBadRequest
-	case codes.Unauthenticated:
-		return http.StatusUnauthorized
-	case codes.PermissionDenied:
-		return http.StatusForbidden
-	case codes.NotFound:
-		return http.StatusNotFound
-	case codes.ResourceExhausted:
-		return http.StatusTooManyRequests
-	case codes.Unimplemented:
-		return http.StatusNotImplemented
-	case codes.DeadlineExceeded:
-		return http.StatusGatewayTimeout
-	}
-	return http.StatusServiceUnavailable
-}
-
-// grpcCodeOf is the gRPC code of an HTTP status, for a fault that gives
-// a status to a gRPC call (as gRPC maps HTTP statuses).
-func grpcCodeOf(status int) codes.Code {
-	switch status {
-	case http.StatusBadRequest:
-		return codes.Internal
-	case http.StatusUnauthorized:
-		return codes.Unauthenticated
-	case http.StatusForbidden:
-		return codes.PermissionDenied
-	case http.StatusNotFound, http.StatusNotImplemented:
-		return codes.Unimplemented
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-		return codes.Unavailable
-	}
-	return codes.Unknown
 }
 
 // maxMirrors bounds the mirrored calls in flight per client; a mirror
@@ -521,11 +479,7 @@ func (gc *grpcConn) faultGRPC(ctx context.Context, cl *cluster, call *calltel.Ca
 	if err != nil || status == 0 {
 		return err
 	}
-	code := f.AbortGRPC
-	if code == codes.OK {
-		code = grpcCodeOf(status)
-	}
-	err = &grpcError{code: code, err: fmt.Errorf("%w: %q", ErrFaultInjected, cl.service)}
+	err = &grpcError{code: f.AbortGRPC, err: fmt.Errorf("%w: %q", ErrFaultInjected, cl.service)}
 	cl.faultAborted(ctx, call, nil, nil, nil, err)
 	return err
 }
