@@ -268,12 +268,12 @@ func TestConsulMesh(t *testing.T) {
 				wg.Wait()
 				t.Fatalf("rotation %d: leaves not re-issued within 90 s", rotation)
 			}
-			time.Sleep(10 * time.Millisecond)
+			time.Sleep(10 * time.Millisecond) // poll interval
 		}
 		// Let the load run on the new leaves for a while.
 		target := ok.Load() + 200
 		for ok.Load() < target && time.Now().Before(deadline) {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // poll interval while the load runs
 		}
 	}
 	stop()

@@ -109,7 +109,7 @@ func TestDiscoveryUpdatesReachTheBalancer(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("balancer still has %d endpoints", len(cl.balancer.Endpoints()))
 		}
-		time.Sleep(time.Millisecond)
+		time.Sleep(time.Millisecond) // poll interval
 	}
 	gone := env.instances[0]
 	before := gone.requests.Load()

@@ -33,7 +33,8 @@ import (
 type streamService struct {
 	testgrpc.UnimplementedTestServiceServer
 	name     string
-	finished atomic.Int64 // handlers returned
+	finished atomic.Int64  // handlers returned
+	blocked  chan struct{} // when set, signalled as a unary call starts blocking
 }
 
 func mode(ctx context.Context) string {
@@ -59,6 +60,12 @@ func (s *streamService) end(ctx context.Context) error {
 
 func (s *streamService) UnaryCall(ctx context.Context, _ *testgrpc.SimpleRequest) (*testgrpc.SimpleResponse, error) {
 	defer s.finished.Add(1)
+	if s.blocked != nil && mode(ctx) == "block" {
+		select {
+		case s.blocked <- struct{}{}:
+		case <-ctx.Done():
+		}
+	}
 	if err := s.end(ctx); err != nil {
 		return nil, err
 	}
@@ -124,10 +131,10 @@ func payload() *testgrpc.Payload { return &testgrpc.Payload{Body: []byte("x")} }
 
 // rpcEndings makes every kind of RPC end in every way: success, an error
 // status, a cancellation by the caller, and CloseSend followed by EOF.
-func rpcEndings() []rpcEnding {
+func rpcEndings(server *streamService) []rpcEnding {
 	unary := func(ctx context.Context, tc testgrpc.TestServiceClient, cancel context.CancelFunc) error {
 		if mode(metadataOf(ctx)) == "block" {
-			go cancelSoon(cancel)
+			go cancelWhenBlocked(ctx, server, cancel)
 		}
 		_, err := tc.UnaryCall(ctx, &testgrpc.SimpleRequest{})
 		return err
@@ -220,10 +227,13 @@ func metadataOf(ctx context.Context) context.Context {
 	return metadata.NewIncomingContext(ctx, md)
 }
 
-// cancelSoon cancels a blocked unary call once it has been sent: the
-// scenario is a caller that gives up on a call in flight.
-func cancelSoon(cancel context.CancelFunc) {
-	time.Sleep(20 * time.Millisecond) // the call's time in flight before the caller gives up
+// cancelWhenBlocked cancels a unary call once its handler has started
+// blocking: the scenario is a caller that gives up on a call in flight.
+func cancelWhenBlocked(ctx context.Context, svc *streamService, cancel context.CancelFunc) {
+	select {
+	case <-svc.blocked:
+	case <-ctx.Done():
+	}
 	cancel()
 }
 
@@ -234,11 +244,11 @@ func cancelSoon(cancel context.CancelFunc) {
 func TestGRPCEveryRPCEndsOnce(t *testing.T) {
 	leaktest.Check(t)
 	r := newTelRig(t)
-	svc := &streamService{name: "s1"}
+	svc := &streamService{name: "s1", blocked: make(chan struct{}, 1)}
 	r.serveGRPC("streams", telBID, func(s *grpc.Server) { testgrpc.RegisterTestServiceServer(s, svc) })
 	c := r.client(telClientID, WithCircuitBreaker(breaker.Settings{}))
 	tc := testgrpc.NewTestServiceClient(dial(t, c, "streams"))
-	for _, e := range rpcEndings() {
+	for _, e := range rpcEndings(svc) {
 		t.Run(e.kind+"/"+e.mode, func(t *testing.T) {
 			r.spans.Reset()
 			before := svc.finished.Load()
