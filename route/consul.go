@@ -122,13 +122,16 @@ func withWarnings(w []*FieldError) Option {
 //
 // The first table is published once every service's chain has been read;
 // until then [Consul.Table] is empty and [Consul.Ready] open. After that
-// each change rebuilds the whole table from the latest chains. A chain
-// that cannot be translated (a subset filter outside the supported forms,
-// a target in another datacenter) or a table that does not compile is
-// refused whole: the last good table stays, and the rejection, a
-// [*ValidationError] whose field paths name the config entry and field
-// (service-resolver/web.Subsets["v2"].Filter), is kept ([Consul.Status])
-// and reported ([WithOnReject]). A failed query is a rejection wrapping
+// each change rebuilds the whole table from the latest good chain of
+// every service. A chain that cannot be translated (a subset filter
+// outside the supported forms, for example) is refused for its service
+// alone: that service keeps the routes of its last good chain — or, when
+// it never had one, has none in the table, so its calls go as without
+// routes — while changes to other services still apply. A merged table
+// that does not compile is refused whole, and the last good table stays.
+// Each rejection, a [*ValidationError] whose field paths name the config
+// entry and field (service-resolver/web.Subsets["v2"].Filter), is kept
+// ([Consul.Status]) and reported ([WithOnReject]). A failed query is a rejection wrapping
 // [ErrConsul], recorded once per distinct error. Fields weft does not
 // apply are warnings in [Table.Warnings].
 //
@@ -277,6 +280,21 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		applied = meta.LastIndex
 		res := translateChain(resp.Chain, ent)
 		res.index = meta.LastIndex
+		if len(res.err) > 0 {
+			// Refused for this service alone: it keeps its last good
+			// translation, or none at all.
+			_ = c.pub.update(nil, "", &ValidationError{Errors: res.err, Warnings: res.warnings})
+			c.mu.Lock()
+			prev := c.results[service]
+			if prev == nil {
+				c.results[service] = &consulResult{index: meta.LastIndex}
+			}
+			c.mu.Unlock()
+			if prev == nil { // the service's first chain: the table may wait for it
+				c.rebuild()
+			}
+			continue
+		}
 		c.mu.Lock()
 		c.results[service] = res
 		c.mu.Unlock()
@@ -323,18 +341,15 @@ func (c *Consul) rebuild() {
 		results = append(results, r)
 	}
 	c.mu.Unlock()
-	var errs, warns []*FieldError
-	for _, r := range results {
-		errs = append(errs, r.err...)
+	var warns []*FieldError
+	for _, r := range results { // refused chains were kept out in watch
 		warns = append(warns, r.warnings...)
-	}
-	if len(errs) > 0 {
-		_ = c.pub.update(nil, "", &ValidationError{Errors: errs, Warnings: warns})
-		return
 	}
 	cfg := &Config{Services: map[string]*Service{}}
 	for i, r := range results { // each service's own translation first
-		cfg.Services[c.services[i]] = r.services[c.services[i]]
+		if own := r.services[c.services[i]]; own != nil {
+			cfg.Services[c.services[i]] = own
+		}
 	}
 	for _, r := range results { // then the subsets its chain uses of others
 		for name, s := range r.services {

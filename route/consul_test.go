@@ -530,3 +530,89 @@ func TestConsulSourceChains(t *testing.T) {
 		})
 	}
 }
+
+// TestConsulRefusalIsPerService: a chain that cannot be translated holds
+// back only its own service. A service whose first chain is refused has
+// no routes while the others' are published, and a later change of
+// another service still applies while one stays refused.
+func TestConsulRefusalIsPerService(t *testing.T) {
+	leaktest.Check(t)
+	a := consultest.Start(t)
+	c := a.Client()
+	split := func(name string, v1, v2 float32) *api.ServiceSplitterConfigEntry {
+		s := splitter(v1, v2)
+		s.Name = name
+		s.Splits[0].RequestHeaders = nil
+		return s
+	}
+	resolve := func(name, filterV2 string) *api.ServiceResolverConfigEntry {
+		r := resolver(filterV2)
+		r.Name = name
+		return r
+	}
+	for _, name := range []string{"web", "api"} {
+		setEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: name, Protocol: "http"})
+	}
+	setEntry(t, c, resolve("web", `Service.Meta.version == "2"`))
+	setEntry(t, c, split("web", 90, 10))
+	setEntry(t, c, resolve("api", `Service.Port == 8080`)) // a filter weft cannot apply
+	setEntry(t, c, split("api", 50, 50))
+
+	rejected := make(chan route.Rejection, 16)
+	src, err := route.NewConsul(c, []string{"web", "api"}, route.WithConsulWait(30*time.Second),
+		route.WithOnReject(func(r route.Rejection) {
+			select {
+			case rejected <- r:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run returned %v", err)
+		}
+	}()
+	select {
+	case <-src.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no table within 30 s: %+v", src.Status())
+	}
+	plain := &route.Request{Method: "GET", Path: "/"}
+	if s := share(src.Table(), "web", plain); s["v1"] != 9000 || s["v2"] != 1000 {
+		t.Errorf("web split %v, want 90/10 beside a refused api", s)
+	}
+	if s := share(src.Table(), "api", plain); s != nil {
+		t.Errorf("api has routes %v from a refused first chain", s)
+	}
+	select {
+	case r := <-rejected:
+		if !strings.Contains(r.Error(), `service-resolver/api.Subsets["v2"].Filter`) {
+			t.Errorf("rejection %q does not name api's filter", r.Error())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("api's refusal was not reported")
+	}
+
+	// web changes while api stays refused: the change applies.
+	setEntry(t, c, split("web", 50, 50))
+	waitFor(t, "web 50/50 while api is refused", func() bool {
+		s := share(src.Table(), "web", plain)
+		return s["v1"] == 5000 && s["v2"] == 5000
+	})
+	if s := share(src.Table(), "api", plain); s != nil {
+		t.Errorf("api has routes %v while refused", s)
+	}
+
+	// api fixed: its routes join the table.
+	setEntry(t, c, resolve("api", `Service.Meta.version == "2"`))
+	waitFor(t, "api 50/50 once fixed", func() bool {
+		s := share(src.Table(), "api", plain)
+		return s["v1"] == 5000 && s["v2"] == 5000
+	})
+}
