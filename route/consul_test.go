@@ -116,20 +116,7 @@ func TestConsulSource(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run returned %v", err)
-		}
-	}()
-	select {
-	case <-src.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no table within 30 s: %+v", src.Status())
-	}
+	runReady(t, src)
 
 	canary := &route.Request{Method: "GET", Path: "/api/users", Header: http.Header{"X-Canary": {"1"}}}
 	plain := &route.Request{Method: "GET", Path: "/api/users", Header: http.Header{}}
@@ -351,6 +338,18 @@ func runConsul(t *testing.T, src *route.Consul) {
 	})
 }
 
+// runReady starts src, stops it when the test ends, and waits up to 30 s
+// for its first table.
+func runReady(t *testing.T, src *route.Consul) {
+	t.Helper()
+	runConsul(t, src)
+	select {
+	case <-src.Ready():
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no table within 30 s: %+v", src.Status())
+	}
+}
+
 // TestConsulSourceChains translates chains of several shapes, written to
 // a real agent: each case writes its entries under its own service names
 // and checks the table, or the rejection, of a source on them.
@@ -569,20 +568,7 @@ func TestConsulRefusalIsPerService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- src.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; !errors.Is(err, context.Canceled) {
-			t.Errorf("Run returned %v", err)
-		}
-	}()
-	select {
-	case <-src.Ready():
-	case <-time.After(30 * time.Second):
-		t.Fatalf("no table within 30 s: %+v", src.Status())
-	}
+	runReady(t, src)
 	plain := &route.Request{Method: "GET", Path: "/"}
 	if s := share(src.Table(), "web", plain); s["v1"] != 9000 || s["v2"] != 1000 {
 		t.Errorf("web split %v, want 90/10 beside a refused api", s)
