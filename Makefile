@@ -26,7 +26,7 @@ export WEFT_JAEGER := $(JAEGER)
 PROMTOOL := $(BIN)/promtool
 export WEFT_PROMTOOL := $(PROMTOOL)
 
-EXAMPLES := quickstart grpc consul resilience observability spire routing
+EXAMPLES := quickstart grpc consul resilience observability spire routing canary
 
 .PHONY: test tools chromium vet unit examples build-examples bench stress
 

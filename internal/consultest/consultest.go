@@ -1,9 +1,10 @@
-// Package consultest runs real Consul agents for weft's tests.
+// Package consultest runs real Consul agents for weft's tests and examples.
 //
 // [Start] runs `consul agent -dev` bound to 127.0.0.1 with free ports and its
 // own data directory, waits until it has a leader and stops it when the test
 // ends. [StartCluster] runs several non-dev servers that form one cluster on
-// loopback. The agent binary is found by [Binary]; `make tools` builds it.
+// loopback. [Launch] runs a dev agent for a program that is not a test. The
+// agent binary is found by [Binary]; `make tools` builds it.
 //
 // Agents and clusters are safe for concurrent use by the goroutines of one
 // test.
@@ -191,14 +192,42 @@ func newConfig(opts []Option) config {
 
 func newAgent(t testing.TB, bin, name string, dev bool, cfg config) *Agent {
 	a := &Agent{t: t, bin: bin, name: name, dir: t.TempDir(), dev: dev, cfg: cfg}
-	a.ports = a.freePorts()
-	c, err := api.NewClient(a.apiConfig())
-	if err != nil {
-		t.Fatalf("consultest: client: %v", err)
+	if err := a.pickPorts(); err != nil {
+		t.Fatalf("%v", err)
 	}
-	a.client = c
 	t.Cleanup(a.Stop)
 	return a
+}
+
+// pickPorts draws free ports for the agent and makes its client.
+func (a *Agent) pickPorts() error {
+	n := 4
+	if a.cfg.dns {
+		n++
+	}
+	if a.cfg.grpc {
+		n++
+	}
+	free, err := freePorts(n)
+	if err != nil {
+		return err
+	}
+	p := ports{DNS: -1, GRPC: -1}
+	p.HTTP, p.SerfLAN, p.SerfWAN, p.Server = free[0], free[1], free[2], free[3]
+	free = free[4:]
+	if a.cfg.dns {
+		p.DNS, free = free[0], free[1:]
+	}
+	if a.cfg.grpc {
+		p.GRPC = free[0]
+	}
+	a.ports = p
+	c, err := api.NewClient(a.apiConfig())
+	if err != nil {
+		return fmt.Errorf("consultest: client: %w", err)
+	}
+	a.client = c
+	return nil
 }
 
 func (a *Agent) apiConfig() *api.Config {
@@ -209,34 +238,12 @@ func (a *Agent) apiConfig() *api.Config {
 	return cfg
 }
 
-func (a *Agent) freePorts() ports {
-	p := ports{DNS: -1, GRPC: -1}
-	n := 4
-	if a.cfg.dns {
-		n++
-	}
-	if a.cfg.grpc {
-		n++
-	}
-	free := freePorts(a.t, n)
-	p.HTTP, p.SerfLAN, p.SerfWAN, p.Server = free[0], free[1], free[2], free[3]
-	free = free[4:]
-	if a.cfg.dns {
-		p.DNS, free = free[0], free[1:]
-	}
-	if a.cfg.grpc {
-		p.GRPC = free[0]
-	}
-	return p
-}
-
 // freePorts returns n distinct ports that were free on 127.0.0.1 for both
 // TCP and UDP (serf and DNS use both) a moment ago. They are drawn at
 // random below the kernel's ephemeral range (32768 and up on Linux), so
 // the outgoing connections of other processes do not take them before the
 // agent binds them.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
+func freePorts(n int) ([]int, error) {
 	var out []int
 	var held []func()
 	defer func() {
@@ -259,9 +266,9 @@ func freePorts(t testing.TB, n int) []int {
 		out = append(out, port)
 	}
 	if len(out) < n {
-		t.Fatalf("consultest: found only %d of %d free ports", len(out), n)
+		return nil, fmt.Errorf("consultest: found only %d of %d free ports", len(out), n)
 	}
-	return out
+	return out, nil
 }
 
 func (a *Agent) configHCL() string {
@@ -283,21 +290,30 @@ func (a *Agent) configHCL() string {
 // ports when another process took one of them in between.
 func (a *Agent) mustStart() {
 	a.t.Helper()
+	if err := a.startRetrying(); err != nil {
+		a.t.Fatalf("%v", err)
+	}
+}
+
+// startRetrying starts the process and waits for a leader, up to three
+// times, with new ports after the first failure.
+func (a *Agent) startRetrying() error {
 	var err error
 	for attempt := 0; attempt < 3; attempt++ {
 		if attempt > 0 {
-			a.ports = a.freePorts()
-			a.client, _ = api.NewClient(a.apiConfig())
+			if err = a.pickPorts(); err != nil {
+				continue
+			}
 		}
 		if err = a.start(); err != nil {
 			continue
 		}
 		if err = a.waitReady(a.cfg.startMax); err == nil {
-			return
+			return nil
 		}
 		a.Kill()
 	}
-	a.t.Fatalf("consultest: agent %s: %v\n%s", a.name, err, a.Log())
+	return fmt.Errorf("consultest: agent %s: %v\n%s", a.name, err, a.Log())
 }
 
 func (a *Agent) start() error {
