@@ -287,6 +287,20 @@ func (c *compiler) checkPolicy(path string, tp *TrafficPolicy) {
 		c.nonNegative(p+".window", b.Window)
 		c.nonNegative(p+".openTimeout", b.OpenTimeout)
 	}
+	if cp := tp.ConnectionPool; cp != nil {
+		p := path + ".connectionPool"
+		for _, f := range []struct {
+			name string
+			v    int
+		}{{"maxConnections", cp.MaxConnections}, {"maxPendingRequests", cp.MaxPendingRequests}, {"maxRequests", cp.MaxRequests}} {
+			if f.v < 0 {
+				c.errorf(p+"."+f.name, "%d is negative", f.v)
+			}
+		}
+		if cp.MaxPendingRequests > 0 && cp.MaxConnections == 0 {
+			c.warnf(p+".maxPendingRequests", "no call is ever pending without maxConnections")
+		}
+	}
 	c.compileRetry(path+".retries", tp.Retries, 0)
 }
 
@@ -400,6 +414,10 @@ func (c *compiler) mergePolicy(base *TrafficPolicy, sub *Subset) Policy {
 		}
 		if tp.Retries != nil {
 			p.Retry = c.retries[tp.Retries]
+		}
+		if tp.ConnectionPool != nil {
+			v := *tp.ConnectionPool
+			p.ConnectionPool = &v
 		}
 	}
 	apply(base)

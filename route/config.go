@@ -65,6 +65,33 @@ type TrafficPolicy struct {
 	Breaker *Breaker `json:"breaker,omitempty" yaml:"breaker,omitempty"`
 	// Retries is the retry policy of calls whose route sets none.
 	Retries *Retry `json:"retries,omitempty" yaml:"retries,omitempty"`
+	// ConnectionPool bounds the calls in flight to the destination.
+	ConnectionPool *ConnectionPool `json:"connectionPool,omitempty" yaml:"connectionPool,omitempty"`
+}
+
+// ConnectionPool bounds the calls a client has in flight to one
+// destination (a service, or a subset a route sends to), as the
+// connectionPool of Istio's DestinationRule and Envoy's circuit-breaker
+// thresholds do. A call over a bound is refused at once, before any
+// endpoint is picked, so it counts against no endpoint. Zero
+// MaxConnections and MaxRequests mean no bound; all fields are ≥ 0.
+type ConnectionPool struct {
+	// MaxConnections bounds the HTTP calls in flight to the destination:
+	// each holds an HTTP/1.1 connection of its own, so this is
+	// tcp.maxConnections. An HTTP call over it waits for a connection as
+	// a pending request. gRPC calls share one HTTP/2 connection per
+	// endpoint and are bounded by MaxRequests only.
+	MaxConnections int `json:"maxConnections,omitempty" yaml:"maxConnections,omitempty"`
+	// MaxPendingRequests is how many HTTP calls may wait for a
+	// connection once MaxConnections are in flight
+	// (http.http1MaxPendingRequests); a call beyond it is refused. A
+	// pending call waits until a connection frees or its context ends.
+	// Zero: none waits, unlike Istio's zero (Envoy's default of 1024).
+	MaxPendingRequests int `json:"maxPendingRequests,omitempty" yaml:"maxPendingRequests,omitempty"`
+	// MaxRequests bounds the calls in flight to the destination, HTTP
+	// and gRPC, streams included (http.http2MaxRequests). A call over it
+	// is refused at once, as Envoy overflows a request.
+	MaxRequests int `json:"maxRequests,omitempty" yaml:"maxRequests,omitempty"`
 }
 
 // LoadBalancer names a balancer policy.

@@ -247,6 +247,8 @@ type Policy struct {
 	Breaker *Breaker
 	// Retry is the retry policy of routes that set none.
 	Retry *RetryPolicy
+	// ConnectionPool bounds the calls in flight to the destination.
+	ConnectionPool *ConnectionPool
 }
 
 // External is a compiled [ExternalService].

@@ -230,6 +230,20 @@ services:
 services:
   web: {trafficPolicy: {breaker: {failureRatio: -0.5}}}`,
 			`services.web.trafficPolicy.breaker.failureRatio`, "must be in [0, 1]"},
+		{"negative max requests", `
+services:
+  web: {trafficPolicy: {connectionPool: {maxRequests: -1}}}`,
+			`services.web.trafficPolicy.connectionPool.maxRequests`, "-1 is negative"},
+		{"negative max connections", `
+services:
+  web:
+    subsets:
+      v1: {tags: [v1], trafficPolicy: {connectionPool: {maxConnections: -2}}}`,
+			`services.web.subsets.v1.trafficPolicy.connectionPool.maxConnections`, "-2 is negative"},
+		{"negative max pending", `
+services:
+  web: {trafficPolicy: {connectionPool: {maxConnections: 1, maxPendingRequests: -3}}}`,
+			`services.web.trafficPolicy.connectionPool.maxPendingRequests`, "-3 is negative"},
 		{"header value", base + `
       - headers: {request: {set: {x-a: "a\nb"}}}`,
 			`services.payments.routes[0].headers.request.set["x-a"]`, "not a valid header value"},
@@ -376,6 +390,10 @@ func TestValidateWarns(t *testing.T) {
 		{"mirror of nothing", base + `
       - mirror: {subset: v2}`,
 			"services.payments.routes[0].mirror.percent", "nothing is mirrored"},
+		{"pending without connections", `
+services:
+  web: {trafficPolicy: {connectionPool: {maxRequests: 2, maxPendingRequests: 5}}}`,
+			"services.web.trafficPolicy.connectionPool.maxPendingRequests", "no call is ever pending without maxConnections"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
