@@ -223,8 +223,63 @@ func (c *Consul) Run(ctx context.Context) error {
 
 // watch is the loop of one service's chain.
 func (c *Consul) watch(ctx context.Context, service string) {
+	var applied uint64
+	c.follow(ctx, fmt.Sprintf("chain of %q", service), func(q *api.QueryOptions) (uint64, error) {
+		resp, meta, err := c.client.DiscoveryChain().Get(service, nil, q)
+		if err != nil {
+			return 0, err
+		}
+		if resp == nil || resp.Chain == nil {
+			return 0, errors.New("answer without a chain")
+		}
+		if meta.LastIndex == applied { // nothing changed
+			return meta.LastIndex, nil
+		}
+		ent, err := c.entries(q.Context(), resp.Chain)
+		if err != nil {
+			return 0, err
+		}
+		applied = meta.LastIndex
+		c.applyChain(service, resp.Chain, ent, meta.LastIndex)
+		return meta.LastIndex, nil
+	})
+}
+
+// applyChain takes in a service's chain, read at index, and the entries
+// read with it.
+func (c *Consul) applyChain(service string, chain *api.CompiledDiscoveryChain, ent *consulEntries, index uint64) {
+	res := translateChain(chain, ent)
+	res.index = index
+	if len(res.err) > 0 {
+		// Refused for this service alone: it keeps its last good
+		// translation, or none at all.
+		_ = c.pub.update(nil, "", &ValidationError{Errors: res.err, Warnings: res.warnings})
+		c.mu.Lock()
+		prev := c.results[service]
+		if prev == nil {
+			c.results[service] = &consulResult{index: index}
+		}
+		c.mu.Unlock()
+		if prev == nil { // the service's first chain: the table may wait for it
+			c.rebuild()
+		}
+		return
+	}
+	c.mu.Lock()
+	c.results[service] = res
+	c.mu.Unlock()
+	c.rebuild()
+}
+
+// follow is the loop of one blocking query, named what in errors: step
+// makes the query with q (its wait index, wait time and context set),
+// applies what changed, and returns the index Consul answered with. The
+// loop waits on that index, starts over when it goes backwards, never
+// waits on index 0, is rate-limited and backs off after errors, which
+// it records as rejections wrapping [ErrConsul].
+func (c *Consul) follow(ctx context.Context, what string, step func(q *api.QueryOptions) (uint64, error)) {
 	limiter := rate.NewLimiter(c.set.limit, 2)
-	var index, applied uint64
+	var index uint64
 	failures := 0
 	for {
 		if err := limiter.Wait(ctx); err != nil {
@@ -236,14 +291,7 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		}
 		timeout := q.WaitTime + q.WaitTime/16 + c.set.margin
 		qctx, cancel := context.WithTimeout(ctx, timeout)
-		resp, meta, err := c.client.DiscoveryChain().Get(service, nil, q.WithContext(qctx))
-		var ent *consulEntries
-		if err == nil && (resp == nil || resp.Chain == nil) {
-			err = errors.New("answer without a chain")
-		}
-		if err == nil && meta.LastIndex != applied {
-			ent, err = c.entries(qctx, resp.Chain)
-		}
+		last, err := step(q.WithContext(qctx))
 		if err != nil && qctx.Err() == context.DeadlineExceeded {
 			err = fmt.Errorf("no answer within %v (wait %v + wait/16 + margin %v)", timeout, q.WaitTime, c.set.margin)
 		}
@@ -253,7 +301,7 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		}
 		if err != nil {
 			failures++
-			c.failed(service, fmt.Errorf("%w: chain of %q: %v", ErrConsul, service, err))
+			c.failed(what, fmt.Errorf("%w: %s: %v", ErrConsul, what, err))
 			index = 0 // read afresh after any error
 			select {
 			case <-ctx.Done():
@@ -264,41 +312,16 @@ func (c *Consul) watch(ctx context.Context, service string) {
 		}
 		failures = 0
 		c.mu.Lock()
-		delete(c.lastErr, service)
+		delete(c.lastErr, what)
 		c.mu.Unlock()
 		switch {
-		case meta.LastIndex < index:
+		case last < index:
 			index = 0 // went backwards: start over without waiting
-		case meta.LastIndex == 0:
+		case last == 0:
 			index = 1 // never wait on index 0
 		default:
-			index = meta.LastIndex
+			index = last
 		}
-		if ent == nil { // nothing changed
-			continue
-		}
-		applied = meta.LastIndex
-		res := translateChain(resp.Chain, ent)
-		res.index = meta.LastIndex
-		if len(res.err) > 0 {
-			// Refused for this service alone: it keeps its last good
-			// translation, or none at all.
-			_ = c.pub.update(nil, "", &ValidationError{Errors: res.err, Warnings: res.warnings})
-			c.mu.Lock()
-			prev := c.results[service]
-			if prev == nil {
-				c.results[service] = &consulResult{index: meta.LastIndex}
-			}
-			c.mu.Unlock()
-			if prev == nil { // the service's first chain: the table may wait for it
-				c.rebuild()
-			}
-			continue
-		}
-		c.mu.Lock()
-		c.results[service] = res
-		c.mu.Unlock()
-		c.rebuild()
 	}
 }
 
