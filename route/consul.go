@@ -29,6 +29,7 @@ type consulSettings struct {
 	limit                  rate.Limit
 	backoffMin, backoffMax time.Duration
 	datacenter             string
+	caller                 string // the service whose upstream settings apply
 }
 
 func defaultConsulSettings() consulSettings {
@@ -147,7 +148,12 @@ type Consul struct {
 
 	mu      sync.Mutex
 	results map[string]*consulResult
-	lastErr map[string]string // per service, the last query error reported
+	// The service-defaults entries by name, watched with a caller
+	// (consul_defaults.go).
+	defaults      map[string]*api.ServiceConfigEntry
+	defaultsRead  bool
+	defaultsIndex uint64
+	lastErr       map[string]string // per service, the last query error reported
 }
 
 // consulResult is the latest translation of one service's chain.
@@ -168,7 +174,7 @@ var _ Source = (*Consul)(nil)
 // fails when client is nil or services is empty or names a service twice
 // or the empty name. It reads [WithOnUpdate], [WithOnReject], [WithClock],
 // [WithConsulWait], [WithConsulQueryMargin], [WithConsulRate],
-// [WithConsulBackoff] and [WithConsulDatacenter].
+// [WithConsulBackoff], [WithConsulDatacenter] and [WithConsulCaller].
 func NewConsul(client *api.Client, services []string, opts ...Option) (*Consul, error) {
 	if client == nil {
 		return nil, errors.New("route: consul: nil client")
@@ -210,6 +216,13 @@ func (c *Consul) Ready() <-chan struct{} { return c.ready }
 // error once its goroutines have stopped. Call it once.
 func (c *Consul) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	if c.set.caller != "" {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.watchDefaults(ctx)
+		}()
+	}
 	for _, s := range c.services {
 		wg.Add(1)
 		go func() {
@@ -363,7 +376,11 @@ func (c *Consul) rebuild() {
 		}
 		results = append(results, r)
 	}
+	waiting := c.set.caller != "" && !c.defaultsRead
 	c.mu.Unlock()
+	if waiting {
+		return // the caller's upstream settings not read yet
+	}
 	var warns []*FieldError
 	for _, r := range results { // refused chains were kept out in watch
 		warns = append(warns, r.warnings...)
@@ -379,6 +396,7 @@ func (c *Consul) rebuild() {
 			mergeService(cfg, name, s)
 		}
 	}
+	warns = append(warns, c.applyUpstreams(cfg)...)
 	if err := c.pub.update(cfg, "", nil, WithSource("consul"), withWarnings(warns)); err == nil {
 		select {
 		case <-c.ready:
@@ -417,6 +435,7 @@ func mergeService(cfg *Config, name string, s *Service) {
 type consulEntries struct {
 	resolvers map[string]*api.ServiceResolverConfigEntry
 	splitters map[string]*api.ServiceSplitterConfigEntry
+	defaults  *api.ServiceConfigEntry // the chain's own service's
 }
 
 // entries reads the resolvers of the chain's targets and the splitters of
@@ -461,6 +480,11 @@ func (c *Consul) entries(ctx context.Context, chain *api.CompiledDiscoveryChain)
 		s, _ := e.(*api.ServiceSplitterConfigEntry)
 		ent.splitters[svc] = s
 	}
+	e, err := get(api.ServiceDefaults, chain.ServiceName)
+	if err != nil {
+		return nil, err
+	}
+	ent.defaults, _ = e.(*api.ServiceConfigEntry)
 	return ent, nil
 }
 
@@ -553,6 +577,9 @@ func translateChain(chain *api.CompiledDiscoveryChain, ent *consulEntries) *cons
 		// Called with either; a tcp chain has no router or splitter.
 	default:
 		x.warnf("service-defaults/"+name+".Protocol", "protocol %q is not known to weft; calls are routed as for http and grpc alike", chain.Protocol)
+	}
+	if ent != nil {
+		x.inboundFields(ent.defaults)
 	}
 	start := chain.Nodes[chain.StartNode]
 	if start == nil {

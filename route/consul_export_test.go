@@ -13,6 +13,10 @@ import (
 // the package's external tests.
 var ConsulFilterForTest = consulFilter
 
+// UpstreamConfigForTest exposes the translation of a caller's upstream
+// configuration to the package's external tests.
+var UpstreamConfigForTest = applyUpstreamConfig
+
 // TestConsulSettings checks the watch defaults (discovery's) and that
 // out-of-range and nil options are ignored.
 func TestConsulSettings(t *testing.T) {
