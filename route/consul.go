@@ -172,7 +172,7 @@ var _ Source = (*Consul)(nil)
 // timeout (as [api.DefaultConfig] does) or one above the wait plus
 // wait/16; each query has its own timeout of wait + wait/16 + margin. It
 // fails when client is nil or services is empty or names a service twice
-// or the empty name. It reads [WithOnUpdate], [WithOnReject], [WithClock],
+// or the empty name. It reads [WithOnUpdate], [WithOnReject], [WithOnWarning], [WithClock],
 // [WithConsulWait], [WithConsulQueryMargin], [WithConsulRate],
 // [WithConsulBackoff], [WithConsulDatacenter] and [WithConsulCaller].
 func NewConsul(client *api.Client, services []string, opts ...Option) (*Consul, error) {

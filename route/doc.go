@@ -94,7 +94,12 @@
 //     redirects and default subsets the backends Consul resolved them to;
 //     the resolver's request timeout bounds routes that set none, and its
 //     load balancer (policy, a header or cookie hash) is the service's;
-//   - service-defaults' protocol is [Service.Protocol].
+//   - service-defaults' protocol is [Service.Protocol];
+//   - with [WithConsulCaller], the caller's own service-defaults
+//     UpstreamConfig (Defaults, and the Override naming the called
+//     service) gives the called service's [ConnectionPool] (Limits) and
+//     [OutlierDetection] (PassiveHealthCheck), as Consul configures a
+//     caller's sidecar: upstream settings belong to the caller.
 //
 // Whatever the chain cannot express — a split's headers, a resolver's
 // timeouts and failover — is read from the config entries themselves.

@@ -38,7 +38,7 @@ var _ Source = (*File)(nil)
 // read or is invalid, so a program does not start without its routes. The
 // format comes from the extension: .json is JSON, .yaml and .yml are
 // YAML, anything else is detected from the content. It reads
-// [WithPollInterval], [WithOnUpdate], [WithOnReject] and [WithClock]. Call
+// [WithPollInterval], [WithOnUpdate], [WithOnReject], [WithOnWarning] and [WithClock]. Call
 // [File.Run] to follow changes.
 func NewFile(path string, opts ...Option) (*File, error) {
 	f := &File{pub: newPublisher("file:"+path, opts), path: path, format: formatOf(path)}

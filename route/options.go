@@ -20,6 +20,7 @@ type options struct {
 	source   string
 	onUpdate func(*Table)
 	onReject func(Rejection)
+	onWarn   func(source string, w *FieldError)
 	now      func() time.Time
 	poll     time.Duration
 	consul   consulSettings // read by NewConsul
@@ -77,6 +78,21 @@ func WithOnReject(fn func(Rejection)) Option {
 	return optionFunc(func(o *options) {
 		if fn != nil {
 			o.onReject = fn
+		}
+	})
+}
+
+// WithOnWarning has a source call fn once with each warning of the
+// tables it publishes ([Table.Warnings]: a field it does not apply, a
+// route that never matches): when a table brings the warning (same path
+// and message) that the table before it did not have. A warning that
+// stays from table to table is reported once; one that goes away and
+// comes back is reported again. Calls are made as for [WithOnUpdate],
+// before it. A nil fn is ignored.
+func WithOnWarning(fn func(source string, w *FieldError)) Option {
+	return optionFunc(func(o *options) {
+		if fn != nil {
+			o.onWarn = fn
 		}
 	})
 }

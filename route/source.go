@@ -52,7 +52,8 @@ type publisher struct {
 	opts options
 	cur  atomic.Pointer[Table]
 
-	upd sync.Mutex // serializes updates and their hooks
+	upd    sync.Mutex      // serializes updates and their hooks
+	warned map[string]bool // the current table's warnings, reported; guarded by upd
 
 	mu       sync.Mutex // guards below; never held while a hook runs
 	updated  time.Time
@@ -112,10 +113,28 @@ func (p *publisher) update(cfg *Config, version string, err error, extra ...Opti
 	p.cur.Store(t)
 	p.updated = now
 	p.mu.Unlock()
+	p.reportWarnings(t)
 	if p.opts.onUpdate != nil {
 		p.opts.onUpdate(t)
 	}
 	return nil
+}
+
+// reportWarnings hands [WithOnWarning] the warnings of t that the table
+// before it did not have. Called with upd held.
+func (p *publisher) reportWarnings(t *Table) {
+	if p.opts.onWarn == nil {
+		return
+	}
+	now := make(map[string]bool, len(t.warnings))
+	for _, w := range t.warnings {
+		k := w.Path + "\x00" + w.Message
+		if !now[k] && !p.warned[k] {
+			p.opts.onWarn(p.name, w)
+		}
+		now[k] = true
+	}
+	p.warned = now
 }
 
 // asOptions returns the options Compile reads.
@@ -133,7 +152,7 @@ var _ Source = (*Static)(nil)
 
 // NewStatic returns a source whose table is cfg compiled; it fails with
 // the [*ValidationError] of an invalid cfg. It reads [WithOnUpdate],
-// [WithOnReject], [WithClock] and [WithVersion].
+// [WithOnReject], [WithOnWarning], [WithClock] and [WithVersion].
 func NewStatic(cfg *Config, opts ...Option) (*Static, error) {
 	s := &Static{newPublisher("static", opts)}
 	if err := s.pub.update(cfg, s.pub.opts.version, nil); err != nil {
