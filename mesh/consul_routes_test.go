@@ -85,12 +85,15 @@ func consulIdentities(t *testing.T) (server, client tlsid.Source) {
 	return server, client
 }
 
-// consulRoutedClient returns a client that finds "web" through the
-// agent's catalog and routes it by the agent's config entries, once the
-// first route table is in; both stop when the test ends.
-func consulRoutedClient(t *testing.T, agent *consultest.Agent, id tlsid.Source) (*Client, *route.Consul) {
+// consulRoutedClient returns a client that finds services (by default
+// "web") through the agent's catalog and routes them by the agent's config
+// entries, once the first route table is in; both stop when the test ends.
+func consulRoutedClient(t *testing.T, agent *consultest.Agent, id tlsid.Source, services ...string) (*Client, *route.Consul) {
 	t.Helper()
-	routes, err := route.NewConsul(agent.Client(), []string{"web"})
+	if len(services) == 0 {
+		services = []string{"web"}
+	}
+	routes, err := route.NewConsul(agent.Client(), services)
 	if err != nil {
 		t.Fatal(err)
 	}

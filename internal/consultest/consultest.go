@@ -587,6 +587,21 @@ func (c *Cluster) Leader() (*Agent, error) {
 	return nil, fmt.Errorf("consultest: leader %q is not a running server of the cluster", leader)
 }
 
+// Follower returns a running server that is not the leader the running
+// servers agree on.
+func (c *Cluster) Follower() (*Agent, error) {
+	leader, err := c.Leader()
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range c.agents {
+		if a != leader && a.Running() {
+			return a, nil
+		}
+	}
+	return nil, errors.New("consultest: no running follower")
+}
+
 // WaitLeader polls [Cluster.Leader] until the running servers agree on a
 // running leader, or fails after max.
 func (c *Cluster) WaitLeader(max time.Duration) (*Agent, error) {

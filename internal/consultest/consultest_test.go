@@ -72,6 +72,10 @@ func TestCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f, err := c.Follower()
+	if err != nil || f == l || !f.Running() {
+		t.Fatalf("follower %v (leader %v): %v", f, l, err)
+	}
 	l.Kill()
 	nl, err := c.WaitLeader(30e9)
 	if err != nil {
