@@ -292,8 +292,50 @@ func (w *Consul) Watch(service string, fn func(Update)) (stop func(), err error)
 	return w.table.watch(service, fn)
 }
 
+// WatchTarget implements [TargetWatcher]: a watch of its own of the
+// instances of t.Service in t.Datacenter (the watcher's datacenter when
+// empty) that pass t.Filter and, when t.Filter is set, the watcher's
+// [WithFilter] too, passing (or, unless t.OnlyPassing, warning) — with
+// the same blocking queries, rate limit, backoff and timeouts as
+// [Consul.Watch], and the watcher's tags, token and zone key. Its status
+// is [Consul.Status] of t.String().
+func (w *Consul) WatchTarget(t Target, fn func(Update)) (stop func(), err error) {
+	return w.table.watchTarget(t, fn)
+}
+
+var _ TargetWatcher = (*Consul)(nil)
+
+// query is what one watch asks the agent for.
+type query struct {
+	service     string
+	datacenter  string
+	filter      string
+	passingOnly bool
+}
+
+// query returns the query of the watch of h: the watcher's settings for
+// a service, the target's over them for a target.
+func (w *Consul) query(h *hub) query {
+	q := query{service: h.service, datacenter: w.cfg.datacenter, filter: w.cfg.filter, passingOnly: w.cfg.passingOnly}
+	if t := h.target; t != nil {
+		q.passingOnly = t.OnlyPassing
+		if t.Datacenter != "" {
+			q.datacenter = t.Datacenter
+		}
+		switch {
+		case t.Filter == "":
+		case q.filter == "":
+			q.filter = t.Filter
+		default:
+			q.filter = "(" + q.filter + ") and (" + t.Filter + ")"
+		}
+	}
+	return q
+}
+
 // Status returns the state of service's watch, and false when the service
-// is not watched.
+// is not watched. The status of a target's watch ([Consul.WatchTarget])
+// is under the target's String.
 func (w *Consul) Status(service string) (ConsulStatus, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -311,8 +353,9 @@ func (w *Consul) setStatus(st *ConsulStatus, fn func(*ConsulStatus)) {
 	fn(st)
 }
 
-// start is the fanout hook: one goroutine per watched service.
-func (w *Consul) start(service string, h *hub) func() {
+// start is the fanout hook: one goroutine per watched service or target.
+func (w *Consul) start(h *hub) func() {
+	service, q := h.key, w.query(h)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	st := &ConsulStatus{}
@@ -321,7 +364,7 @@ func (w *Consul) start(service string, h *hub) func() {
 	w.mu.Unlock()
 	go func() {
 		defer close(done)
-		w.run(ctx, service, h, st)
+		w.run(ctx, q, h, st)
 	}()
 	return func() {
 		cancel()
@@ -334,9 +377,10 @@ func (w *Consul) start(service string, h *hub) func() {
 	}
 }
 
-// run is the watch loop of one service.
-func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStatus) {
+// run is the watch loop of one service or target.
+func (w *Consul) run(ctx context.Context, wq query, h *hub, st *ConsulStatus) {
 	limiter := rate.NewLimiter(w.cfg.limit, 2)
+	service := h.key
 	log := w.cfg.logger.With("service", service)
 	var (
 		index     uint64
@@ -350,9 +394,9 @@ func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStat
 			return
 		}
 		q := &api.QueryOptions{
-			Datacenter: w.cfg.datacenter,
+			Datacenter: wq.datacenter,
 			AllowStale: w.cfg.stale,
-			Filter:     w.cfg.filter,
+			Filter:     wq.filter,
 			Token:      w.cfg.token,
 			WaitIndex:  index,
 		}
@@ -361,7 +405,7 @@ func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStat
 		}
 		timeout := q.WaitTime + q.WaitTime/16 + w.cfg.margin
 		qctx, cancel := context.WithTimeout(ctx, timeout)
-		entries, meta, err := w.client.Health().ServiceMultipleTags(service, w.cfg.tags, w.cfg.passingOnly, q.WithContext(qctx))
+		entries, meta, err := w.client.Health().ServiceMultipleTags(wq.service, w.cfg.tags, wq.passingOnly, q.WithContext(qctx))
 		hung := qctx.Err() == context.DeadlineExceeded
 		cancel()
 		if ctx.Err() != nil {
@@ -390,7 +434,7 @@ func (w *Consul) run(ctx context.Context, service string, h *hub, st *ConsulStat
 			}
 			continue
 		}
-		set := w.endpoints(log, entries)
+		set := w.endpoints(log, entries, wq.passingOnly)
 		w.setStatus(st, func(s *ConsulStatus) {
 			s.Index, s.LastContact, s.KnownLeader = meta.LastIndex, meta.LastContact, meta.KnownLeader
 			s.LastSuccess, s.Failures, s.Err = time.Now(), 0, nil
@@ -441,11 +485,11 @@ func (w *Consul) scrub(s string) string {
 
 // endpoints converts Consul's answer into a set, skipping (and logging)
 // instances that cannot be used.
-func (w *Consul) endpoints(log *slog.Logger, entries []*api.ServiceEntry) []Endpoint {
+func (w *Consul) endpoints(log *slog.Logger, entries []*api.ServiceEntry, passingOnly bool) []Endpoint {
 	set := make([]Endpoint, 0, len(entries))
 	seen := make(map[string]bool, len(entries))
 	for _, e := range entries {
-		ep, err := w.endpoint(e)
+		ep, err := w.endpoint(e, passingOnly)
 		if err == nil && seen[ep.ID] {
 			err = fmt.Errorf("%w: duplicate ID %q", ErrBadEndpoint, ep.ID)
 		}
@@ -466,8 +510,9 @@ func (w *Consul) endpoints(log *slog.Logger, entries []*api.ServiceEntry) []Endp
 // weight 0), which are not logged.
 var errExcluded = errors.New("excluded")
 
-// endpoint converts one Consul service entry.
-func (w *Consul) endpoint(e *api.ServiceEntry) (Endpoint, error) {
+// endpoint converts one Consul service entry of a watch that asked for
+// passing instances only, or for warning ones too.
+func (w *Consul) endpoint(e *api.ServiceEntry, passingOnly bool) (Endpoint, error) {
 	if e == nil || e.Service == nil {
 		return Endpoint{}, fmt.Errorf("%w: entry without a service", ErrBadEndpoint)
 	}
@@ -479,7 +524,7 @@ func (w *Consul) endpoint(e *api.ServiceEntry) (Endpoint, error) {
 	if s.Weights.Passing != 0 {
 		weight = s.Weights.Passing
 	}
-	if !w.cfg.passingOnly {
+	if !passingOnly {
 		switch e.Checks.AggregatedStatus() {
 		case api.HealthPassing:
 		case api.HealthWarning:

@@ -179,7 +179,7 @@ func BenchmarkConsulEndpoints(b *testing.B) {
 	log := slog.New(slog.DiscardHandler)
 	b.ReportAllocs()
 	for b.Loop() {
-		if set := w.endpoints(log, entries); len(set) != 50 {
+		if set := w.endpoints(log, entries, true); len(set) != 50 {
 			b.Fatal(len(set))
 		}
 	}

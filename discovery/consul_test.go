@@ -31,6 +31,7 @@ func TestConsul(t *testing.T) {
 		{"EmptySetIsReal", testConsulEmptySet},
 		{"Attributes", testConsulAttributes},
 		{"TagsFilterWarning", testConsulTagsFilterWarning},
+		{"Targets", testConsulTargets},
 		{"BadInstancesSkipped", testConsulBadInstances},
 		{"SharedWatchAndLateJoiner", testConsulShared},
 		{"NoGoroutineAfterStop", testConsulNoLeak},
@@ -209,6 +210,90 @@ func testConsulTagsFilterWarning(t *testing.T, a *consultest.Agent) {
 	}
 }
 
+// testConsulTargets watches targets of one service: each has its own
+// watch, with its own filter, datacenter and health, apart from the
+// service's and from the others'.
+func testConsulTargets(t *testing.T, a *consultest.Agent) {
+	c := a.Client()
+	const svc = "targeted"
+	register(t, c, &api.AgentServiceRegistration{ID: "g-1", Name: svc, Port: 1, Meta: map[string]string{"version": "1"}})
+	register(t, c, &api.AgentServiceRegistration{ID: "g-2", Name: svc, Port: 2, Meta: map[string]string{"version": "2"}, Tags: []string{"canary"}})
+	register(t, c, &api.AgentServiceRegistration{ID: "g-2warn", Name: svc, Port: 3, Meta: map[string]string{"version": "2"},
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthWarning}})
+	register(t, c, &api.AgentServiceRegistration{ID: "g-2crit", Name: svc, Port: 4, Meta: map[string]string{"version": "2"},
+		Check: &api.AgentServiceCheck{TTL: "1m", Status: api.HealthCritical}})
+	w := newConsul(t, a.Config())
+	for _, tc := range []struct {
+		name   string
+		target Target
+		want   []string // nil: an error
+	}{
+		{"whole service, passing", Target{Service: svc, OnlyPassing: true}, []string{"g-1", "g-2"}},
+		{"subset, passing", Target{Service: svc, Filter: `Service.Meta.version == "2"`, OnlyPassing: true}, []string{"g-2"}},
+		{"subset, warning too", Target{Service: svc, Filter: `Service.Meta.version == "2"`}, []string{"g-2", "g-2warn"}},
+		{"a filter weft's tables cannot express", Target{Service: svc, Filter: `Service.Meta.version != "1" and "canary" in Service.Tags or Service.ID == "g-1x"`, OnlyPassing: true}, []string{"g-2"}},
+		{"own datacenter named", Target{Service: svc, Datacenter: "dc1", OnlyPassing: true}, []string{"g-1", "g-2"}},
+		{"unknown datacenter", Target{Service: svc, Datacenter: "nowhere", OnlyPassing: true}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRecorder()
+			stop, err := w.WatchTarget(tc.target, r.fn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stop()
+			if tc.want == nil {
+				u, _ := r.waitFor(t, stateWait, "an error", func(u Update) bool { return u.Err != nil })
+				if !errors.Is(u.Err, ErrConsul) || !strings.Contains(u.Err.Error(), "datacenter") {
+					t.Errorf("unknown datacenter: %+v", u)
+				}
+				return
+			}
+			u, _ := r.waitFor(t, stateWait, fmt.Sprint(tc.want), hasIDs(tc.want...))
+			if u.Service != svc {
+				t.Errorf("Update.Service = %q, want %q", u.Service, svc)
+			}
+			if st, ok := w.Status(tc.target.String()); !ok || st.Index == 0 {
+				t.Errorf("status of %s: %+v, %v", tc.target, st, ok)
+			}
+		})
+	}
+	// A target's watch is its own: the service's watch still sees every
+	// passing instance, and a change reaches both.
+	r, _ := watch(t, w, svc)
+	r.waitFor(t, stateWait, "the service's watch", hasIDs("g-1", "g-2"))
+	v2 := newRecorder()
+	stop, err := w.WatchTarget(Target{Service: svc, Filter: `Service.Meta.version == "2"`, OnlyPassing: true}, v2.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	v2.waitFor(t, stateWait, "the target's watch", hasIDs("g-2"))
+	if err := c.Agent().UpdateTTL("service:g-2crit", "", api.HealthPassing); err != nil {
+		t.Fatal(err)
+	}
+	v2.waitFor(t, stateWait, "a recovered instance in the target", hasIDs("g-2", "g-2crit"))
+	r.waitFor(t, stateWait, "a recovered instance in the service", hasIDs("g-1", "g-2", "g-2crit"))
+	if _, err := w.WatchTarget(Target{}, v2.fn); err == nil {
+		t.Error("a target without a service was watched")
+	}
+}
+
+func TestTargetString(t *testing.T) {
+	for _, tc := range []struct {
+		t    Target
+		want string
+	}{
+		{Target{Service: "web"}, "web passing|warning"},
+		{Target{Service: "web", OnlyPassing: true}, "web passing"},
+		{Target{Service: "web", Datacenter: "dc2", Filter: `Service.Meta.version == "2"`, OnlyPassing: true}, `web@dc2 "Service.Meta.version == \"2\"" passing`},
+	} {
+		if got := tc.t.String(); got != tc.want {
+			t.Errorf("%+v: %s, want %s", tc.t, got, tc.want)
+		}
+	}
+}
+
 // testConsulBadInstances registers, through the catalog API (which checks
 // less than the agent's), instances that cannot be used, next to a good one.
 func testConsulBadInstances(t *testing.T, a *consultest.Agent) {
@@ -277,7 +362,7 @@ func TestConsulEndpointConversion(t *testing.T) {
 		{"bracketed v6", &api.ServiceEntry{Checks: passing, Service: &api.AgentService{ID: "x", Port: 1, Address: "[::1]"}}, ""},
 		{"node address", &api.ServiceEntry{Node: node, Checks: passing, Service: &api.AgentService{ID: "x", Port: 1}}, ""},
 	} {
-		ep, err := w.endpoint(tc.e)
+		ep, err := w.endpoint(tc.e, w.cfg.passingOnly)
 		switch {
 		case tc.want == "" && err != nil:
 			t.Errorf("%s: %v", tc.name, err)

@@ -113,7 +113,8 @@ func (d *DNS) Watch(service string, fn func(Update)) (stop func(), err error) {
 	return d.table.watch(service, fn)
 }
 
-func (d *DNS) start(name string, h *hub) func() {
+func (d *DNS) start(h *hub) func() {
+	name := h.service
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

@@ -13,15 +13,20 @@ type fanout struct {
 	// start begins producing updates for a service into h and returns a
 	// function that stops the producer and waits for it. nil means the
 	// Watcher publishes by itself (Static) and hubs outlive subscribers.
-	start func(service string, h *hub) (stop func())
+	// The hub tells which service (and, for a target watch, which
+	// target) to produce for.
+	start func(h *hub) (stop func())
 
 	mu   sync.Mutex
 	hubs map[string]*hub
 }
 
-// hub holds the latest update of one service and its subscribers.
+// hub holds the latest update of one service, or of one target of a
+// service, and its subscribers.
 type hub struct {
+	key     string // in the table: the service name, or the target's String
 	service string
+	target  *Target // nil for a watch of the whole service
 
 	mu    sync.Mutex
 	last  Update
@@ -30,28 +35,41 @@ type hub struct {
 	stop  func() // the producer's stop; nil for published hubs
 }
 
-func (f *fanout) hub(service string) *hub {
+func (f *fanout) hub(service string) *hub { return f.hubFor(service, service, nil) }
+
+// hubFor returns the hub of key, creating it for service and target.
+func (f *fanout) hubFor(key, service string, target *Target) *hub {
 	if f.hubs == nil {
 		f.hubs = make(map[string]*hub)
 	}
-	h := f.hubs[service]
+	h := f.hubs[key]
 	if h == nil {
-		h = &hub{service: service, subs: make(map[*subscriber]struct{})}
-		f.hubs[service] = h
+		h = &hub{key: key, service: service, target: target, subs: make(map[*subscriber]struct{})}
+		f.hubs[key] = h
 	}
 	return h
 }
 
 // watch implements [Watcher.Watch] over the table.
 func (f *fanout) watch(service string, fn func(Update)) (func(), error) {
+	return f.watchHub(service, service, nil, fn)
+}
+
+// watchTarget implements [TargetWatcher.WatchTarget] over the table: a
+// target has a hub of its own, apart from its service's.
+func (f *fanout) watchTarget(t Target, fn func(Update)) (func(), error) {
+	return f.watchHub(t.String(), t.Service, &t, fn)
+}
+
+func (f *fanout) watchHub(key, service string, target *Target, fn func(Update)) (func(), error) {
 	if service == "" {
 		return nil, fmt.Errorf("discovery: watch: empty service name")
 	}
 	if fn == nil {
-		return nil, fmt.Errorf("discovery: watch %q: nil callback", service)
+		return nil, fmt.Errorf("discovery: watch %q: nil callback", key)
 	}
 	f.mu.Lock()
-	h := f.hub(service)
+	h := f.hubFor(key, service, target)
 	s := newSubscriber(fn)
 	h.mu.Lock()
 	h.subs[s] = struct{}{}
@@ -61,7 +79,7 @@ func (f *fanout) watch(service string, fn func(Update)) (func(), error) {
 	}
 	h.mu.Unlock()
 	if first {
-		h.stop = f.start(service, h)
+		h.stop = f.start(h)
 	}
 	f.mu.Unlock()
 
@@ -79,7 +97,7 @@ func (f *fanout) unsubscribe(h *hub, s *subscriber) {
 	var stop func()
 	if len(h.subs) == 0 && f.start != nil {
 		stop, h.stop = h.stop, nil
-		delete(f.hubs, h.service)
+		delete(f.hubs, h.key)
 	}
 	h.mu.Unlock()
 	f.mu.Unlock()

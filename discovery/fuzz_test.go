@@ -39,7 +39,7 @@ func FuzzConsulEntry(f *testing.F) {
 			Service: &api.AgentService{ID: id, Address: addr, Port: port, Tags: []string{tag},
 				Meta: map[string]string{k: v}, Weights: api.AgentWeights{Passing: weight}},
 		}
-		ep, err := w.endpoint(e)
+		ep, err := w.endpoint(e, w.cfg.passingOnly)
 		if err != nil {
 			return
 		}

@@ -253,7 +253,8 @@ func TestFanoutOneProducerPerService(t *testing.T) {
 	leaktest.Check(t)
 	var starts, stops atomic.Int64
 	var hubs sync.Map
-	f := &fanout{start: func(service string, h *hub) func() {
+	f := &fanout{start: func(h *hub) func() {
+		service := h.service
 		starts.Add(1)
 		hubs.Store(service, h)
 		h.publish(Update{Endpoints: []Endpoint{ep(service, "127.0.0.1:1")}})
