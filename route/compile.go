@@ -1,6 +1,7 @@
 package route
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -59,7 +60,13 @@ func Compile(cfg *Config, opts ...Option) (*Table, error) {
 	}
 	sort.Slice(t.dests, func(i, j int) bool {
 		a, b := t.dests[i], t.dests[j]
-		return a.Service < b.Service || a.Service == b.Service && a.Subset < b.Subset
+		if a.Service != b.Service {
+			return a.Service < b.Service
+		}
+		if a.Subset != b.Subset {
+			return a.Subset < b.Subset
+		}
+		return a.Datacenter < b.Datacenter
 	})
 	for i, d := range t.dests {
 		d.Index = i
@@ -74,7 +81,7 @@ type compiler struct {
 	errs     []*FieldError
 	warns    []*FieldError
 	services map[string]*service
-	dests    map[[2]string]*Destination
+	dests    map[[3]string]*Destination // by service, subset, datacenter
 	retries  map[*Retry]*RetryPolicy
 }
 
@@ -85,7 +92,7 @@ func newCompiler(cfg *Config) *compiler {
 	return &compiler{
 		cfg:      cfg,
 		services: map[string]*service{},
-		dests:    map[[2]string]*Destination{},
+		dests:    map[[3]string]*Destination{},
 		retries:  map[*Retry]*RetryPolicy{},
 	}
 }
@@ -211,10 +218,14 @@ func (c *compiler) checkService(path, n string, s *Service) {
 		if !validName(sn) {
 			c.errorf(p, "%q is not a valid subset name (letters, digits, '-', '_', '.')", sn)
 		}
-		if sub == nil || len(sub.Tags) == 0 && len(sub.Meta) == 0 {
-			c.errorf(p, "selects every endpoint: a subset needs tags or meta")
+		if sub == nil || len(sub.Tags) == 0 && len(sub.Meta) == 0 && strings.TrimSpace(sub.Filter) == "" {
+			c.errorf(p, "selects every endpoint: a subset needs tags, meta or a filter")
 			continue
 		}
+		if sub.OnlyPassing && sub.Filter == "" {
+			c.warnf(p+".onlyPassing", "applies to a subset by filter only: the service's watch decides which instances are healthy")
+		}
+		c.checkFailover(p+".failover", n, sn, sub.Failover)
 		for i, t := range sub.Tags {
 			if t == "" {
 				c.errorf(p+".tags"+index(i), "empty tag")
@@ -229,6 +240,58 @@ func (c *compiler) checkService(path, n string, s *Service) {
 	}
 	if s.DefaultSubset != "" && s.Subsets[s.DefaultSubset] == nil {
 		c.errorf(path+".defaultSubset", "unknown subset %q%s", s.DefaultSubset, known(s.Subsets))
+	}
+	c.checkFailover(path+".failover", n, "", s.Failover)
+}
+
+// checkFailover checks the failover list of service n (of its subset
+// sub, when not empty).
+func (c *compiler) checkFailover(path, n, sub string, fs []*Failover) {
+	seen := map[[3]string]bool{}
+	for i, f := range fs {
+		p := path + index(i)
+		if f == nil {
+			c.errorf(p, "empty failover target")
+			continue
+		}
+		svc := cmp.Or(f.Service, n)
+		if _, ext := c.cfg.External[svc]; ext {
+			c.errorf(p+".service", "external service %q cannot be a failover target", svc)
+			continue
+		}
+		if !validName(svc) {
+			c.errorf(p+".service", "%q is not a valid service name", svc)
+			continue
+		}
+		if f.Datacenter != "" && !validName(f.Datacenter) {
+			c.errorf(p+".datacenter", "%q is not a valid datacenter name (letters, digits, '-', '_', '.')", f.Datacenter)
+			continue
+		}
+		s, declared := c.cfg.Services[svc]
+		subset := f.Subset
+		switch {
+		case subset != "" && !declared:
+			c.errorf(p+".subset", "unknown subset %q: service %q is not in services, so it has no subsets", subset, svc)
+			continue
+		case subset != "" && (s == nil || s.Subsets[subset] == nil):
+			var subs map[string]*Subset
+			if s != nil {
+				subs = s.Subsets
+			}
+			c.errorf(p+".subset", "unknown subset %q of %q%s", subset, svc, known(subs))
+			continue
+		case subset == "" && s != nil:
+			subset = s.DefaultSubset
+		}
+		k := [3]string{svc, subset, f.Datacenter}
+		if svc == n && subset == sub && f.Datacenter == "" {
+			c.errorf(p, "fails over to itself")
+			continue
+		}
+		if seen[k] {
+			c.warnf(p, "named twice: only its first place counts")
+		}
+		seen[k] = true
 	}
 }
 
@@ -330,7 +393,7 @@ func (c *compiler) destination(path, svcName, subset string) *Destination {
 		if ext == nil {
 			ext = &ExternalService{}
 		}
-		return c.dest(svcName, "", nil, ext)
+		return c.dest(svcName, "", "", nil, ext)
 	}
 	if !validName(svcName) {
 		c.errorf(path+".service", "%q is not a valid service name", svcName)
@@ -342,7 +405,7 @@ func (c *compiler) destination(path, svcName, subset string) *Destination {
 			c.errorf(path+".subset", "unknown subset %q: service %q is not in services, so it has no subsets", subset, svcName)
 			return nil
 		}
-		return c.dest(svcName, "", nil, nil)
+		return c.dest(svcName, "", "", nil, nil)
 	}
 	if s == nil {
 		s = &Service{}
@@ -352,7 +415,7 @@ func (c *compiler) destination(path, svcName, subset string) *Destination {
 		subset = s.DefaultSubset
 	}
 	if subset == "" {
-		return c.dest(svcName, "", s, nil)
+		return c.dest(svcName, "", "", s, nil)
 	}
 	sub, ok := s.Subsets[subset]
 	switch {
@@ -362,34 +425,77 @@ func (c *compiler) destination(path, svcName, subset string) *Destination {
 	case !ok || sub == nil: // reported at defaultSubset or at the subset
 		return nil
 	}
-	return c.dest(svcName, subset, s, nil)
+	return c.dest(svcName, subset, "", s, nil)
 }
 
-// dest returns the shared Destination of (svcName, subset), building it on
-// first use.
-func (c *compiler) dest(svcName, subset string, s *Service, ext *ExternalService) *Destination {
-	k := [2]string{svcName, subset}
+// dest returns the shared Destination of (svcName, subset, dc), building
+// it on first use, with its failover targets.
+func (c *compiler) dest(svcName, subset, dc string, s *Service, ext *ExternalService) *Destination {
+	k := [3]string{svcName, subset, dc}
 	if d := c.dests[k]; d != nil {
 		return d
 	}
-	d := &Destination{Service: svcName, Subset: subset}
+	d := &Destination{Service: svcName, Subset: subset, Datacenter: dc}
+	d.target = discovery.Target{Service: svcName, Datacenter: dc, OnlyPassing: true}
+	d.own = dc != ""
+	c.dests[k] = d // before its failover targets, which may lead back to it
 	if ext != nil {
 		d.External = compileExternal(ext)
+		return d
 	}
-	if s != nil {
-		var sub *Subset
-		if subset != "" {
-			sub = s.Subsets[subset]
-			d.tags = append([]string(nil), sub.Tags...)
-			d.meta = make(map[string]string, len(sub.Meta))
-			for k, v := range sub.Meta {
-				d.meta[k] = v
-			}
+	if s == nil {
+		return d
+	}
+	failover := s.Failover
+	var sub *Subset
+	if subset != "" {
+		sub = s.Subsets[subset]
+		d.tags = append([]string(nil), sub.Tags...)
+		d.meta = make(map[string]string, len(sub.Meta))
+		for k, v := range sub.Meta {
+			d.meta[k] = v
 		}
-		d.Policy = c.mergePolicy(s.TrafficPolicy, sub)
+		if sub.Filter != "" {
+			d.target.Filter, d.target.OnlyPassing, d.own = sub.Filter, sub.OnlyPassing, true
+		}
+		if sub.Failover != nil {
+			failover = sub.Failover
+		}
 	}
-	c.dests[k] = d
+	d.Policy = c.mergePolicy(s.TrafficPolicy, sub)
+	if dc != "" {
+		return d // a failover target: its own list is not followed
+	}
+	seen := map[*Destination]bool{d: true}
+	for _, f := range failover {
+		if fd := c.failoverDest(svcName, f); fd != nil && !seen[fd] {
+			seen[fd] = true
+			d.Failover = append(d.Failover, fd)
+		}
+	}
 	return d
+}
+
+// failoverDest returns the destination of failover target f of a
+// service's destination; nil when f is invalid, which checkFailover
+// reports.
+func (c *compiler) failoverDest(svcName string, f *Failover) *Destination {
+	if f == nil {
+		return nil
+	}
+	svc := cmp.Or(f.Service, svcName)
+	if _, ext := c.cfg.External[svc]; ext || !validName(svc) || f.Datacenter != "" && !validName(f.Datacenter) {
+		return nil
+	}
+	s := c.cfg.Services[svc]
+	subset := f.Subset
+	if subset == "" && s != nil {
+		subset = s.DefaultSubset
+	}
+	if subset != "" && (s == nil || s.Subsets[subset] == nil) {
+		return nil
+	}
+	return c.dest(svc, subset, f.Datacenter, s, nil)
 }
 
 // mergePolicy overlays the subset's policy blocks on the service's, with

@@ -38,16 +38,55 @@ type Service struct {
 	// Routes are tried in order; the first that matches a request takes
 	// it. A request no route matches goes to DefaultSubset.
 	Routes []*Route `json:"routes,omitempty" yaml:"routes,omitempty"`
+	// Failover lists, in order, where a call to this service goes when
+	// the destination a route chose for it has no healthy endpoint (no
+	// passing instance, or every one ejected or behind an open breaker):
+	// to the first failover target that has one. A subset's own Failover
+	// replaces it for calls to that subset. Consul's service-resolver
+	// Failover ("*" here, a subset's name on the subset).
+	Failover []*Failover `json:"failover,omitempty" yaml:"failover,omitempty"`
+}
+
+// Failover is a failover target: a service, a subset of it and a
+// datacenter.
+type Failover struct {
+	// Service is the target service; empty means the service (or the
+	// subset's service) the failover belongs to. It may not be an
+	// external service.
+	Service string `json:"service,omitempty" yaml:"service,omitempty"`
+	// Subset is a subset of Service; empty means Service's default
+	// subset.
+	Subset string `json:"subset,omitempty" yaml:"subset,omitempty"`
+	// Datacenter is the Consul datacenter of the target's instances;
+	// empty means the caller's own. Endpoints of another datacenter come
+	// from a discovery watch of their own, which needs a watcher that
+	// watches targets (discovery.TargetWatcher, such as discovery.Consul).
+	Datacenter string `json:"datacenter,omitempty" yaml:"datacenter,omitempty"`
 }
 
 // Subset selects the endpoints of a service that carry every one of Tags
 // and every key/value of Meta, as balancer.MatchTags and
-// balancer.MatchMeta do. At least one of them must be set.
+// balancer.MatchMeta do, and that Filter selects. At least one of them
+// must be set.
 type Subset struct {
 	// Tags an endpoint must all carry (discovery.Endpoint.Tags).
 	Tags []string `json:"tags,omitempty" yaml:"tags,omitempty"`
 	// Meta key/values an endpoint must all have (discovery.Endpoint.Meta).
 	Meta map[string]string `json:"meta,omitempty" yaml:"meta,omitempty"`
+	// Filter is a Consul filter expression on the instance, such as
+	// `Service.Meta.version != "1"`, which the agent evaluates: the
+	// subset's endpoints then come from a discovery watch of their own
+	// (discovery.Target), which needs a watcher that watches targets
+	// (discovery.TargetWatcher, such as discovery.Consul). Tags and
+	// Meta, which need no watch of their own, are the better choice where
+	// they can say the same.
+	Filter string `json:"filter,omitempty" yaml:"filter,omitempty"`
+	// OnlyPassing, with Filter, keeps only instances whose checks all
+	// pass; without it, instances whose checks warn are kept too, as in
+	// Consul's resolver subsets.
+	OnlyPassing bool `json:"onlyPassing,omitempty" yaml:"onlyPassing,omitempty"`
+	// Failover replaces the service's Failover for calls to this subset.
+	Failover []*Failover `json:"failover,omitempty" yaml:"failover,omitempty"`
 	// TrafficPolicy overrides the service's, block by block, for calls
 	// a route sends to this subset.
 	TrafficPolicy *TrafficPolicy `json:"trafficPolicy,omitempty" yaml:"trafficPolicy,omitempty"`

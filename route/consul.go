@@ -118,14 +118,23 @@ func withWarnings(w []*FieldError) Option {
 // rate-limited by a token bucket and back off with jitter after errors;
 // a change in Consul reaches the table as soon as the agent answers.
 // Where the compiled chain lacks a field (a split's header changes, a
-// resolver's request timeout and connect timeout, failover settings) the
-// source reads the config entries themselves.
+// resolver's request timeout and connect timeout) the source reads the
+// config entries themselves.
+//
+// Each chain target keeps its own subset filter, datacenter and
+// only-passing flag: a filter that tags and meta can say becomes them
+// (one discovery watch of the service serves every such subset); any
+// other becomes the subset's [Subset.Filter], with the target's
+// only-passing flag, for a watch of its own. A resolver's failover, by
+// subset or "*" (its services, subsets, datacenters and targets, in the
+// order Consul compiled them), becomes the [Failover] list of the
+// subset or service; failover targets in another namespace are warnings.
 //
 // The first table is published once every service's chain has been read;
 // until then [Consul.Table] is empty and [Consul.Ready] open. After that
 // each change rebuilds the whole table from the latest good chain of
-// every service. A chain that cannot be translated (a subset filter
-// outside the supported forms, for example) is refused for its service
+// every service. A chain that cannot be translated (a redirect to
+// another datacenter, for example) is refused for its service
 // alone: that service keeps the routes of its last good chain — or, when
 // it never had one, has none in the table, so its calls go as without
 // routes — while changes to other services still apply. A merged table
@@ -811,24 +820,9 @@ func (x *chainTranslator) resolver(path string, n *api.DiscoveryGraphNode) (*Bac
 		entry = x.ent.resolvers[t.Service]
 	}
 	svc := x.service(t.Service)
-	b := &Backend{Service: t.Service}
-	if t.ServiceSubset != "" {
-		sub, err := consulFilter(t.Subset.Filter)
-		switch {
-		case err != nil:
-			x.fail(&FieldError{
-				Path:    fmt.Sprintf("%s.Subsets[%q].Filter", rp, t.ServiceSubset),
-				Message: fmt.Sprintf("%q: %v", t.Subset.Filter, err),
-				Err:     errors.Join(ErrUnsupported, err),
-			})
-			return nil, 0
-		case sub != nil:
-			if svc.Subsets == nil {
-				svc.Subsets = map[string]*Subset{}
-			}
-			svc.Subsets[t.ServiceSubset] = sub
-			b.Subset = t.ServiceSubset
-		}
+	b := &Backend{Service: t.Service, Subset: x.subset(t)}
+	if f := n.Resolver.Failover; f != nil {
+		x.failover(rp, t, entry, b.Subset, f)
 	}
 	if !x.resolved[t.Service] {
 		x.resolved[t.Service] = true
@@ -838,9 +832,6 @@ func (x *chainTranslator) resolver(path string, n *api.DiscoveryGraphNode) (*Bac
 		if entry != nil {
 			if entry.ConnectTimeout > 0 {
 				x.warnf(rp+".ConnectTimeout", "not applied: weft's dialer keeps its own connect timeout")
-			}
-			if len(entry.Failover) > 0 {
-				x.warnf(rp+".Failover", "not applied: calls go to the primary target only")
 			}
 			if entry.PrioritizeByLocality != nil {
 				x.warnf(rp+".PrioritizeByLocality", "not applied")
@@ -852,6 +843,74 @@ func (x *chainTranslator) resolver(path string, n *api.DiscoveryGraphNode) (*Bac
 		to = Duration(entry.RequestTimeout)
 	}
 	return b, to
+}
+
+// subset defines the subset of target t in its service and returns its
+// name; "" for a target of every instance. A filter weft can say with
+// tags and meta becomes them, evaluated on the endpoints of the
+// service's one watch; any other becomes the subset's Filter, with the
+// target's only-passing flag, for a discovery watch of its own.
+func (x *chainTranslator) subset(t *api.DiscoveryTarget) string {
+	if t.ServiceSubset == "" {
+		return ""
+	}
+	sub, err := consulFilter(t.Subset.Filter)
+	switch {
+	case err != nil:
+		sub = &Subset{Filter: t.Subset.Filter, OnlyPassing: t.Subset.OnlyPassing}
+	case sub == nil:
+		return "" // an empty filter: every instance
+	}
+	svc := x.service(t.Service)
+	if svc.Subsets == nil {
+		svc.Subsets = map[string]*Subset{}
+	}
+	if cur := svc.Subsets[t.ServiceSubset]; cur != nil {
+		sub.Failover = cur.Failover
+	}
+	svc.Subsets[t.ServiceSubset] = sub
+	return t.ServiceSubset
+}
+
+// failover translates the failover of target t, whose subset is subset,
+// as Consul compiled it: its targets in order, each a service, subset
+// and datacenter.
+func (x *chainTranslator) failover(rp string, t *api.DiscoveryTarget, entry *api.ServiceResolverConfigEntry, subset string, f *api.DiscoveryFailover) {
+	fp := rp + ".Failover"
+	if entry != nil {
+		if _, ok := entry.Failover[t.ServiceSubset]; ok {
+			fp += fmt.Sprintf("[%q]", t.ServiceSubset)
+		} else if _, ok := entry.Failover["*"]; ok {
+			fp += `["*"]`
+		}
+	}
+	if f.Policy.Mode != "" && f.Policy.Mode != "sequential" {
+		x.warnf(fp+".Policy", "mode %q not applied: weft tries the failover targets in their order", f.Policy.Mode)
+	}
+	fs := []*Failover{}
+	for i, id := range f.Targets {
+		ft := x.chain.Targets[id]
+		tp := fmt.Sprintf("%s.Targets[%d]", fp, i)
+		switch {
+		case ft == nil:
+			x.errorf(tp, "target %q is not in the chain", id)
+			continue
+		case ft.Namespace != "" && ft.Namespace != "default":
+			x.warnf(tp+".Namespace", "target %s in namespace %q not applied: weft knows the default namespace only", id, ft.Namespace)
+			continue
+		}
+		fo := &Failover{Service: ft.Service, Subset: x.subset(ft)}
+		if ft.Datacenter != "" && ft.Datacenter != x.chain.Datacenter {
+			fo.Datacenter = ft.Datacenter
+		}
+		fs = append(fs, fo)
+	}
+	svc := x.service(t.Service)
+	if subset == "" {
+		svc.Failover = fs
+		return
+	}
+	svc.Subsets[subset].Failover = fs
 }
 
 // loadBalancer maps a resolver's load balancer onto weft's policies.

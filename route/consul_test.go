@@ -90,24 +90,29 @@ func TestConsulSource(t *testing.T) {
 	setEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Protocol: "http"})
 	setEntry(t, c, resolver(canaryFilter))
 	setEntry(t, c, splitter(90, 10))
-	setEntry(t, c, &api.ServiceRouterConfigEntry{
-		Kind: api.ServiceRouter,
-		Name: "web",
-		Routes: []api.ServiceRoute{{
-			Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{
-				PathPrefix: "/api/",
-				Header:     []api.ServiceRouteHTTPMatchHeader{{Name: "x-canary", Exact: "1"}},
+	router := func(retryOn ...string) *api.ServiceRouterConfigEntry {
+		r := &api.ServiceRouterConfigEntry{
+			Kind: api.ServiceRouter,
+			Name: "web",
+			Routes: []api.ServiceRoute{{
+				Match: &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{
+					PathPrefix: "/api/",
+					Header:     []api.ServiceRouteHTTPMatchHeader{{Name: "x-canary", Exact: "1"}},
+				}},
+				Destination: &api.ServiceRouteDestination{
+					ServiceSubset:      "v2",
+					PrefixRewrite:      "/",
+					RequestTimeout:     2 * time.Second,
+					NumRetries:         3,
+					RetryOnStatusCodes: []uint32{503},
+					RequestHeaders:     &api.HTTPHeaderModifiers{Add: map[string]string{"x-routed": "canary"}},
+				},
 			}},
-			Destination: &api.ServiceRouteDestination{
-				ServiceSubset:      "v2",
-				PrefixRewrite:      "/",
-				RequestTimeout:     2 * time.Second,
-				NumRetries:         3,
-				RetryOnStatusCodes: []uint32{503},
-				RequestHeaders:     &api.HTTPHeaderModifiers{Add: map[string]string{"x-routed": "canary"}},
-			},
-		}},
-	})
+		}
+		r.Routes[0].Destination.RetryOn = retryOn
+		return r
+	}
+	setEntry(t, c, router())
 
 	var rejections []route.Rejection
 	rejected := make(chan route.Rejection, 16)
@@ -203,10 +208,22 @@ func TestConsulSource(t *testing.T) {
 		return s["v1"] == 5000 && s["v2"] == 5000
 	})
 	t.Logf("split change applied after %v", took)
+
+	// A filter tags and meta cannot say selects a subset by filter, for a
+	// discovery watch of its own.
+	setEntry(t, c, resolver(`Service.Port == 8080`))
+	waitFor(t, "subset v2 by filter", func() bool {
+		sub := src.Table().Config().Services["web"].Subsets["v2"]
+		return sub != nil && sub.Filter == `Service.Port == 8080` && len(sub.Meta) == 0
+	})
+	d := src.Table().Match("web", canary, 0)
+	if tg, own := d.Target.Destination.Target(); !own || tg.Filter != `Service.Port == 8080` || tg.Service != "web" || tg.OnlyPassing {
+		t.Errorf("destination %s: target %+v (own watch %v), want web's by the filter, passing and warning", d.Target.Destination, tg, own)
+	}
 	good := src.Table()
 
-	// An untranslatable filter is refused whole: the table stays.
-	setEntry(t, c, resolver(`Service.Port == 8080`))
+	// A route weft cannot apply is refused whole: the table stays.
+	setEntry(t, c, router("envoy-ratelimited"))
 	setEntry(t, c, splitter(20, 80)) // a good change in the same refused state
 	select {
 	case r := <-rejected:
@@ -222,7 +239,7 @@ func TestConsulSource(t *testing.T) {
 		t.Fatalf("status %+v records no rejection", st)
 	}
 	msg := st.LastRejection.Error()
-	for _, want := range []string{`service-resolver/web.Subsets["v2"].Filter`, "Service.Port"} {
+	for _, want := range []string{`service-router/web.Routes[0].Destination.RetryOn[0]`, "envoy-ratelimited"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("rejection %q does not name %q", msg, want)
 		}
@@ -230,12 +247,13 @@ func TestConsulSource(t *testing.T) {
 	if !errors.Is(st.LastRejection.Err, route.ErrUnsupported) || !errors.Is(st.LastRejection.Err, route.ErrInvalid) {
 		t.Errorf("rejection %v does not wrap ErrUnsupported and ErrInvalid", st.LastRejection.Err)
 	}
-	if s := share(src.Table(), "web", plain); s["v1"] != 5000 {
+	if s := share(src.Table(), "web", plain); s["v1"] != 5000 || s["v2"] != 5000 {
 		t.Errorf("split %v while refused, want the last good 50/50", s)
 	}
 	t.Logf("refused: %v", rejections[0])
 
 	// Fixed in Consul, the pending split applies.
+	setEntry(t, c, router())
 	setEntry(t, c, resolver(canaryFilter))
 	waitFor(t, "split 20/80 after the fix", func() bool {
 		s := share(src.Table(), "web", plain)
@@ -436,9 +454,50 @@ func TestConsulSourceChains(t *testing.T) {
 			for _, w := range tab.Warnings() {
 				paths = append(paths, w.Path)
 			}
-			for _, want := range []string{"service-resolver/c1.Failover", "service-resolver/c1.LoadBalancer.HashPolicies[1].SourceIP"} {
+			for _, want := range []string{"service-resolver/c1.LoadBalancer.HashPolicies[1].SourceIP"} {
 				if !slices.Contains(paths, want) {
 					t.Errorf("warnings %v lack %s", paths, want)
+				}
+			}
+			if f := d.Target.Destination.Failover; len(f) != 1 || f[0].String() != "c2" {
+				t.Errorf("failover %v, want c2", f)
+			}
+		},
+	}, {
+		name:     "FailoverBySubsetToSubsetsAndDatacenters",
+		services: []string{"g1"},
+		entries: []api.ConfigEntry{
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "g1", DefaultSubset: "v1",
+				Subsets: map[string]api.ServiceResolverSubset{
+					"v1": {Filter: `Service.Meta.version == "1"`},
+					"v2": {Filter: `Service.Meta.version == "2"`},
+					"v3": {Filter: `Service.Meta.version != "1" and Service.Meta.version != "2"`, OnlyPassing: true},
+				},
+				Failover: map[string]api.ServiceResolverFailover{
+					"v1": {Targets: []api.ServiceResolverFailoverTarget{{ServiceSubset: "v2"}, {ServiceSubset: "v3"}, {Datacenter: "dc2"}}},
+					"*":  {Datacenters: []string{"dc3"}},
+				}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			d := tab.Match("g1", &route.Request{Path: "/"}, 0).Target.Destination
+			var got []string
+			for _, f := range d.Failover {
+				got = append(got, f.String())
+			}
+			if want := "g1/v2 g1/v3 g1/v1@dc2"; strings.Join(got, " ") != want {
+				t.Errorf("failover of %s: %v, want %s", d, got, want)
+			}
+			tg, own := d.Failover[1].Target()
+			if !own || tg.Filter == "" || !tg.OnlyPassing {
+				t.Errorf("g1/v3 target %+v (own watch %v), want its own by filter, passing only", tg, own)
+			}
+			tg, own = d.Failover[2].Target()
+			if !own || tg.Datacenter != "dc2" || tg.Filter != "" {
+				t.Errorf("g1/v1@dc2 target %+v (own watch %v), want its own in dc2", tg, own)
+			}
+			for _, w := range tab.Warnings() {
+				if strings.Contains(w.Path, "Failover") {
+					t.Errorf("warning %v", w)
 				}
 			}
 		},

@@ -200,23 +200,45 @@ type Destination struct {
 	Service string
 	// Subset is the subset's name; empty for every endpoint.
 	Subset string
+	// Datacenter is where the endpoints are; empty for the caller's own.
+	// Only failover targets name one.
+	Datacenter string
 	// Policy is the effective traffic policy: the subset's blocks over
 	// the service's.
 	Policy Policy
 	// External is set when Service is an external service.
 	External *External
+	// Failover lists, in order, where a call goes when this destination
+	// has no healthy endpoint: the first that has one takes it. Failover
+	// targets' own failover lists are not followed.
+	Failover []*Destination
 
-	tags []string
-	meta map[string]string
+	tags   []string
+	meta   map[string]string
+	target discovery.Target
+	own    bool // target needs a watch of its own
 }
 
-// String returns "service" or "service/subset".
+// String returns "service", "service/subset", and "@datacenter" after
+// either for a destination in another datacenter.
 func (d *Destination) String() string {
-	if d.Subset == "" {
-		return d.Service
+	s := d.Service
+	if d.Subset != "" {
+		s += "/" + d.Subset
 	}
-	return d.Service + "/" + d.Subset
+	if d.Datacenter != "" {
+		s += "@" + d.Datacenter
+	}
+	return s
 }
+
+// Target returns the discovery target whose endpoints the destination
+// balances over, and whether it needs a watch of its own
+// (discovery.TargetWatcher): true for a destination in another
+// datacenter or of a subset by Filter. When it is false the endpoints
+// are those of a watch of the whole service that [Destination.Matches]
+// selects.
+func (d *Destination) Target() (discovery.Target, bool) { return d.target, d.own }
 
 // Matches reports whether the endpoint belongs to the destination's
 // subset: it carries all of the subset's tags and meta. Every endpoint

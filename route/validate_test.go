@@ -203,7 +203,7 @@ services:
 services:
   web:
     subsets: {all: {}}`,
-			`services.web.subsets.all`, "a subset needs tags or meta"},
+			`services.web.subsets.all`, "a subset needs tags, meta or a filter"},
 		{"bad service name", `
 services:
   "pay ments": {}`,
@@ -271,6 +271,50 @@ external:
 		{"empty match entry", base + `
       - match: [null]`,
 			`services.payments.routes[0].match[0]`, "empty match entry"},
+		{"failover to an unknown subset", `
+services:
+  web:
+    subsets: {v1: {meta: {version: "1"}}}
+    failover: [{subset: v9}]`,
+			`services.web.failover[0].subset`, `unknown subset "v9" of "web" (subsets: v1)`},
+		{"failover to a subset of an undeclared service", `
+services:
+  web:
+    failover: [{service: backup, subset: v1}]`,
+			`services.web.failover[0].subset`, `service "backup" is not in services`},
+		{"failover to an external service", `
+services:
+  web:
+    failover: [{service: bank}]
+external:
+  bank: {endpoints: ["192.0.2.1:443"]}`,
+			`services.web.failover[0].service`, `external service "bank" cannot be a failover target`},
+		{"failover to itself", `
+services:
+  web:
+    subsets: {v1: {meta: {version: "1"}, failover: [{subset: v1}]}}`,
+			`services.web.subsets.v1.failover[0]`, "fails over to itself"},
+		{"failover to itself by the default subset", `
+services:
+  web:
+    defaultSubset: v1
+    subsets: {v1: {meta: {version: "1"}, failover: [{}]}}`,
+			`services.web.subsets.v1.failover[0]`, "fails over to itself"},
+		{"failover datacenter", `
+services:
+  web:
+    failover: [{datacenter: "dc 2"}]`,
+			`services.web.failover[0].datacenter`, "not a valid datacenter name"},
+		{"empty failover target", `
+services:
+  web:
+    failover: [null]`,
+			`services.web.failover[0]`, "empty failover target"},
+		{"bad failover service", `
+services:
+  web:
+    failover: [{service: "a/b"}]`,
+			`services.web.failover[0].service`, "not a valid service name"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
