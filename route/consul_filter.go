@@ -9,8 +9,8 @@ import (
 )
 
 // ErrUnsupported is wrapped by the [*FieldError]s of a Consul config entry
-// field that weft cannot apply as written, such as a subset filter outside
-// the forms [Consul] translates.
+// field that weft cannot apply as written, such as a redirect to another
+// datacenter.
 var ErrUnsupported = errors.New("route: not expressible in a weft route table")
 
 // consulFilter translates a Consul subset filter (a go-bexpr expression on

@@ -613,8 +613,15 @@ func TestConsulRefusalIsPerService(t *testing.T) {
 	}
 	setEntry(t, c, resolve("web", `Service.Meta.version == "2"`))
 	setEntry(t, c, split("web", 90, 10))
-	setEntry(t, c, resolve("api", `Service.Port == 8080`)) // a filter weft cannot apply
+	apiRouter := func(retryOn ...string) *api.ServiceRouterConfigEntry {
+		return &api.ServiceRouterConfigEntry{Kind: api.ServiceRouter, Name: "api", Routes: []api.ServiceRoute{{
+			Match:       &api.ServiceRouteMatch{HTTP: &api.ServiceRouteHTTPMatch{PathPrefix: "/x"}},
+			Destination: &api.ServiceRouteDestination{RetryOn: retryOn},
+		}}}
+	}
+	setEntry(t, c, resolve("api", `Service.Meta.version == "2"`))
 	setEntry(t, c, split("api", 50, 50))
+	setEntry(t, c, apiRouter("envoy-ratelimited")) // a retry condition weft cannot apply
 
 	rejected := make(chan route.Rejection, 16)
 	src, err := route.NewConsul(c, []string{"web", "api"}, route.WithConsulWait(30*time.Second),
@@ -637,8 +644,8 @@ func TestConsulRefusalIsPerService(t *testing.T) {
 	}
 	select {
 	case r := <-rejected:
-		if !strings.Contains(r.Error(), `service-resolver/api.Subsets["v2"].Filter`) {
-			t.Errorf("rejection %q does not name api's filter", r.Error())
+		if !strings.Contains(r.Error(), `service-router/api.Routes[0].Destination.RetryOn[0]`) {
+			t.Errorf("rejection %q does not name api's retry condition", r.Error())
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("api's refusal was not reported")
@@ -655,7 +662,7 @@ func TestConsulRefusalIsPerService(t *testing.T) {
 	}
 
 	// api fixed: its routes join the table.
-	setEntry(t, c, resolve("api", `Service.Meta.version == "2"`))
+	setEntry(t, c, apiRouter("5xx"))
 	waitFor(t, "api 50/50 once fixed", func() bool {
 		s := share(src.Table(), "api", plain)
 		return s["v1"] == 5000 && s["v2"] == 5000

@@ -88,10 +88,15 @@
 //     header changes the route's; Consul's implied catch-all comes last;
 //   - splitter splits become weighted [Backend]s, percentages in steps of
 //     0.01 as basis points, with the splits' header changes;
-//   - resolver subsets become [Subset]s, from the filters that select by
-//     meta and tags — Service.Meta.<key> == "<value>", "<tag>" in
-//     Service.Tags, Service.Tags contains "<tag>", joined by and — and
-//     redirects and default subsets the backends Consul resolved them to;
+//   - resolver subsets become [Subset]s: by meta and tags from the
+//     filters that say no more — Service.Meta.<key> == "<value>", "<tag>"
+//     in Service.Tags, Service.Tags contains "<tag>", joined by and —,
+//     by [Subset.Filter] (with the only-passing flag, for a discovery
+//     watch of their own) from any other; redirects and default subsets
+//     become the backends Consul resolved them to;
+//   - resolver failover (by subset or "*": services, subsets,
+//     datacenters, targets) becomes the [Failover] list of the subset or
+//     service, in the order Consul compiled it;
 //     the resolver's request timeout bounds routes that set none, and its
 //     load balancer (policy, a header or cookie hash) is the service's;
 //   - service-defaults' protocol is [Service.Protocol];
@@ -102,13 +107,13 @@
 //     caller's sidecar: upstream settings belong to the caller.
 //
 // Whatever the chain cannot express — a split's headers, a resolver's
-// timeouts and failover — is read from the config entries themselves.
-// A chain weft cannot apply (another filter, a target in another
-// datacenter, a retry on Envoy's rate-limit header) is refused whole with
-// a [*FieldError] naming the entry and field, such as
-// service-resolver/web.Subsets["v2"].Filter, and the last good table
-// stays; a field weft leaves unapplied (connect timeout, failover, idle
-// timeout, extra hash policies) is a warning in [Table.Warnings] under
+// timeouts — is read from the config entries themselves.
+// A chain weft cannot apply (a redirect to another datacenter, a retry
+// on Envoy's rate-limit header) is refused whole with a [*FieldError]
+// naming the entry and field, such as
+// service-router/web.Routes[0].Destination.RetryOn[0], and the last good
+// table stays; a field weft leaves unapplied (connect timeout, failover
+// targets in another namespace, idle timeout, extra hash policies) is a warning in [Table.Warnings] under
 // the same kind of path. List every service the process calls: a
 // service that only appears as another's target routes to its subsets
 // as that chain says, not by its own chain.
