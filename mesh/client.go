@@ -111,6 +111,7 @@ type cluster struct {
 
 	newPolicy func() balancer.Policy // a policy for one more balancer (a subset's)
 	subsets   subsets                // balancers of the subsets routes send to (routing.go)
+	pools     pools                  // connection-pool limits of its destinations (pool.go)
 }
 
 // update takes in a discovery update: the endpoints (the last good set

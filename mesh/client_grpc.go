@@ -325,19 +325,22 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 		stopTimeout = func() { cancel() }
 	}
 	ctx, call := cl.tel.StartGRPC(ctx, method)
+	var done func() // ends the stream's hold on its destination's pool
 	fail := func(err error) (grpc.ClientStream, error) {
+		release(done)
 		stopTimeout()
 		err = grpcStatus(err)
 		call.EndGRPC(err)
 		observeRejection(cl.tel, ctx, err)
 		return nil, err
 	}
-	if err := g.admit(ctx); err != nil {
-		return fail(err)
-	}
 	spec := cl.spec(cl.balancer, nil, nil)
 	if dec.Rule != nil {
 		spec.balancer = cl.subsetBalancer(dec.Target.Destination)
+		spec.pool = cl.pool(dec.Target.Destination)
+	}
+	if done, err = cl.admit(ctx, &spec); err != nil {
+		return fail(err)
 	}
 	if err := gc.awaitConnection(ctx, cc, opts, spec.balancer, t.prefix); err != nil {
 		return fail(err)
@@ -387,6 +390,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			call.EndGRPC(err)
 			cancel()
 			stopTimeout()
+			release(done)
 		}
 		s.stopWatch = context.AfterFunc(sctx, func() {
 			// Not s.finish: stopWatch may not be set yet when the context

@@ -50,7 +50,7 @@ func (cl *cluster) roundTrip(ctx context.Context, r *http.Request, dec *route.De
 	ctx, call := cl.tel.StartHTTP(ctx, r)
 	g := cl.guard
 	x := &httpExchange{cl: cl, r: r, call: call, ctx: ctx, dec: dec}
-	spec.route, spec.concurrent = r.URL.Path, true
+	spec.route, spec.concurrent, spec.ownConn = r.URL.Path, true, true
 	if spec.retry != nil || spec.hedge != nil {
 		maxBody := int64(DefaultMaxRetryBody)
 		if spec.retry != nil {

@@ -71,6 +71,12 @@ type callSpec struct {
 	// the defaults: a route's retry conditions. Calls of such a route
 	// are retried whatever their method: the route says they may be.
 	retryOn *route.RetryOn
+	// pool is the connection-pool limit of the call's destination; nil
+	// for none.
+	pool *poolLimit
+	// ownConn: the call holds a connection of its own while in flight
+	// (HTTP/1.1), so the pool's MaxConnections bounds it.
+	ownConn bool
 }
 
 // attempt is one attempt of a call: the endpoint it went to and what
@@ -107,13 +113,14 @@ type attempt struct {
 // ([exchange.keep]).
 func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec, a *attempt) {
 	g := cl.guard
-	if err := g.admit(ctx); err != nil {
+	done, err := cl.admit(ctx, &spec)
+	if err != nil {
 		*a = attempt{err: err}
 		return
 	}
 	if spec.retry == nil && spec.hedge == nil {
 		cl.attempt(ctx, ctx, ex, spec, 1, nil, a)
-		ex.keep(a, nil)
+		ex.keep(a, done)
 		return
 	}
 	pol := spec.retry
@@ -137,7 +144,7 @@ func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec, a *attemp
 			cl.attempt(ctx, ctx, ex, spec, n, tried, a)
 		}
 		if pol == nil || n >= maxAttempts || !retryable(ctx, a, spec) {
-			ex.keep(a, cancel)
+			ex.keep(a, both(cancel, done))
 			return
 		}
 		wait := pol.backoff(n)
@@ -145,12 +152,13 @@ func (cl *cluster) do(ctx context.Context, ex exchange, spec callSpec, a *attemp
 			wait = max(wait, a.pushback)
 		}
 		if !g.roomFor(ctx, wait, pol.MinRemaining) || !cl.retryAllowed(ctx) {
-			ex.keep(a, cancel)
+			ex.keep(a, both(cancel, done))
 			return
 		}
 		ex.discard(a)
 		release(cancel)
 		if err := g.clock.sleep(ctx, wait); err != nil {
+			release(done)
 			*a = attempt{err: fmt.Errorf("mesh: %q: waiting to retry: %w", cl.service, err)}
 			return
 		}

@@ -110,6 +110,7 @@ func (cl *cluster) spec(bal *balancer.Balancer, retry *RetryPolicy, hedge *Hedge
 // policies over the client's.
 func (cl *cluster) routedSpec(dec route.Decision) callSpec {
 	spec := cl.spec(cl.subsetBalancer(dec.Target.Destination), cl.guard.retry, cl.guard.hedge)
+	spec.pool = cl.pool(dec.Target.Destination)
 	if rp := dec.Rule.RetryFor(dec.Target); rp != nil {
 		p := RetryPolicy{MaxAttempts: rp.MaxAttempts, PerTryTimeout: rp.PerTryTimeout}
 		if cl.guard.retry != nil {
@@ -388,7 +389,9 @@ func (c *Client) mirrorHTTP(r *http.Request, dec *route.Decision) *mirrorCompare
 			cmp.shadow(nil, err)
 			return
 		}
-		resp, err := cl.roundTrip(ctx, m, nil, cl.spec(cl.subsetBalancer(dest), nil, nil))
+		spec := cl.spec(cl.subsetBalancer(dest), nil, nil)
+		spec.pool = cl.pool(dest)
+		resp, err := cl.roundTrip(ctx, m, nil, spec)
 		cmp.shadow(resp, err)
 		if err == nil {
 			discard(resp)

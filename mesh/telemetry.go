@@ -174,6 +174,8 @@ func observeRejection(d *calltel.Destination, ctx context.Context, err error) {
 		t.Rejected(ctx, telemetry.Client, d.Service(), telemetry.RateLimited)
 	case errors.Is(err, ErrCircuitOpen):
 		t.Rejected(ctx, telemetry.Client, d.Service(), telemetry.CircuitOpen)
+	case errors.Is(err, ErrOverflow):
+		t.Rejected(ctx, telemetry.Client, d.Service(), telemetry.ConcurrencyLimited)
 	}
 }
 
