@@ -273,7 +273,7 @@ func TestConsulSplitAccuracy(t *testing.T) {
 
 // TestConsulSplitPropagationUnderLoad changes the split in Consul 20
 // times while four goroutines call the service, and measures each
-// change from the write's answer to the client's route table: p50 and
+// change from the write's request to the client's route table: p50 and
 // p99 must be within 1 s, and no call may fail. After the last change
 // (to 50/50) the calls follow the new split. The changes come either
 // back to back, each written as soon as the previous one applied, which
@@ -301,8 +301,8 @@ func TestConsulSplitPropagationUnderLoad(t *testing.T) {
 				if i%2 == 1 {
 					v2 = 10
 				}
+				written := time.Now() // the write's request: its commit counts
 				setConsulEntry(t, c, splitter("web", v2))
-				written := time.Now()
 				took = append(took, awaitShare(t, routes, "web", int(v2*100)).Sub(written))
 				time.Sleep(time.Until(written.Add(tc.gap))) // the scenario's pace of changes
 			}

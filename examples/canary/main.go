@@ -150,10 +150,10 @@ func run(ctx context.Context, out io.Writer) error {
 	for i, pct := range steps {
 		note := "the starting split"
 		if i > 0 {
+			written := time.Now()
 			if err := setEntry(consul, split(pct)); err != nil {
 				return err
 			}
-			written := time.Now()
 			if err := waitSplit(ctx, routes, int(math.Round(pct*100))); err != nil {
 				return err
 			}
