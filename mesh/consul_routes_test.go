@@ -93,7 +93,14 @@ func consulRoutedClient(t *testing.T, agent *consultest.Agent, id tlsid.Source, 
 	if len(services) == 0 {
 		services = []string{"web"}
 	}
-	routes, err := route.NewConsul(agent.Client(), services)
+	return consulSourceClient(t, agent, id, services)
+}
+
+// consulSourceClient is consulRoutedClient with the source built with
+// opts.
+func consulSourceClient(t *testing.T, agent *consultest.Agent, id tlsid.Source, services []string, opts ...route.Option) (*Client, *route.Consul) {
+	t.Helper()
+	routes, err := route.NewConsul(agent.Client(), services, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
