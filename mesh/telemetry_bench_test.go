@@ -48,11 +48,15 @@ import (
 //	for i in 1 2 3 4 5 6 7 8; do /tmp/mesh.test -test.run='^$' -test.bench=BenchmarkTelemetry -test.benchtime=3000x; done
 
 // otelSetup is an SDK for a benchmark: sampled or not, spans to an
-// in-memory exporter through a batcher, metrics to a manual reader.
+// in-memory exporter through a batcher, metrics to a manual reader. weft
+// decides with sampler (telemetry.WithSampler), followed by the server;
+// the provider records what it is asked for, as otelhttp and otelgrpc
+// sample.
 type otelSetup struct {
-	tp  *sdktrace.TracerProvider
-	mp  *sdkmetric.MeterProvider
-	exp *recycledExporter
+	sampler sdktrace.Sampler
+	tp      *sdktrace.TracerProvider
+	mp      *sdkmetric.MeterProvider
+	exp     *recycledExporter
 }
 
 // recycledExporter is an in-memory exporter emptied every few thousand
@@ -78,11 +82,11 @@ func (e *recycledExporter) ExportSpans(ctx context.Context, spans []sdktrace.Rea
 
 func newOtelSetup(b *testing.B, sampled bool) *otelSetup {
 	s := &otelSetup{exp: &recycledExporter{InMemoryExporter: tracetest.NewInMemoryExporter()}}
-	sampler := sdktrace.NeverSample()
+	s.sampler = sdktrace.ParentBased(sdktrace.NeverSample())
 	if sampled {
-		sampler = sdktrace.AlwaysSample()
+		s.sampler = sdktrace.ParentBased(sdktrace.AlwaysSample())
 	}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(s.exp, sdktrace.WithBatchTimeout(50*time.Millisecond)), sdktrace.WithSampler(sampler))
+	s.tp = sdktrace.NewTracerProvider(sdktrace.WithBatcher(s.exp, sdktrace.WithBatchTimeout(50*time.Millisecond)), sdktrace.WithSampler(s.sampler))
 	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() {
 		_ = s.tp.Shutdown(context.Background())
@@ -92,7 +96,7 @@ func newOtelSetup(b *testing.B, sampled bool) *otelSetup {
 }
 
 func (s *otelSetup) telemetry(b *testing.B) *telemetry.Telemetry {
-	t, err := telemetry.New(telemetry.WithTracerProvider(s.tp), telemetry.WithMeterProvider(s.mp))
+	t, err := telemetry.New(telemetry.WithSampler(s.sampler), telemetry.WithTracerProvider(s.tp), telemetry.WithMeterProvider(s.mp))
 	if err != nil {
 		b.Fatal(err)
 	}

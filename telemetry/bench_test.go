@@ -10,6 +10,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/calltel"
 	"github.com/weftmesh/weft/telemetry"
@@ -31,31 +32,42 @@ func (e *discardExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOn
 
 func (e *discardExporter) Shutdown(context.Context) error { return nil }
 
-// benchTelemetry returns nil (telemetry off), or a Telemetry with every
-// span sampled or none, spans exported through a batcher, metrics to a
-// manual reader.
+// benchTelemetry returns nil (telemetry off), or a Telemetry whose spans
+// are exported through a batcher and metrics go to a manual reader:
+//
+//   - "sdk-unsampled": the tracer provider drops every span, weft has no
+//     sampler of its own (it asks the provider for every span);
+//   - "unsampled": weft's sampler, ParentBased(NeverSample), drops new
+//     traces and follows a caller's decision;
+//   - "sampled": weft's sampler, ParentBased(AlwaysSample), samples new
+//     traces and follows a caller's decision.
 func benchTelemetry(b *testing.B, mode string) *telemetry.Telemetry {
-	if mode == "off" {
+	opts := []telemetry.Option{}
+	provider := sdktrace.AlwaysSample()
+	switch mode {
+	case "off":
 		return nil
+	case "sdk-unsampled":
+		provider = sdktrace.NeverSample()
+	case "unsampled":
+		opts = append(opts, telemetry.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	case "sampled":
+		opts = append(opts, telemetry.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample())))
 	}
-	sampler := sdktrace.NeverSample()
-	if mode == "sampled" {
-		sampler = sdktrace.AlwaysSample()
-	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(&discardExporter{}), sdktrace.WithSampler(sampler))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(&discardExporter{}), sdktrace.WithSampler(provider))
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
 	b.Cleanup(func() {
 		_ = tp.Shutdown(context.Background())
 		_ = mp.Shutdown(context.Background())
 	})
-	tel, err := telemetry.New(telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(mp))
+	tel, err := telemetry.New(append(opts, telemetry.WithTracerProvider(tp), telemetry.WithMeterProvider(mp))...)
 	if err != nil {
 		b.Fatal(err)
 	}
 	return tel
 }
 
-var modes = []string{"off", "unsampled", "sampled"}
+var modes = []string{"off", "sdk-unsampled", "unsampled", "sampled"}
 
 type benchMode struct {
 	name, sampling string
@@ -99,8 +111,17 @@ func BenchmarkHTTPClient(b *testing.B) {
 	}
 }
 
-// BenchmarkHTTPServer records one served request (the handler does
-// nothing).
+// benchTraceparent is the trace context a served request or call
+// carries in mode: sampled only in mode "sampled".
+func benchTraceparent(mode string) string {
+	if mode == "sampled" {
+		return "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	}
+	return "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+}
+
+// BenchmarkHTTPServer records one served request that carries a trace
+// context (the handler does nothing).
 func BenchmarkHTTPServer(b *testing.B) {
 	for _, mode := range modes {
 		b.Run(mode, func(b *testing.B) {
@@ -108,7 +129,7 @@ func BenchmarkHTTPServer(b *testing.B) {
 			mux.HandleFunc("GET /charge/{id}", func(http.ResponseWriter, *http.Request) {})
 			h := benchTelemetry(b, mode).Handler(mux, nil)
 			req := httptest.NewRequest(http.MethodGet, "http://payments/charge/42", nil)
-			req.Header.Set("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+			req.Header.Set("traceparent", benchTraceparent(mode))
 			w := httptest.NewRecorder()
 			b.ReportAllocs()
 			for range b.N {
@@ -139,7 +160,8 @@ func BenchmarkGRPCClient(b *testing.B) {
 	}
 }
 
-// BenchmarkGRPCServer records one served unary call.
+// BenchmarkGRPCServer records one served unary call that carries a trace
+// context.
 func BenchmarkGRPCServer(b *testing.B) {
 	for _, mode := range modes {
 		b.Run(mode, func(b *testing.B) {
@@ -151,7 +173,7 @@ func BenchmarkGRPCServer(b *testing.B) {
 				}
 			}
 			info := &grpc.UnaryServerInfo{FullMethod: "/pay.Pay/Charge"}
-			ctx := context.Background()
+			ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("traceparent", benchTraceparent(mode)))
 			b.ReportAllocs()
 			for range b.N {
 				_, _ = intercept(ctx, nil, info, handler)

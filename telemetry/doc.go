@@ -3,13 +3,14 @@
 // mesh's own facts (destination service, chosen endpoint, balancing
 // policy, attempt number, retry or hedge, breaker state, peer SPIFFE ID,
 // authorization decision) as attributes. It depends on the OpenTelemetry
-// API only; the program chooses the SDK and the exporters
-// (examples/observability wires OTLP, Prometheus and stdout).
+// API, and on the SDK's Sampler interface for [WithSampler]; the program
+// chooses the SDK and the exporters (examples/observability wires OTLP,
+// Prometheus and stdout).
 //
 // A [Telemetry] is built by [New] from a tracer provider, a meter provider
 // and a propagator ([WithTracerProvider], [WithMeterProvider],
 // [WithPropagator]; by default the otel globals and W3C Trace Context plus
-// Baggage). mesh takes one through its WithTelemetry option; without it,
+// Baggage), and optionally a sampler of its own ([WithSampler]). mesh takes one through its WithTelemetry option; without it,
 // mesh holds a nil *Telemetry, every recorder is a no-op and nothing is
 // allocated.
 //
@@ -75,6 +76,16 @@
 // storage of the attempt's own, and the request's header is copied only
 // when there is a field to add; an unsampled call still propagates its
 // trace context (sampled=0), so that the services it calls follow the
-// decision. A nil *Telemetry
+// decision.
+//
+// With [WithSampler], a span the sampler drops is never asked of the
+// tracer: its trace context is made and propagated by weft, and what an
+// unsampled call allocates is what carrying that context takes — on a
+// client, the call's own state (one allocation) and the copy of the
+// request's header (two) or what grpc-go's AppendToOutgoingContext
+// allocates (four); on a server, the request's state (one), the
+// context handed to the handler (one) and, for HTTP, the request copy
+// that carries it (one) or, for gRPC, grpc-go's copy of the incoming
+// traceparent (one) (TestUnsampledAllocations). A nil *Telemetry
 // costs nothing: no allocation on any path (TestNilIsFree).
 package telemetry

@@ -7,6 +7,7 @@ import (
 
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/weftmesh/weft/internal/calltel"
@@ -86,6 +87,35 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return optionFunc(func(c *config) {
 		if p != nil {
 			c.Propagator = p
+		}
+	})
+}
+
+// WithSampler makes weft decide with s which of its spans are sampled,
+// before it asks the tracer provider for them. When s drops a span, weft
+// does not call the tracer at all: it propagates the trace context with
+// the sampled flag cleared (the parent's trace ID, or a new one for a new
+// trace, a new span ID, the tracestate s returns) and hands a server's
+// handler a non-recording span that carries it, allocating next to
+// nothing. When s records or samples a span, weft starts it with the
+// tracer provider, whose own sampler has the last word: give the provider
+// [sdktrace.AlwaysSample] (or keep its default, ParentBased(AlwaysSample),
+// with a parent-based s) so that it records what s samples.
+//
+// s is asked with the parameters the SDK's tracer would pass it: the
+// parent's context, the trace ID, the span's name and kind; no attributes
+// or links. The attempts of a call whose span s dropped are dropped with
+// it, as a parent-based sampler would drop them. For a new trace s sees a
+// trace ID of weft's; when s samples it, the provider draws the trace ID
+// the trace gets.
+//
+// Without WithSampler, the tracer provider decides alone, and a span it
+// drops costs what the SDK's non-recording spans cost. A nil s is
+// ignored.
+func WithSampler(s sdktrace.Sampler) Option {
+	return optionFunc(func(c *config) {
+		if s != nil {
+			c.Sampler = s
 		}
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -40,8 +41,12 @@ var Of func(t any) *Telemetry
 // the [Destination] it returns, is then a no-op that does not allocate.
 // Build one with [New]; it is safe for concurrent use.
 type Telemetry struct {
+	tp     trace.TracerProvider
 	tracer trace.Tracer
-	prop   propagation.TextMapPropagator
+	// sampler, when set, decides before the tracer is asked for a span
+	// (see decide).
+	sampler sdktrace.Sampler
+	prop    propagation.TextMapPropagator
 	// w3c says prop is the default (W3C Trace Context and Baggage),
 	// which attempts inject without the propagator's allocations.
 	w3c   bool
@@ -69,6 +74,7 @@ type Config struct {
 	TracerProvider trace.TracerProvider
 	MeterProvider  metric.MeterProvider
 	Propagator     propagation.TextMapPropagator
+	Sampler        sdktrace.Sampler
 	Logger         *slog.Logger
 	Route          func(*http.Request) string
 	MaxRPCMethods  int
@@ -106,7 +112,9 @@ func New(cfg Config) (*Telemetry, error) {
 		cfg.Now = time.Now
 	}
 	t := &Telemetry{
+		tp:      cfg.TracerProvider,
 		tracer:  cfg.TracerProvider.Tracer(ScopeName),
+		sampler: cfg.Sampler,
 		prop:    cfg.Propagator,
 		w3c:     w3c,
 		log:     cfg.Logger,

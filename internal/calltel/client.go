@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 )
@@ -41,6 +42,9 @@ type Destination struct {
 	httpSeries cowMap[httpSeries, []metric.RecordOption]
 	rpcSeries  cowMap[rpcSeries, []metric.RecordOption]
 	routes     *boundedSet
+	// names are the span names of attempts with a route, by method and
+	// route ("GET /users/{id}").
+	names cowMap[attemptName, string]
 	// endpoints are the span attributes of each endpoint, by ID and
 	// address, built on first use.
 	endpoints cowMap[endpointKey, []attribute.KeyValue]
@@ -50,6 +54,11 @@ type httpSeries struct {
 	method uint8
 	code   uint16
 	errT   string
+	route  string
+}
+
+type attemptName struct {
+	method uint8
 	route  string
 }
 
@@ -120,8 +129,12 @@ func (d *Destination) Service() string {
 // records nothing. Its methods are safe for concurrent use by the call's
 // attempts (hedges run side by side); End it once, after its attempts.
 type Call struct {
-	d        *Destination
-	span     trace.Span
+	d    *Destination
+	span trace.Span
+	// sc is the span context of a call whose span the sampler dropped
+	// (dropped is set): its attempts are dropped too, as its children.
+	sc       trace.SpanContext
+	dropped  bool
 	start    time.Time
 	method   uint8  // HTTP method index
 	rawHTTP  string // the request's HTTP method
@@ -142,6 +155,9 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 	mi := methodIndex(r.Method)
 	c := &Call{d: d, start: d.t.now(), method: mi, rawHTTP: r.Method}
 	if !d.single {
+		if c.sc, c.dropped = d.t.decideCall(ctx, d.callNames[mi]); c.dropped {
+			return unsampledContext(ctx, c.sc), c
+		}
 		ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
 		if c.span.IsRecording() {
 			attrs := append(d.callAttrs[:2:2], keyHTTPMethod.String(httpMethods[mi]))
@@ -163,6 +179,9 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 	}
 	c := &Call{d: d, start: d.t.now(), rpc: strings.TrimPrefix(fullMethod, "/")}
 	if !d.single {
+		if c.sc, c.dropped = d.t.decideCall(ctx, c.rpc); c.dropped {
+			return unsampledContext(ctx, c.sc), c
+		}
 		ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
 		if c.span.IsRecording() {
 			c.span.SetAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC, keyRPCMethod.String(c.rpc))...)
@@ -171,15 +190,29 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 	return ctx, c
 }
 
+// decideCall is decide for a call span (kind internal), saying whether
+// it is dropped.
+func (t *Telemetry) decideCall(ctx context.Context, name string) (trace.SpanContext, bool) {
+	sc, start := t.decide(ctx, name, trace.SpanKindInternal)
+	return sc, !start
+}
+
+// droppedSpan is the span of an attempt the sampler dropped: it records
+// nothing, and, made once, costs nothing per attempt.
+var droppedSpan trace.Span = noop.Span{}
+
 // Attempt is one attempt of a [Call]: a client span and one
 // measurement of the request duration metric. Get one from
 // [Call.StartAttempt]; the zero value is not usable, and a nil *Attempt
 // records nothing. An Attempt belongs to the goroutine that makes the
 // attempt: its methods are not for concurrent use. End it once.
 type Attempt struct {
-	c     *Call
-	ctx   context.Context
-	span  trace.Span
+	c    *Call
+	ctx  context.Context
+	span trace.Span
+	// sc is the span context of the attempt's span, which a dropped
+	// attempt has without a span.
+	sc    trace.SpanContext
 	start time.Time
 	n     int32
 	route string
@@ -218,11 +251,23 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 		}
 		if d.t.route != nil && r != nil {
 			if a.route = d.routes.get(d.t.route(r)); a.route != "" {
-				name += " " + a.route
+				name = d.names.get(attemptName{c.method, a.route}, func() string { return name + " " + a.route })
 			}
 		}
 	}
+	start := true
+	switch {
+	case c.dropped:
+		a.sc, start = child(c.sc), false
+	case d.single:
+		a.sc, start = d.t.decide(ctx, name, trace.SpanKindClient)
+	}
+	if !start {
+		a.ctx, a.span, a.attrs = unsampledContext(ctx, a.sc), droppedSpan, nil
+		return a.ctx, a
+	}
 	a.ctx, a.span = d.t.tracer.Start(ctx, name, d.attStart...)
+	a.sc = a.span.SpanContext()
 	if a.span.IsRecording() {
 		attrs := make([]attribute.KeyValue, 0, 16)
 		if d.single {
@@ -264,7 +309,7 @@ func (a *Attempt) InjectHTTP(h http.Header) http.Header {
 	}
 	in := &a.inject
 	in.src, in.dst = h, nil
-	a.c.d.t.inject(a.ctx, (*headerInjector)(in), in)
+	a.c.d.t.inject(a.ctx, a.sc, (*headerInjector)(in), in)
 	if in.dst == nil {
 		return h
 	}
@@ -447,7 +492,7 @@ func (a *Attempt) InjectGRPC(ctx context.Context) context.Context {
 	}
 	in := &a.inject
 	in.kv = in.kvBuf[:0]
-	a.c.d.t.inject(a.ctx, (*mdInjector)(in), in)
+	a.c.d.t.inject(a.ctx, a.sc, (*mdInjector)(in), in)
 	if len(in.kv) == 0 {
 		return ctx
 	}
@@ -476,17 +521,20 @@ type injection struct {
 // traceparentLen is the length of a version 00 traceparent value.
 const traceparentLen = len("00-") + 32 + len("-") + 16 + len("-") + 2
 
-// inject injects the trace context of ctx into carrier, whose storage
-// is in. With the default propagators it writes the traceparent value
-// into in (once per attempt) instead of allocating it, and injects
-// baggage only when ctx has some; the header values are those of
-// propagation.TraceContext and propagation.Baggage.
-func (t *Telemetry) inject(ctx context.Context, carrier propagation.TextMapCarrier, in *injection) {
+// inject injects the trace context of ctx, whose span context is sc,
+// into carrier, whose storage is in. With the default propagators it
+// writes the traceparent value into in (once per attempt) instead of
+// allocating it, and injects baggage only when ctx has some; the header
+// values are those of propagation.TraceContext and propagation.Baggage.
+func (t *Telemetry) inject(ctx context.Context, sc trace.SpanContext, carrier propagation.TextMapCarrier, in *injection) {
 	if !t.w3c || in.tpUsed {
+		if !sc.Equal(trace.SpanContextFromContext(ctx)) {
+			ctx = trace.ContextWithSpanContext(ctx, sc) // a dropped attempt's
+		}
 		t.prop.Inject(ctx, carrier)
 		return
 	}
-	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+	if sc.IsValid() {
 		if ts := sc.TraceState(); ts.Len() > 0 {
 			carrier.Set("tracestate", ts.String())
 		}
@@ -508,7 +556,7 @@ func (in *injection) traceparent(sc trace.SpanContext) string {
 	b = append(b, '-')
 	b = hex.AppendEncode(b, sid[:])
 	b = append(b, '-')
-	b = hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & trace.FlagsSampled)})
+	b = hex.AppendEncode(b, []byte{byte(sc.TraceFlags() & (trace.FlagsSampled | trace.FlagsRandom))})
 	return unsafe.String(&b[0], len(b))
 }
 

@@ -11,6 +11,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/weftmesh/weft/internal/calltel"
@@ -51,6 +52,7 @@ func TestInjectMatchesPropagator(t *testing.T) {
 	}{
 		{name: "unsampled", flags: 0},
 		{name: "sampled", flags: trace.FlagsSampled},
+		{name: "random flag", flags: trace.FlagsSampled | trace.FlagsRandom},
 		{name: "tracestate", flags: trace.FlagsSampled, state: ts},
 		{name: "baggage", flags: 0, baggage: true},
 		{name: "custom propagator", prop: custom("v")},
@@ -123,48 +125,87 @@ func TestInjectMatchesPropagator(t *testing.T) {
 	}
 }
 
-// TestUnsampledAllocations bounds what an unsampled call costs in
-// allocations with the OpenTelemetry SDK: the call (with its first
-// attempt, one), the SDK's non-recording span and its context (two),
-// and the propagation of the sampled=0 trace context: for HTTP the
-// header copy (a map and its table, two), for gRPC the metadata grpc-go
-// appends to the context (four). Metrics are recorded with prebuilt
-// attribute sets and allocate nothing.
+// TestUnsampledAllocations bounds what a call that weft's sampler drops
+// costs in allocations with the OpenTelemetry SDK, whatever the tracer
+// provider would decide (it is never asked):
+//
+//   - a client call: the call (with its first attempt, one), and the
+//     propagation of the sampled=0 trace context — for HTTP the header
+//     copy a RoundTripper must make to add a field (a map and its
+//     table, two); for gRPC what grpc-go's AppendToOutgoingContext
+//     allocates (four). A call with retries is the same: its dropped
+//     call span is never made.
+//   - a served request: its state (one), the context that carries the
+//     dropped server span to the handler (one), and for HTTP the request
+//     copy that carries that context (one), for gRPC the copy grpc-go
+//     makes of the incoming traceparent value (one).
+//
+// Metrics are recorded with prebuilt attribute sets and allocate nothing.
 func TestUnsampledAllocations(t *testing.T) {
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.NeverSample()))
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
 	defer tp.Shutdown(context.Background())
-	tel, err := calltel.New(calltel.Config{TracerProvider: tp})
+	tel, err := calltel.New(calltel.Config{TracerProvider: tp, Sampler: sdktrace.ParentBased(sdktrace.NeverSample())})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dst := tel.Destination("svc", "round_robin", false)
 	r, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
 	resp := &http.Response{StatusCode: http.StatusOK}
 	ctx := context.Background()
+	const unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+	served, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
+	served.Header.Set("traceparent", unsampled)
+	handler := tel.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if trace.SpanContextFromContext(r.Context()).TraceID().String() != "0af7651916cd43dd8448eb211c80319c" {
+			t.Error("handler's context does not continue the trace")
+		}
+	}), nil)
+	w := discardWriter{}
+	intercept := tel.UnaryServerInterceptor(nil)
+	info := &grpc.UnaryServerInfo{FullMethod: "/a.B/C"}
+	in := metadata.NewIncomingContext(ctx, metadata.Pairs("traceparent", unsampled, "x-other", "1"))
+	noop := func(context.Context, any) (any, error) { return nil, nil }
+	single, retries := tel.Destination("svc", "round_robin", false), tel.Destination("svc", "round_robin", true)
 	for _, tc := range []struct {
 		name string
 		max  float64
 		call func()
 	}{
-		{"http", 5, func() {
-			cctx, call := dst.StartHTTP(ctx, r)
-			_, att := call.StartAttempt(cctx, r)
-			att.SetEndpoint("svc-1", "10.0.0.1:8443")
-			_ = att.InjectHTTP(r.Header)
-			att.EndHTTP(resp, nil)
-			call.EndHTTP(resp, nil)
-		}},
-		{"grpc", 7, func() {
-			cctx, call := dst.StartGRPC(ctx, "/a.B/C")
-			actx, att := call.StartAttempt(cctx, nil)
-			att.SetEndpoint("svc-1", "10.0.0.1:8443")
-			_ = att.InjectGRPC(actx)
-			att.EndGRPC(nil)
-			call.EndGRPC(nil)
-		}},
+		{"http client", 3, func() { httpCall(single, ctx, r, resp) }},
+		{"http client with retries", 3, func() { httpCall(retries, ctx, r, resp) }},
+		{"grpc client", 5, func() { grpcCall(single, ctx) }},
+		{"grpc client with retries", 5, func() { grpcCall(retries, ctx) }},
+		{"http server", 3, func() { handler.ServeHTTP(w, served) }},
+		{"grpc server", 3, func() { _, _ = intercept(in, nil, info, noop) }},
 	} {
 		if n := testing.AllocsPerRun(200, tc.call); n > tc.max {
 			t.Errorf("%s: %v allocations per unsampled call, want at most %v", tc.name, n, tc.max)
 		}
 	}
 }
+
+// httpCall records an HTTP call of one attempt to dst, as mesh does.
+func httpCall(dst *calltel.Destination, ctx context.Context, r *http.Request, resp *http.Response) {
+	cctx, call := dst.StartHTTP(ctx, r)
+	_, att := call.StartAttempt(cctx, r)
+	att.SetEndpoint("svc-1", "10.0.0.1:8443")
+	_ = att.InjectHTTP(r.Header)
+	att.EndHTTP(resp, nil)
+	call.EndHTTP(resp, nil)
+}
+
+// grpcCall records a gRPC call of one attempt to dst, as mesh does.
+func grpcCall(dst *calltel.Destination, ctx context.Context) {
+	cctx, call := dst.StartGRPC(ctx, "/a.B/C")
+	actx, att := call.StartAttempt(cctx, nil)
+	att.SetEndpoint("svc-1", "10.0.0.1:8443")
+	_ = att.InjectGRPC(actx)
+	att.EndGRPC(nil)
+	call.EndGRPC(nil)
+}
+
+// discardWriter is a ResponseWriter that keeps nothing.
+type discardWriter struct{}
+
+func (discardWriter) Header() http.Header         { return nil }
+func (discardWriter) Write(b []byte) (int, error) { return len(b), nil }
+func (discardWriter) WriteHeader(int)             {}

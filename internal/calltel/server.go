@@ -7,10 +7,12 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
@@ -58,16 +60,25 @@ type handler struct {
 	series cowMap[serverHTTPSeries, []metric.RecordOption]
 }
 
+// served is what a handler keeps of one request, in one allocation: the
+// writer that learns the status, and the storage of the request's span
+// when the sampler drops it.
+type served struct {
+	statusWriter
+	span localSpan
+}
+
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t := h.t
 	start := t.now()
-	ctx := t.prop.Extract(r.Context(), headerCarrier(r.Header))
+	sv := &served{statusWriter: statusWriter{ResponseWriter: w}}
+	ctx := t.extract(r.Context(), headerCarrier(r.Header), &sv.span)
 	mi := methodIndex(r.Method)
 	name := httpMethods[mi]
 	if mi == 0 {
 		name = "HTTP"
 	}
-	ctx, span := t.tracer.Start(ctx, name, serverStart...)
+	ctx, span := t.startServer(ctx, name, &sv.span)
 	recording := span.IsRecording()
 	var attrs []attribute.KeyValue
 	if recording {
@@ -93,7 +104,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.SetAttributes(attrs...)
 		attrs = attrs[:0]
 	}
-	rw := &statusWriter{ResponseWriter: w}
+	rw := &sv.statusWriter
 	r = r.WithContext(ctx)
 	defer func() {
 		code := rw.status
@@ -132,6 +143,43 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		t.inst.httpServer.Record(ctx, t.now().Sub(start).Seconds(), opts...)
 	}()
 	h.next.ServeHTTP(rw, r)
+}
+
+// extract returns ctx with the trace context and baggage carrier
+// carries. With the default propagators it parses the traceparent itself
+// and puts the remote parent in ctx as span, which startServer then
+// reuses for the server span when the sampler drops it: a context is the
+// only allocation.
+func (t *Telemetry) extract(ctx context.Context, carrier propagation.TextMapCarrier, span *localSpan) context.Context {
+	if !t.w3c {
+		return t.prop.Extract(ctx, carrier)
+	}
+	ctx = propagation.Baggage{}.Extract(ctx, carrier)
+	if tp := carrier.Get("traceparent"); tp != "" {
+		if sc := extractW3C(tp, carrier.Get("tracestate")); sc.IsValid() {
+			span.sc, span.tp = sc, t.tp
+			ctx = trace.ContextWithSpan(ctx, span)
+		}
+	}
+	return ctx
+}
+
+// startServer starts the server span named name under the parent in ctx,
+// which extract returned with span. When the sampler drops the span, span
+// becomes the dropped server span, and ctx carries it: put there by
+// extract (it was the parent, which nothing has read since but the
+// sampler), or now.
+func (t *Telemetry) startServer(ctx context.Context, name string, span *localSpan) (context.Context, trace.Span) {
+	sc, start := t.decide(ctx, name, trace.SpanKindServer)
+	if start {
+		return t.tracer.Start(ctx, name, serverStart...)
+	}
+	inCtx := span.tp != nil
+	span.sc, span.tp = sc, t.tp
+	if !inCtx {
+		ctx = trace.ContextWithSpan(ctx, span)
+	}
+	return ctx, span
 }
 
 // serverRoutes bounds the routes of all of t's servers.
@@ -190,21 +238,25 @@ func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // Unwrap lets [http.ResponseController] reach the underlying writer.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
-// mdCarrier reads trace context from incoming gRPC metadata.
-type mdCarrier metadata.MD
+// incomingMD reads trace context from the incoming gRPC metadata of
+// ctx, one key at a time: grpc-go copies only the values asked for, not
+// the whole metadata.
+type incomingMD struct{ ctx context.Context }
 
-func (c mdCarrier) Get(key string) string {
-	if v := metadata.MD(c).Get(key); len(v) > 0 {
+func (c *incomingMD) Get(key string) string {
+	if v := metadata.ValueFromIncomingContext(c.ctx, key); len(v) > 0 {
 		return v[0]
 	}
 	return ""
 }
 
-func (c mdCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+// Set does nothing: the incoming metadata is read only.
+func (c *incomingMD) Set(string, string) {}
 
-func (c mdCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
+func (c *incomingMD) Keys() []string {
+	md, _ := metadata.FromIncomingContext(c.ctx)
+	keys := make([]string, 0, len(md))
+	for k := range md {
 		keys = append(keys, k)
 	}
 	return keys
@@ -220,9 +272,9 @@ func (t *Telemetry) UnaryServerInterceptor(peer PeerFunc) grpc.UnaryServerInterc
 	}
 	s := &grpcServer{t: t, peer: peer}
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-		ctx, end := s.start(ctx, info.FullMethod)
+		ctx, c := s.start(ctx, info.FullMethod)
 		resp, err := handler(ctx, req)
-		end(err)
+		c.end(err)
 		return resp, err
 	}
 }
@@ -235,9 +287,9 @@ func (t *Telemetry) StreamServerInterceptor(peer PeerFunc) grpc.StreamServerInte
 	}
 	s := &grpcServer{t: t, peer: peer}
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-		ctx, end := s.start(ss.Context(), info.FullMethod)
+		ctx, c := s.start(ss.Context(), info.FullMethod)
 		err := handler(srv, &serverStream{ServerStream: ss, ctx: ctx})
-		end(err)
+		c.end(err)
 		return err
 	}
 }
@@ -248,24 +300,34 @@ type grpcServer struct {
 	series cowMap[rpcSeries, []metric.RecordOption]
 }
 
-func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, func(error)) {
+// servedCall is one served gRPC call, in one allocation with the
+// storage of its span when the sampler drops it.
+type servedCall struct {
+	s      *grpcServer
+	ctx    context.Context
+	begin  time.Time
+	method string
+	span   trace.Span
+	attrs  []attribute.KeyValue // nil unless the span records
+	local  localSpan
+	in     incomingMD
+}
+
+func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, *servedCall) {
 	t := s.t
-	begin := t.now()
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		ctx = t.prop.Extract(ctx, mdCarrier(md))
-	}
+	c := &servedCall{s: s, begin: t.now(), in: incomingMD{ctx}}
+	ctx = t.extract(ctx, &c.in, &c.local)
 	raw := strings.TrimPrefix(fullMethod, "/")
-	method := t.methods.get(raw)
-	name := method
-	if method == other {
+	c.method = t.methods.get(raw)
+	name := c.method
+	if c.method == other {
 		name = "grpc"
 	}
-	ctx, span := t.tracer.Start(ctx, name, serverStart...)
-	var attrs []attribute.KeyValue
-	if span.IsRecording() {
-		attrs = make([]attribute.KeyValue, 0, 8)
-		attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(method))
-		if method == other {
+	ctx, c.span = t.startServer(ctx, name, &c.local)
+	if c.span.IsRecording() {
+		attrs := make([]attribute.KeyValue, 0, 8)
+		attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(c.method))
+		if c.method == other {
 			attrs = append(attrs, keyRPCMethodOrig.String(truncate(raw, 256)))
 		}
 		if s.peer != nil {
@@ -275,20 +337,25 @@ func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Cont
 		}
 		// Set now: an authorization denial later in the chain overrides
 		// the decision.
-		span.SetAttributes(attrs...)
-		attrs = attrs[:0]
+		c.span.SetAttributes(attrs...)
+		c.attrs = attrs[:0]
 	}
-	return ctx, func(err error) {
-		code := grpcCode(err)
-		if attrs != nil {
-			span.SetAttributes(appendGRPCOutcome(span, attrs, code, err)...)
-		}
-		span.End()
-		opts := s.series.get(rpcSeries{method: method, code: code}, func() []metric.RecordOption {
-			return rpcRecordOptions(method, code)
-		})
-		t.inst.rpcServer.Record(ctx, t.now().Sub(begin).Seconds(), opts...)
+	c.ctx = ctx
+	return ctx, c
+}
+
+// end ends the call with the error its handler returned.
+func (c *servedCall) end(err error) {
+	s, t := c.s, c.s.t
+	code := grpcCode(err)
+	if c.attrs != nil {
+		c.span.SetAttributes(appendGRPCOutcome(c.span, c.attrs, code, err)...)
 	}
+	c.span.End()
+	opts := s.series.get(rpcSeries{method: c.method, code: code}, func() []metric.RecordOption {
+		return rpcRecordOptions(c.method, code)
+	})
+	t.inst.rpcServer.Record(c.ctx, t.now().Sub(c.begin).Seconds(), opts...)
 }
 
 type serverStream struct {

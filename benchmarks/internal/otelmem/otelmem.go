@@ -46,12 +46,15 @@ type Setup struct {
 	mp *sdkmetric.MeterProvider
 }
 
-// New returns telemetry whose tracer samples with sampler.
+// New returns telemetry that samples with sampler, as a program that
+// samples some of its traces configures it: weft decides with sampler
+// (telemetry.WithSampler), and the tracer provider records every span
+// weft asks it for.
 func New(sampler sdktrace.Sampler) (*Setup, error) {
 	s := &Setup{Exporter: &Exporter{}}
-	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(s.Exporter))
+	s.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(s.Exporter))
 	s.mp = sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-	t, err := telemetry.New(telemetry.WithTracerProvider(s.tp), telemetry.WithMeterProvider(s.mp))
+	t, err := telemetry.New(telemetry.WithSampler(sampler), telemetry.WithTracerProvider(s.tp), telemetry.WithMeterProvider(s.mp))
 	if err != nil {
 		return nil, errors.Join(err, s.Shutdown(context.Background()))
 	}

@@ -1,0 +1,4 @@
+package calltel
+
+// TraceContextExtract is traceContextExtract, for the external tests.
+var TraceContextExtract = traceContextExtract
