@@ -264,6 +264,30 @@ func (c *cowMap[K, V]) get(k K, build func() V) V {
 	return v
 }
 
+// routeName identifies the span name of a method and a route
+// ("GET /users/{id}").
+type routeName struct {
+	method uint8
+	route  string
+}
+
+// attrBuf holds the attributes of a recording span until they are given
+// to it at once. The SDK copies them, so the buffer goes back to
+// attrBufs for the next span instead of being allocated per span.
+type attrBuf [16]attribute.KeyValue
+
+var attrBufs = sync.Pool{New: func() any { return new(attrBuf) }}
+
+func getAttrBuf() *attrBuf { return attrBufs.Get().(*attrBuf) }
+
+// put clears b (its strings are the span's) and returns it to attrBufs;
+// it returns nil, for the holder to forget b.
+func (b *attrBuf) put() *attrBuf {
+	clear(b[:])
+	attrBufs.Put(b)
+	return nil
+}
+
 // semconv keys used here, named once.
 var (
 	keyHTTPMethod     = semconv.HTTPRequestMethodKey

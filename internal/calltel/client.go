@@ -44,7 +44,7 @@ type Destination struct {
 	routes     *boundedSet
 	// names are the span names of attempts with a route, by method and
 	// route ("GET /users/{id}").
-	names cowMap[attemptName, string]
+	names cowMap[routeName, string]
 	// endpoints are the span attributes of each endpoint, by ID and
 	// address, built on first use.
 	endpoints cowMap[endpointKey, []attribute.KeyValue]
@@ -54,11 +54,6 @@ type httpSeries struct {
 	method uint8
 	code   uint16
 	errT   string
-	route  string
-}
-
-type attemptName struct {
-	method uint8
 	route  string
 }
 
@@ -141,6 +136,10 @@ type Call struct {
 	rpc      string // gRPC method, without the leading '/'
 	attempts atomic.Int32
 	inflight atomic.Int32
+	// attrs collects the call span's attributes until End sets them at
+	// once, in buf.
+	attrs []attribute.KeyValue
+	buf   *attrBuf
 	// first is the call's first attempt, kept here so that a call of one
 	// attempt is one allocation.
 	first Attempt
@@ -160,11 +159,11 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 		}
 		ctx, c.span = d.t.tracer.Start(ctx, d.callNames[mi], d.callStart...)
 		if c.span.IsRecording() {
-			attrs := append(d.callAttrs[:2:2], keyHTTPMethod.String(httpMethods[mi]))
+			c.buf = getAttrBuf()
+			c.attrs = append(append(c.buf[:0], d.callAttrs...), keyHTTPMethod.String(httpMethods[mi]))
 			if mi == 0 {
-				attrs = append(attrs, keyHTTPMethodOrig.String(r.Method))
+				c.attrs = append(c.attrs, keyHTTPMethodOrig.String(r.Method))
 			}
-			c.span.SetAttributes(attrs...)
 		}
 	}
 	return ctx, c
@@ -184,7 +183,8 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 		}
 		ctx, c.span = d.t.tracer.Start(ctx, c.rpc, d.callStart...)
 		if c.span.IsRecording() {
-			c.span.SetAttributes(append(d.callAttrs[:2:2], rpcSystemGRPC, keyRPCMethod.String(c.rpc))...)
+			c.buf = getAttrBuf()
+			c.attrs = append(append(c.buf[:0], d.callAttrs...), rpcSystemGRPC, keyRPCMethod.String(c.rpc))
 		}
 	}
 	return ctx, c
@@ -216,8 +216,10 @@ type Attempt struct {
 	start time.Time
 	n     int32
 	route string
-	// attrs collects the span's attributes until End sets them at once.
+	// attrs collects the span's attributes until End sets them at once,
+	// in buf.
 	attrs []attribute.KeyValue
+	buf   *attrBuf
 	// inject holds what the propagator injects for the attempt: the
 	// header fields or metadata pairs, in storage of the attempt's own.
 	inject injection
@@ -251,7 +253,7 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 		}
 		if d.t.route != nil && r != nil {
 			if a.route = d.routes.get(d.t.route(r)); a.route != "" {
-				name = d.names.get(attemptName{c.method, a.route}, func() string { return name + " " + a.route })
+				name = d.names.get(routeName{c.method, a.route}, func() string { return name + " " + a.route })
 			}
 		}
 	}
@@ -269,7 +271,8 @@ func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Conte
 	a.ctx, a.span = d.t.tracer.Start(ctx, name, d.attStart...)
 	a.sc = a.span.SpanContext()
 	if a.span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 16)
+		a.buf = getAttrBuf()
+		attrs := a.buf[:0]
 		if d.single {
 			// The attempt is the call's only span: it carries the call's
 			// attributes. Otherwise the call span above it has them.
@@ -358,6 +361,7 @@ func (a *Attempt) EndHTTP(resp *http.Response, err error) {
 	code, errT := httpOutcome(resp, err, 400)
 	if a.attrs != nil {
 		a.span.SetAttributes(appendHTTPOutcome(a.span, a.attrs, code, errT, err)...)
+		a.attrs, a.buf = nil, a.buf.put()
 	}
 	a.span.End()
 	d := a.c.d
@@ -377,6 +381,7 @@ func (a *Attempt) EndGRPC(err error) {
 	code := grpcCode(err)
 	if a.attrs != nil {
 		a.span.SetAttributes(appendGRPCOutcome(a.span, a.attrs, code, err)...)
+		a.attrs, a.buf = nil, a.buf.put()
 	}
 	a.span.End()
 	d := a.c.d
@@ -392,10 +397,10 @@ func (c *Call) EndHTTP(resp *http.Response, err error) {
 	if c == nil || c.span == nil {
 		return
 	}
-	if c.span.IsRecording() {
+	if c.attrs != nil {
 		code, errT := httpOutcome(resp, err, 400)
-		var buf [2]attribute.KeyValue
-		c.span.SetAttributes(appendHTTPOutcome(c.span, buf[:0], code, errT, err)...)
+		c.span.SetAttributes(appendHTTPOutcome(c.span, c.attrs, code, errT, err)...)
+		c.attrs, c.buf = nil, c.buf.put()
 	}
 	c.span.End()
 }
@@ -405,9 +410,9 @@ func (c *Call) EndGRPC(err error) {
 	if c == nil || c.span == nil {
 		return
 	}
-	if c.span.IsRecording() {
-		var buf [2]attribute.KeyValue
-		c.span.SetAttributes(appendGRPCOutcome(c.span, buf[:0], grpcCode(err), err)...)
+	if c.attrs != nil {
+		c.span.SetAttributes(appendGRPCOutcome(c.span, c.attrs, grpcCode(err), err)...)
+		c.attrs, c.buf = nil, c.buf.put()
 	}
 	c.span.End()
 }

@@ -58,6 +58,8 @@ type handler struct {
 	peer PeerFunc
 	// series of http.server.request.duration, built on first use.
 	series cowMap[serverHTTPSeries, []metric.RecordOption]
+	// names are the span names of routes, by method and route.
+	names cowMap[routeName, string]
 }
 
 // served is what a handler keeps of one request, in one allocation: the
@@ -66,6 +68,7 @@ type handler struct {
 type served struct {
 	statusWriter
 	span localSpan
+	buf  *attrBuf // the span's attributes, when it records
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -86,8 +89,8 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if r.TLS != nil {
 			scheme = "https"
 		}
-		attrs = make([]attribute.KeyValue, 0, 12)
-		attrs = append(attrs, keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath()))
+		sv.buf = getAttrBuf()
+		attrs = append(sv.buf[:0], keyHTTPMethod.String(httpMethods[mi]), keyURLScheme.String(scheme), keyURLPath.String(r.URL.EscapedPath()))
 		if mi == 0 {
 			attrs = append(attrs, keyHTTPMethodOrig.String(truncate(r.Method, 32)))
 		}
@@ -126,10 +129,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, errT := httpOutcome(&http.Response{StatusCode: code}, nil, 500)
 		if recording {
 			if route != "" {
-				span.SetName(name + " " + route)
+				span.SetName(h.names.get(routeName{mi, route}, func() string { return name + " " + route }))
 				attrs = append(attrs, keyHTTPRoute.String(route))
 			}
 			span.SetAttributes(appendHTTPOutcome(span, attrs, code, errT, nil)...)
+			sv.buf = sv.buf.put()
 		}
 		span.End()
 		opts := h.series.get(serverHTTPSeries{method: mi, code: uint16(code), errT: errT, route: route, tls: r.TLS != nil}, func() []metric.RecordOption {
@@ -311,6 +315,7 @@ type servedCall struct {
 	attrs  []attribute.KeyValue // nil unless the span records
 	local  localSpan
 	in     incomingMD
+	buf    *attrBuf // the span's attributes, when it records
 }
 
 func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Context, *servedCall) {
@@ -325,8 +330,8 @@ func (s *grpcServer) start(ctx context.Context, fullMethod string) (context.Cont
 	}
 	ctx, c.span = t.startServer(ctx, name, &c.local)
 	if c.span.IsRecording() {
-		attrs := make([]attribute.KeyValue, 0, 8)
-		attrs = append(attrs, rpcSystemGRPC, keyRPCMethod.String(c.method))
+		c.buf = getAttrBuf()
+		attrs := append(c.buf[:0], rpcSystemGRPC, keyRPCMethod.String(c.method))
 		if c.method == other {
 			attrs = append(attrs, keyRPCMethodOrig.String(truncate(raw, 256)))
 		}
@@ -350,6 +355,7 @@ func (c *servedCall) end(err error) {
 	code := grpcCode(err)
 	if c.attrs != nil {
 		c.span.SetAttributes(appendGRPCOutcome(c.span, c.attrs, code, err)...)
+		c.buf = c.buf.put()
 	}
 	c.span.End()
 	opts := s.series.get(rpcSeries{method: c.method, code: code}, func() []metric.RecordOption {
