@@ -41,6 +41,12 @@ type Info struct {
 	// called from the picking goroutine only, possibly several times, and
 	// must not be retained.
 	Skip func(*Endpoint) bool
+	// NoPanic, when true, keeps an outlier-detecting policy ([Outlier])
+	// from picking an ejected endpoint even when so many are ejected that
+	// it would otherwise balance over all of them (its panic threshold):
+	// with every endpoint ejected the pick fails with [ErrAllSkipped].
+	// The caller has somewhere else to send the request (a failover).
+	NoPanic bool
 }
 
 // skipped reports whether info rules e out.

@@ -94,7 +94,7 @@ func (p *outlierPicker) Pick(info Info) (*Endpoint, error) {
 	// the last one over.
 	over, _ := slices.BinarySearch(st.until, now+1)
 	ejected := len(st.until) - over
-	if float64(p.n-ejected) < p.det.cfg.panicThreshold*float64(p.n) {
+	if !info.NoPanic && float64(p.n-ejected) < p.det.cfg.panicThreshold*float64(p.n) {
 		return p.inner.Pick(info) // panic: spread over all endpoints
 	}
 	if info.Skip == nil {
