@@ -14,6 +14,7 @@ import (
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/calltel"
+	"github.com/weftmesh/weft/route"
 	"github.com/weftmesh/weft/telemetry"
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -46,6 +47,7 @@ type Client struct {
 	mirrors   chan struct{}  // a slot per mirrored call in flight (routing.go)
 	mirroring sync.WaitGroup // mirrored calls in flight
 	externals externals      // transports of external route backends (routing_external.go)
+	failovers sync.Map       // route destinations whose failover targets HTTP calls resolved (failover.go)
 }
 
 // NewClient returns a client configured by opts.
@@ -94,6 +96,7 @@ func (c *Client) HTTPClient() *http.Client {
 // discovery watch, one set of breakers, one budget and rate limit.
 type cluster struct {
 	service   string
+	key       string // in the client's clusters: the service, or its discovery target's String
 	balancer  *balancer.Balancer
 	transport *http.Transport
 	scheme    string
@@ -137,7 +140,7 @@ func (cl *cluster) update(u discovery.Update) {
 	}
 	cl.subMu.Unlock()
 	for _, gc := range subs {
-		gc.setEndpoints(cl.service, u.Endpoints)
+		gc.setEndpoints(cl.key, u.Endpoints)
 	}
 	cl.readyOnce.Do(func() { close(cl.ready) })
 }
@@ -152,7 +155,7 @@ func (cl *cluster) subscribe(gc *grpcConn) (unsubscribe func()) {
 	}
 	cl.subs[gc] = struct{}{}
 	if u := cl.status.Load(); u != nil {
-		gc.setEndpoints(cl.service, u.Endpoints)
+		gc.setEndpoints(cl.key, u.Endpoints)
 	}
 	return func() {
 		cl.subMu.Lock()
@@ -163,7 +166,31 @@ func (cl *cluster) subscribe(gc *grpcConn) (unsubscribe func()) {
 
 // cluster returns the state of service, creating it on first use.
 func (c *Client) cluster(service string) (*cluster, error) {
-	if cl := (*c.clusters.Load())[service]; cl != nil {
+	return c.clusterOf(service, service, nil)
+}
+
+// ErrTargetUnsupported is returned (wrapped) by a call that a route sends
+// to a destination whose endpoints need a discovery watch of their own —
+// in another datacenter, or of a subset by a Consul filter — when the
+// client's watcher ([WithDiscovery]) does not watch targets
+// ([discovery.TargetWatcher]).
+var ErrTargetUnsupported = errors.New("mesh: the discovery watcher does not watch targets")
+
+// destCluster returns the cluster of a route's destination: the
+// service's, or, when the destination's endpoints need a watch of their
+// own (route.Destination.Target), the target's, keyed by the target.
+func (c *Client) destCluster(dest *route.Destination) (*cluster, error) {
+	tg, own := dest.Target()
+	if !own {
+		return c.cluster(dest.Service)
+	}
+	return c.clusterOf(dest.Service, tg.String(), &tg)
+}
+
+// clusterOf returns the cluster of key — service, or target when not nil
+// — creating it on first use.
+func (c *Client) clusterOf(service, key string, target *discovery.Target) (*cluster, error) {
+	if cl := (*c.clusters.Load())[key]; cl != nil {
 		return cl, nil
 	}
 	c.mu.Lock()
@@ -172,13 +199,21 @@ func (c *Client) cluster(service string) (*cluster, error) {
 		return nil, ErrClosed
 	}
 	old := *c.clusters.Load()
-	if cl := old[service]; cl != nil {
+	if cl := old[key]; cl != nil {
 		return cl, nil
 	}
 	if c.cfg.watcher == nil {
 		return nil, ErrNoDiscovery
 	}
-	cl, err := c.newCluster(service)
+	watch := c.cfg.watcher.Watch
+	if target != nil {
+		tw, ok := c.cfg.watcher.(discovery.TargetWatcher)
+		if !ok {
+			return nil, fmt.Errorf("%w: %s needs a watch of its own, and %T watches whole services only", ErrTargetUnsupported, key, c.cfg.watcher)
+		}
+		watch = func(_ string, fn func(discovery.Update)) (func(), error) { return tw.WatchTarget(*target, fn) }
+	}
+	cl, err := c.newCluster(service, key, watch)
 	if err != nil {
 		return nil, err
 	}
@@ -186,12 +221,13 @@ func (c *Client) cluster(service string) (*cluster, error) {
 	for k, v := range old {
 		next[k] = v
 	}
-	next[service] = cl
+	next[key] = cl
 	c.clusters.Store(&next)
 	return cl, nil
 }
 
-func (c *Client) newCluster(service string) (*cluster, error) {
+// newCluster builds the cluster of service under key, fed by watch.
+func (c *Client) newCluster(service, key string, watch func(string, func(discovery.Update)) (func(), error)) (*cluster, error) {
 	var policy balancer.Policy
 	if c.cfg.policy != nil {
 		policy = c.cfg.policy(service)
@@ -204,6 +240,7 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 			return nil
 		},
 		service: service,
+		key:     key,
 		ready:   make(chan struct{}),
 		scheme:  "http",
 		guard:   newGuard(service, &c.cfg.resilience, c.cfg.clock),
@@ -231,9 +268,9 @@ func (c *Client) newCluster(service string) (*cluster, error) {
 	if tlsConfig != nil {
 		cl.transport.DialTLSContext = cl.naming.dialTLS(tlsConfig) // secure naming
 	}
-	stop, err := c.cfg.watcher.Watch(service, cl.update)
+	stop, err := watch(service, cl.update)
 	if err != nil {
-		return nil, fmt.Errorf("mesh: watch %q: %w", service, err)
+		return nil, fmt.Errorf("mesh: watch %q: %w", key, err)
 	}
 	cl.stop = stop
 	c.observeCluster(cl)

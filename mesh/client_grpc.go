@@ -110,6 +110,7 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 		spec = cl.routedSpec(dec)
 		x.dec = &dec
 		x.method = dec.RewritePath(method)
+		gc.failover(&spec, dec.Target.Destination)
 	}
 	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, t.skip
 	if isProto && spec.hedge != nil {
@@ -177,7 +178,11 @@ func (x *grpcUnary) balancerInfo(ctx context.Context) balancer.Info {
 // trailer and peer into its own variables, so that it never writes to
 // the caller's.
 func (x *grpcUnary) send(actx context.Context, a *attempt) {
-	ctx := x.target.withEndpoint(actx, a.ep)
+	target := x.target
+	if a.via != nil {
+		target = a.via.grpc // a failover target's endpoint
+	}
+	ctx := target.withEndpoint(actx, a.ep)
 	opts, reply := x.opts, x.reply
 	if x.dec != nil {
 		ctx = routeMetadata(ctx, x.dec)
@@ -185,7 +190,7 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(x.dec.Rule.Authority))
 		}
 	}
-	ctx, att := x.target.cl.startAttempt(x.call, ctx, nil, a.ep)
+	ctx, att := target.cl.startAttempt(x.call, ctx, nil, a.ep)
 	ctx = att.InjectGRPC(ctx)
 	var trailer *metadata.MD // read for pushback
 	switch {
@@ -338,6 +343,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if dec.Rule != nil {
 		spec.balancer = cl.subsetBalancer(dec.Target.Destination)
 		spec.pool = cl.pool(dec.Target.Destination)
+		gc.failover(&spec, dec.Target.Destination)
 	}
 	if done, err = cl.admit(ctx, &spec); err != nil {
 		return fail(err)
@@ -363,13 +369,17 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	spec.route, spec.skip = method, t.skip
 	var tried []*balancer.Endpoint
 	for try := 1; ; try++ {
-		ep, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
+		ep, via, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
 		if err != nil {
 			return fail(err)
 		}
+		t, g := t, g
+		if via != nil { // a failover target's endpoint, and its breakers
+			t, g = via.grpc, via.cl.guard
+		}
 		start := g.clock.Now()
 		sctx, cancel := context.WithCancel(t.withEndpoint(ctx, ep))
-		sctx, att := cl.startAttempt(call, sctx, nil, ep)
+		sctx, att := t.cl.startAttempt(call, sctx, nil, ep)
 		sctx = att.InjectGRPC(sctx)
 		cs, err := streamer(sctx, desc, cc, sent, opts...)
 		if err != nil {
@@ -492,8 +502,18 @@ type grpcConn struct {
 	pushMu   sync.Mutex // orders the endpoint sets handed to the resolver
 	mu       sync.Mutex // guards what follows
 	resolver *grpcResolver
-	sets     map[string][]discovery.Endpoint // by service
-	peers    map[string]*grpcTarget          // other services routes send to
+	sets     map[string][]discovery.Endpoint // by cluster key
+	peers    map[string]*grpcTarget          // other clusters routes send to, by cluster key
+	warmed   sync.Map                        // route destinations whose failover targets calls resolved (failover.go)
+}
+
+// failover sets spec's failover to dest's targets, resolved for gc's
+// calls, and has gc hold connections to their endpoints.
+func (gc *grpcConn) failover(spec *callSpec, dest *route.Destination) {
+	if len(dest.Failover) > 0 {
+		warmFailover(&gc.warmed, dest, gc.grpcFailover)
+		failoverSpec(spec, dest, gc.grpcFailover)
+	}
 }
 
 // grpcTarget is a service a gRPC connection sends calls to: the dialled
@@ -529,7 +549,7 @@ func newGRPCConn(c *Client, cl *cluster) *grpcConn {
 
 // target returns the grpcTarget of cl on gc.
 func (gc *grpcConn) target(cl *cluster) *grpcTarget {
-	t := &grpcTarget{cl: cl, prefix: gc.keyPrefix(cl.service)}
+	t := &grpcTarget{cl: cl, prefix: gc.keyPrefix(cl.key)}
 	open, prefix := cl.guard.skipOpen, t.prefix
 	t.skip = func(e *balancer.Endpoint) bool {
 		return !gc.ready.Load().ready[prefix+e.ID] || (open != nil && open(e))
@@ -541,7 +561,7 @@ func (gc *grpcConn) target(cl *cluster) *grpcTarget {
 // route sends gc's calls to, and returns its target.
 func (gc *grpcConn) include(cl *cluster) *grpcTarget {
 	gc.mu.Lock()
-	if t := gc.peers[cl.service]; t != nil {
+	if t := gc.peers[cl.key]; t != nil {
 		gc.mu.Unlock()
 		return t
 	}
@@ -549,7 +569,7 @@ func (gc *grpcConn) include(cl *cluster) *grpcTarget {
 	if gc.peers == nil {
 		gc.peers = make(map[string]*grpcTarget)
 	}
-	gc.peers[cl.service] = t
+	gc.peers[cl.key] = t
 	gc.mu.Unlock()
 	// Outside the lock: subscribing hands gc the service's set at once.
 	t.unsubscribe = cl.subscribe(gc)

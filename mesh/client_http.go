@@ -88,6 +88,9 @@ func (x *httpExchange) balancerInfo(ctx context.Context) balancer.Info {
 // carrying the attempt's context and the endpoint's address — to a.ep.
 func (x *httpExchange) send(actx context.Context, a *attempt) {
 	cl, r := x.cl, x.r
+	if a.via != nil {
+		cl = a.via.cl // a failover target's endpoint
+	}
 	out := r.WithContext(actx)
 	if r.Body != nil && r.Body != http.NoBody && x.bodyUsed.Swap(true) {
 		body, err := r.GetBody()

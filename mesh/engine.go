@@ -77,6 +77,11 @@ type callSpec struct {
 	// ownConn: the call holds a connection of its own while in flight
 	// (HTTP/1.1), so the pool's MaxConnections bounds it.
 	ownConn bool
+	// failover lists, in order, where the call goes when balancer has no
+	// endpoint to give: a route destination's failover targets, which
+	// failTo resolves for the call's protocol. Nil for none.
+	failover []*route.Destination
+	failTo   func(*route.Destination) (*failoverTarget, error)
 }
 
 // attempt is one attempt of a call: the endpoint it went to and what
@@ -84,6 +89,7 @@ type callSpec struct {
 type attempt struct {
 	n    int                // 1 for the first attempt of the call
 	ep   *balancer.Endpoint // nil when none was picked
+	via  *failoverTarget    // where ep is when a failover target gave it; nil for the call's own
 	err  error
 	sent bool // the request may have reached the server
 	// retry: the outcome may be worth another try (a transport error, a
@@ -213,22 +219,26 @@ func retryable(ctx context.Context, a *attempt, spec callSpec) bool {
 // context, actx the attempt's. It makes no network I/O when no endpoint
 // is available.
 func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint, a *attempt) {
-	ep, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
+	ep, via, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
 	if err != nil {
 		*a = attempt{n: n, err: err}
 		return
 	}
-	cl.attemptTo(ctx, actx, ex, spec, n, ep, tried, false, a)
+	cl.attemptTo(ctx, actx, ex, spec, n, ep, via, tried, false, a)
 }
 
-// attemptTo is [cluster.attempt] with the endpoint picked: when ep's
-// breaker refuses, it picks again (up to twice), avoiding the endpoints
-// that refused. own says the attempt receives into memory of its own.
-func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, tried []*balancer.Endpoint, own bool, a *attempt) {
-	g := cl.guard
+// attemptTo is [cluster.attempt] with the endpoint picked (in via, a
+// failover target, when not nil): when ep's breaker refuses, it picks
+// again (up to twice), avoiding the endpoints that refused. own says the
+// attempt receives into memory of its own.
+func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, via *failoverTarget, tried []*balancer.Endpoint, own bool, a *attempt) {
 	var refused []*balancer.Endpoint
 	for i := 0; ; i++ {
-		*a = attempt{n: n, ep: ep, own: own}
+		g := cl.guard
+		if via != nil {
+			g = via.cl.guard // the endpoint's breakers are its cluster's
+		}
+		*a = attempt{n: n, ep: ep, via: via, own: own}
 		if g.through(ep, func() breaker.Result {
 			ex.send(actx, a)
 			if context.Cause(actx) == errHedgeLost {
@@ -244,7 +254,7 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 		}
 		refused = append(refused, ep)
 		var err error
-		if ep, err = cl.pick(ex.balancerInfo(ctx), spec, tried, refused); err != nil {
+		if ep, via, err = cl.pick(ex.balancerInfo(ctx), spec, tried, refused); err != nil {
 			*a = attempt{n: n, err: err}
 			return
 		}
@@ -255,22 +265,49 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 // pick is the one pick site of the client: it asks the service's
 // balancer for an endpoint that spec.skip does not rule out (an open
 // breaker, no ready connection) and, when another one is available,
-// that is neither in tried nor in refused.
-func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
-	info.Skip = skipping(spec.skip, tried, refused)
-	ep, err := spec.balancer.Pick(info)
-	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
-		// Every other endpoint was tried: a retry may go back to one.
-		info.Skip = skipping(spec.skip, nil, refused)
-		ep, err = spec.balancer.Pick(info)
-	}
-	if errors.Is(err, balancer.ErrAllSkipped) {
-		err = ErrCircuitOpen
+// that is neither in tried nor in refused. When the balancer has none to
+// give — no endpoint at all, or every one ruled out or ejected — it asks
+// the call's failover targets in order ([pickFailover]) and returns the
+// endpoint with the target that gave it; via is nil for the call's own.
+func (cl *cluster) pick(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (ep *balancer.Endpoint, via *failoverTarget, err error) {
+	info.NoPanic = len(spec.failover) > 0 // ejected endpoints fail over
+	ep, err = pickFrom(spec.balancer, info, spec.skip, tried, refused)
+	if err != nil && len(spec.failover) > 0 && (errors.Is(err, balancer.ErrNoEndpoints) || errors.Is(err, balancer.ErrAllSkipped)) {
+		var ferr error
+		if ep, via, ferr = pickFailover(info, spec, tried, refused); ep != nil {
+			return ep, via, nil
+		}
+		if ferr != nil {
+			return nil, nil, fmt.Errorf("mesh: %q: %w; failover: %w", cl.service, primaryErr(err), ferr)
+		}
 	}
 	if err != nil {
-		return nil, fmt.Errorf("mesh: %q: %w", cl.service, err)
+		return nil, nil, fmt.Errorf("mesh: %q: %w", cl.service, primaryErr(err))
 	}
-	return ep, nil
+	return ep, nil, nil
+}
+
+// primaryErr is the error of a pick that found nothing: ErrCircuitOpen
+// when every endpoint was ruled out.
+func primaryErr(err error) error {
+	if errors.Is(err, balancer.ErrAllSkipped) {
+		return ErrCircuitOpen
+	}
+	return err
+}
+
+// pickFrom picks from bal an endpoint that skip does not rule out and,
+// when another one is available, that is neither in tried nor in
+// refused.
+func pickFrom(bal *balancer.Balancer, info balancer.Info, skip func(*balancer.Endpoint) bool, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, error) {
+	info.Skip = skipping(skip, tried, refused)
+	ep, err := bal.Pick(info)
+	if errors.Is(err, balancer.ErrAllSkipped) && len(tried) > 0 {
+		// Every other endpoint was tried: a retry may go back to one.
+		info.Skip = skipping(skip, nil, refused)
+		ep, err = bal.Pick(info)
+	}
+	return ep, err
 }
 
 // skipping returns the skip function that rules out what skip, tried and
@@ -293,7 +330,7 @@ func skipping(skip func(*balancer.Endpoint) bool, tried, refused []*balancer.End
 // winner and returns the cancel function of the winner's context.
 func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int, tried []*balancer.Endpoint, a *attempt) context.CancelFunc {
 	g := cl.guard
-	first, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
+	first, via, err := cl.pick(ex.balancerInfo(ctx), spec, tried, nil)
 	if err != nil {
 		*a = attempt{n: n, err: err}
 		return nil
@@ -305,16 +342,16 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 	}
 	results := make(chan result, 2)
 	var cancels [2]context.CancelCauseFunc
-	launch := func(i int, ep *balancer.Endpoint) {
+	launch := func(i int, ep *balancer.Endpoint, via *failoverTarget) {
 		actx, cancel := context.WithCancelCause(ctx)
 		cancels[i] = cancel
 		go func() {
 			var a attempt
-			cl.attemptTo(ctx, actx, ex, spec, n+i, ep, tried, true, &a)
+			cl.attemptTo(ctx, actx, ex, spec, n+i, ep, via, tried, true, &a)
 			results <- result{a: a, idx: i, cancel: func() { cancel(context.Canceled) }}
 		}()
 	}
-	launch(0, first)
+	launch(0, first, via)
 	pending := 1
 	timer, stop := g.clock.timer(g.hedgeDelay(spec.hedge))
 	defer func() { stop() }()
@@ -385,7 +422,7 @@ func (cl *cluster) hedged(ctx context.Context, ex exchange, spec callSpec, n int
 				ep.Done(balancer.Outcome{Result: balancer.Dropped})
 				continue
 			}
-			launch(1, ep)
+			launch(1, ep, nil)
 			pending++
 		}
 	}

@@ -52,27 +52,27 @@ func (gc *grpcConn) Build(_ resolver.Target, cc resolver.ClientConn, _ resolver.
 	return r, nil
 }
 
-// setEndpoints takes in a new endpoint set of service — the dialled
+// setEndpoints takes in a new endpoint set of a cluster, by its key — the dialled
 // one, or another that routes send the connection's calls to — and
-// passes the union of every service's set to the connection's resolver,
+// passes the union of every cluster's set to the connection's resolver,
 // when grpc-go has built one. Each cluster calls it one update at a
 // time; pushMu keeps the unions in the order their sets came.
-func (gc *grpcConn) setEndpoints(service string, eps []discovery.Endpoint) {
+func (gc *grpcConn) setEndpoints(key string, eps []discovery.Endpoint) {
 	gc.pushMu.Lock()
 	defer gc.pushMu.Unlock()
 	gc.mu.Lock()
 	if gc.sets == nil {
 		gc.sets = make(map[string][]discovery.Endpoint)
 	}
-	gc.sets[service] = eps
+	gc.sets[key] = eps
 	r := gc.resolver
 	n := 0
 	for _, set := range gc.sets {
 		n += len(set)
 	}
 	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, n), Attributes: attributes.New(grpcConnKey{}, gc)}
-	for svc, set := range gc.sets {
-		prefix := gc.keyPrefix(svc)
+	for k, set := range gc.sets {
+		prefix := gc.keyPrefix(k)
 		for i := range set {
 			e := &set[i]
 			state.Endpoints = append(state.Endpoints, resolver.Endpoint{
@@ -89,14 +89,14 @@ func (gc *grpcConn) setEndpoints(service string, eps []discovery.Endpoint) {
 	_ = r.cc.UpdateState(state)
 }
 
-// keyPrefix is what the connection's keys of service's endpoints start
-// with: nothing for the dialled service, whose keys are the endpoint IDs,
-// and "service/" for another.
-func (gc *grpcConn) keyPrefix(service string) string {
-	if service == gc.cl.service {
+// keyPrefix is what the connection's keys of the endpoints of the
+// cluster with key start with: nothing for the dialled service, whose
+// keys are the endpoint IDs, and "key/" for another service or a target.
+func (gc *grpcConn) keyPrefix(key string) string {
+	if key == gc.cl.key {
 		return ""
 	}
-	return service + "/"
+	return key + "/"
 }
 
 // grpcConnKey finds the grpcConn of a resolver state.
@@ -124,8 +124,8 @@ func (r *grpcResolver) Close() {
 	}
 	peers := gc.peers
 	gc.peers = nil
-	for svc := range peers {
-		delete(gc.sets, svc)
+	for k := range peers {
+		delete(gc.sets, k)
 	}
 	gc.mu.Unlock()
 	for _, p := range peers {

@@ -253,13 +253,15 @@ func (c *Client) routeHTTP(r *http.Request, dec route.Decision) (*http.Response,
 		closeBody(r)
 		return answer(r, rule.DirectResponse.Status, rule.DirectResponse.Body), nil
 	}
-	name := dec.Target.Destination.Service
+	var cl *cluster
+	var err error
 	if dec.Target.Destination.External != nil {
 		// The called service's cluster gives the clock of the route's
 		// timeout and faults.
-		name = r.URL.Hostname()
+		cl, err = c.cluster(r.URL.Hostname())
+	} else {
+		cl, err = c.destCluster(dec.Target.Destination)
 	}
-	cl, err := c.cluster(name)
 	if err != nil {
 		closeBody(r)
 		return nil, err
@@ -310,7 +312,12 @@ func (c *Client) routeHTTPTo(ctx context.Context, cl *cluster, r *http.Request, 
 	if ext {
 		resp, err = c.callExternal(ctx, r, &dec)
 	} else {
-		resp, err = cl.roundTrip(ctx, r, &dec, cl.routedSpec(dec))
+		spec := cl.routedSpec(dec)
+		if dest := dec.Target.Destination; len(dest.Failover) > 0 {
+			warmFailover(&c.failovers, dest, c.httpFailover)
+			failoverSpec(&spec, dest, c.httpFailover)
+		}
+		resp, err = cl.roundTrip(ctx, r, &dec, spec)
 	}
 	return cmp.primary(resp, err), err
 }
@@ -347,7 +354,7 @@ func (c *Client) mirrorHTTP(r *http.Request, dec *route.Decision) *mirrorCompare
 	if dest.External != nil || !canReplay(r, DefaultMaxRetryBody) {
 		return nil
 	}
-	cl, err := c.cluster(dest.Service)
+	cl, err := c.destCluster(dest)
 	if err != nil {
 		return nil
 	}
@@ -465,12 +472,13 @@ func (gc *grpcConn) routeGRPC(ctx context.Context, method string) (route.Decisio
 		return dec, nil, &grpcError{code: codes.Unimplemented, err: fmt.Errorf("%w: route %s of %q answers HTTP only", ErrRouteUnsupported, rule.Name, rule.Service)}
 	case dec.Target.Destination.External != nil:
 		return dec, nil, &grpcError{code: codes.FailedPrecondition, err: fmt.Errorf("%w: route %s sends gRPC calls to an external service, %q", ErrRouteUnsupported, rule.Name, dec.Target.Destination.Service)}
-	case dec.Target.Destination.Service == gc.cl.service:
-		return dec, gc.self, nil
 	}
-	cl, err := gc.client.cluster(dec.Target.Destination.Service)
+	cl, err := gc.client.destCluster(dec.Target.Destination)
 	if err != nil {
 		return dec, nil, grpcStatus(err)
+	}
+	if cl == gc.cl {
+		return dec, gc.self, nil
 	}
 	return dec, gc.include(cl), nil
 }

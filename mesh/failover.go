@@ -1,0 +1,110 @@
+package mesh
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/weftmesh/weft/balancer"
+	"github.com/weftmesh/weft/route"
+)
+
+// Failover (route.Destination.Failover): a call whose destination has no
+// endpoint to give — no healthy instance, or every one ejected or behind
+// an open breaker — goes to the first of the destination's failover
+// targets that has one. The decision is the engine's, at its one pick
+// site ([cluster.pick]), for HTTP and gRPC alike; what differs between
+// the protocols is how a failover target is reached, which failTo of the
+// call's spec resolves: HTTP sends over the target cluster's transport,
+// gRPC over the connection's SubConns to the target's endpoints.
+
+// failoverTarget is a failover destination resolved for one call: the
+// cluster whose endpoints it balances over, its balancer, and what rules
+// endpoints out for the call's protocol.
+type failoverTarget struct {
+	cl   *cluster
+	bal  *balancer.Balancer
+	skip func(*balancer.Endpoint) bool
+	grpc *grpcTarget // gRPC: the connection's target of cl; nil for HTTP
+}
+
+// pickFailover picks from the call's failover targets in order: the first
+// that has an endpoint to give. Every target but the last refuses its
+// ejected endpoints (there is somewhere else to go); the last may pick
+// one under its panic threshold. It returns the errors of targets that
+// could not be resolved when no target gave an endpoint.
+func pickFailover(info balancer.Info, spec callSpec, tried, refused []*balancer.Endpoint) (*balancer.Endpoint, *failoverTarget, error) {
+	var errs []error
+	for i, d := range spec.failover {
+		ft, err := spec.failTo(d)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		info.NoPanic = i < len(spec.failover)-1
+		if ep, err := pickFrom(ft.bal, info, ft.skip, tried, refused); err == nil {
+			return ep, ft, nil
+		}
+	}
+	return nil, nil, errors.Join(errs...)
+}
+
+// failoverSpec sets spec's failover to dest's targets, resolved by
+// failTo; spec is left as it is for a destination without any.
+func failoverSpec(spec *callSpec, dest *route.Destination, failTo func(*route.Destination) (*failoverTarget, error)) {
+	if len(dest.Failover) == 0 {
+		return
+	}
+	spec.failover, spec.failTo = dest.Failover, failTo
+}
+
+// warmFailover resolves the failover targets of dest once per seen
+// (a sync.Map of destinations), so their clusters watch discovery — and,
+// for gRPC, the connection holds connections to their endpoints — before
+// a call needs them. Resolution errors are left for the pick to report.
+func warmFailover(seen *sync.Map, dest *route.Destination, failTo func(*route.Destination) (*failoverTarget, error)) {
+	if len(dest.Failover) == 0 {
+		return
+	}
+	if _, done := seen.Load(dest); done {
+		return
+	}
+	seen.Store(dest, struct{}{})
+	for _, d := range dest.Failover {
+		_, _ = failTo(d)
+	}
+}
+
+// httpFailover resolves failover destination d for an HTTP call: the
+// cluster of its service or target, its balancer, open breakers skipped.
+func (c *Client) httpFailover(d *route.Destination) (*failoverTarget, error) {
+	if d.External != nil {
+		return nil, errExternalFailover
+	}
+	cl, err := c.destCluster(d)
+	if err != nil {
+		return nil, err
+	}
+	return &failoverTarget{cl: cl, bal: cl.subsetBalancer(d), skip: cl.guard.skipOpen}, nil
+}
+
+// grpcFailover resolves failover destination d for a gRPC call on gc:
+// the cluster's target on the connection, whose endpoints without a
+// ready connection are skipped.
+func (gc *grpcConn) grpcFailover(d *route.Destination) (*failoverTarget, error) {
+	if d.External != nil {
+		return nil, errExternalFailover
+	}
+	cl, err := gc.client.destCluster(d)
+	if err != nil {
+		return nil, err
+	}
+	t := gc.self
+	if cl != gc.cl {
+		t = gc.include(cl)
+	}
+	return &failoverTarget{cl: cl, bal: cl.subsetBalancer(d), skip: t.skip, grpc: t}, nil
+}
+
+// errExternalFailover: route validation refuses external failover
+// targets; this guards the engine all the same.
+var errExternalFailover = errors.New("mesh: an external service cannot be a failover target")
