@@ -237,14 +237,19 @@ func discard(resp *http.Response) {
 	_ = resp.Body.Close()
 }
 
-// cancelBody cancels an attempt's context when the body is closed.
+// cancelBody cancels an attempt's context when the body is first
+// closed: cancel may also end the call's hold on its destination's
+// connection pool, which must happen once.
 type cancelBody struct {
 	io.ReadCloser
 	cancel context.CancelFunc
+	closed atomic.Bool
 }
 
 func (b *cancelBody) Close() error {
 	err := b.ReadCloser.Close()
-	b.cancel()
+	if !b.closed.Swap(true) {
+		b.cancel()
+	}
 	return err
 }

@@ -53,19 +53,31 @@ func (cl *cluster) pool(dest *route.Destination) *poolLimit {
 // poolLimit applies a destination's connection pool: MaxRequests calls
 // in flight, MaxConnections HTTP calls in flight (each holds an HTTP/1.1
 // connection of its own) with up to MaxPendingRequests waiting for one.
-// It is safe for concurrent use; admitting a call takes no lock.
+// It is safe for concurrent use; admitting a call does not allocate,
+// and takes a lock (the semaphore's) only for MaxConnections.
 type poolLimit struct {
 	name    string
 	set     route.ConnectionPool
 	conns   *semaphore.Weighted // nil: no MaxConnections
 	calls   atomic.Int64        // in flight
 	pending atomic.Int64        // HTTP calls waiting for a connection
+	// releaseCall and releaseConn end an admitted call that holds no
+	// connection of the pool, or one; built once, so admitting a call
+	// does not allocate. Nil when there is nothing to release.
+	releaseCall, releaseConn func()
 }
 
 func newPoolLimit(name string, set route.ConnectionPool) *poolLimit {
 	p := &poolLimit{name: name, set: set}
+	if set.MaxRequests > 0 {
+		p.releaseCall = func() { p.calls.Add(-1) }
+	}
 	if set.MaxConnections > 0 {
 		p.conns = semaphore.NewWeighted(int64(set.MaxConnections))
+		p.releaseConn = func() {
+			p.conns.Release(1)
+			release(p.releaseCall)
+		}
 	}
 	return p
 }
@@ -73,8 +85,9 @@ func newPoolLimit(name string, set route.ConnectionPool) *poolLimit {
 // acquire admits a call, or refuses it with an error wrapping
 // [ErrOverflow] (or, for a call that waited for a connection, ctx's
 // error). ownConn says the call holds a connection of its own (HTTP).
-// The release function it returns must be called once the call is over;
-// it is nil for a nil p, which admits every call.
+// The release function it returns must be called once, when the call is
+// over; it is nil when there is nothing to release (a nil p admits every
+// call).
 func (p *poolLimit) acquire(ctx context.Context, ownConn bool) (func(), error) {
 	if p == nil {
 		return nil, nil
@@ -99,28 +112,10 @@ func (p *poolLimit) acquire(ctx context.Context, ownConn bool) (func(), error) {
 		}
 		return nil, fmt.Errorf("%w: %s: %d calls in flight (maxRequests)", ErrOverflow, p.name, p.set.MaxRequests)
 	}
-	r := &poolRelease{p: p, conn: conn}
-	return r.release, nil
-}
-
-// poolRelease ends one admitted call, once however often it is called
-// (an HTTP response body may be closed twice).
-type poolRelease struct {
-	p    *poolLimit
-	conn bool
-	done atomic.Bool
-}
-
-func (r *poolRelease) release() {
-	if r.done.Swap(true) {
-		return
+	if conn {
+		return p.releaseConn, nil
 	}
-	if r.p.set.MaxRequests > 0 {
-		r.p.calls.Add(-1)
-	}
-	if r.conn {
-		r.p.conns.Release(1)
-	}
+	return p.releaseCall, nil
 }
 
 // admit is the admission of every call, unary or stream, HTTP or gRPC:

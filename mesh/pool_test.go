@@ -19,6 +19,7 @@ import (
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/internal/leaktest"
+	"github.com/weftmesh/weft/route"
 )
 
 // gate holds a server's calls while it is shut, counting them.
@@ -252,5 +253,73 @@ services:
 	}
 	if n := pe.httpGate.arrivals.Load(); n != 3 {
 		t.Errorf("the server saw %d calls, want 3: the pending call went through", n)
+	}
+}
+
+// TestConnectionPoolBodyClosedTwice: an HTTP call holds its place in the
+// pool until its response body is closed, and closing it twice frees
+// the place once.
+func TestConnectionPoolBodyClosedTwice(t *testing.T) {
+	leaktest.Check(t)
+	pe := newPoolEnv(t, `
+services:
+  pay: {trafficPolicy: {connectionPool: {maxRequests: 1}}}
+`)
+	ctx := testContext(t, 30*time.Second)
+	req, _ := http.NewRequestWithContext(ctx, "GET", "http://pay/", nil)
+	resp, err := pe.client.HTTPClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pe.getHTTP(ctx); !errors.Is(err, ErrOverflow) {
+		t.Fatalf("a call while a response body is open: %v, want ErrOverflow", err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	resp.Body.Close()
+	pe.httpGate.close()
+	defer pe.httpGate.open()
+	slow := make(chan error, 1)
+	go func() {
+		_, err := pe.getHTTP(ctx)
+		slow <- err
+	}()
+	poll(t, "the slow call at the server", func() bool { return pe.httpGate.inflight.Load() == 1 })
+	if _, err := pe.getHTTP(ctx); !errors.Is(err, ErrOverflow) {
+		t.Errorf("a second call beside the slow one: %v, want ErrOverflow: the double close freed two places", err)
+	}
+	pe.httpGate.open()
+	if err := <-slow; err != nil {
+		t.Error(err)
+	}
+}
+
+// BenchmarkPoolAdmit measures the admission of a call by a
+// destination's connection pool and its release, from parallel callers:
+// no allocation; an atomic counter for maxRequests, and
+// x/sync/semaphore's lock for maxConnections.
+func BenchmarkPoolAdmit(b *testing.B) {
+	for _, tt := range []struct {
+		name    string
+		set     route.ConnectionPool
+		ownConn bool
+	}{
+		{"grpc/maxRequests", route.ConnectionPool{MaxRequests: 1 << 20}, false},
+		{"http/maxConnections+maxRequests", route.ConnectionPool{MaxConnections: 1 << 20, MaxPendingRequests: 8, MaxRequests: 1 << 20}, true},
+	} {
+		p := newPoolLimit("bench", tt.set)
+		b.Run(tt.name, func(b *testing.B) {
+			ctx := context.Background()
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					done, err := p.acquire(ctx, tt.ownConn)
+					if err != nil {
+						b.Fatal(err)
+					}
+					done()
+				}
+			})
+		})
 	}
 }

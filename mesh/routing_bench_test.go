@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,19 +31,26 @@ services:
   demo-grpc: *svc
 `
 
+// benchPooledYAML is benchRoutesYAML with a connection pool that never
+// refuses the benchmark's calls.
+var benchPooledYAML = strings.Replace(benchRoutesYAML, "  demo: &svc\n",
+	"  demo: &svc\n    trafficPolicy: {connectionPool: {maxConnections: 1000, maxPendingRequests: 10, maxRequests: 1000}}\n", 1)
+
 // BenchmarkRoutedCall measures what a route table adds to the weft path,
 // over real mutual TLS on loopback: the same call without routes
-// ("plain") and with a ten-route table whose last route takes it
-// ("routed"). The allocations differ by at most one.
+// ("plain"), with a ten-route table whose last route takes it
+// ("routed"), and with a connection pool on the destination too
+// ("pooled"). The allocations differ by at most one.
 func BenchmarkRoutedCall(b *testing.B) {
 	env := newTestEnv(b, 1)
 	src := staticRoutes(b, benchRoutesYAML)
+	pooled := staticRoutes(b, benchPooledYAML)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	for _, mode := range []struct {
 		name string
 		opts []ClientOption
-	}{{"plain", nil}, {"routed", []ClientOption{WithRoutes(src)}}} {
+	}{{"plain", nil}, {"routed", []ClientOption{WithRoutes(src)}}, {"pooled", []ClientOption{WithRoutes(pooled)}}} {
 		c := env.client(mode.opts...)
 		hc := c.HTTPClient()
 		b.Run("http/"+mode.name, func(b *testing.B) {
