@@ -120,7 +120,8 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	if spec.retry != nil || spec.hedge != nil {
 		spec.idempotent = g.idempotentCall("", method, true)
 	}
-	err = gc.awaitConnection(ctx, cc, opts, spec.balancer, t.prefix)
+	bal, prefix := gc.awaited(&spec, t.prefix)
+	err = gc.awaitConnection(ctx, cc, opts, bal, prefix)
 	if err == nil && dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
 			err = gc.faultGRPC(ctx, cl, call, f)
@@ -348,7 +349,8 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if done, err = cl.admit(ctx, &spec); err != nil {
 		return fail(err)
 	}
-	if err := gc.awaitConnection(ctx, cc, opts, spec.balancer, t.prefix); err != nil {
+	bal, prefix := gc.awaited(&spec, t.prefix)
+	if err := gc.awaitConnection(ctx, cc, opts, bal, prefix); err != nil {
 		return fail(err)
 	}
 	sent := method

@@ -108,3 +108,19 @@ func (gc *grpcConn) grpcFailover(d *route.Destination) (*failoverTarget, error) 
 // errExternalFailover: route validation refuses external failover
 // targets; this guards the engine all the same.
 var errExternalFailover = errors.New("mesh: an external service cannot be a failover target")
+
+// awaited returns the balancer, and the connection's key prefix of its
+// endpoints, whose connections a gRPC call on gc waits for: the call's
+// own, or, when it has no endpoint at all, the first failover target's
+// that has one, which the pick will then fail over to.
+func (gc *grpcConn) awaited(spec *callSpec, prefix string) (*balancer.Balancer, string) {
+	if len(spec.failover) == 0 || len(spec.balancer.Endpoints()) > 0 {
+		return spec.balancer, prefix
+	}
+	for _, d := range spec.failover {
+		if ft, err := spec.failTo(d); err == nil && len(ft.bal.Endpoints()) > 0 {
+			return ft.bal, ft.grpc.prefix
+		}
+	}
+	return spec.balancer, prefix
+}

@@ -36,11 +36,25 @@ services:
 var benchPooledYAML = strings.Replace(benchRoutesYAML, "  demo: &svc\n",
 	"  demo: &svc\n    trafficPolicy: {connectionPool: {maxConnections: 1000, maxPendingRequests: 10, maxRequests: 1000}}\n", 1)
 
+// benchFailoverYAML routes every call to a subset no endpoint is in,
+// which fails over to the whole service.
+const benchFailoverYAML = `
+services:
+  demo:
+    subsets: {gone: {meta: {version: gone}, failover: [{service: demo}]}}
+    routes: [{backends: [{subset: gone}]}]
+  demo-grpc:
+    subsets: {gone: {meta: {version: gone}, failover: [{service: demo-grpc}]}}
+    routes: [{backends: [{subset: gone}]}]
+`
+
 // BenchmarkRoutedCall measures what a route table adds to the weft path,
 // over real mutual TLS on loopback: the same call without routes
 // ("plain"), with a ten-route table whose last route takes it
-// ("routed"), and with a connection pool on the destination too
-// ("pooled"). The allocations differ by at most one.
+// ("routed"), with a connection pool on the destination too ("pooled"),
+// and routed to a destination with no endpoint, which fails over
+// ("failover"). The allocations of plain, routed and pooled differ by at
+// most one.
 func BenchmarkRoutedCall(b *testing.B) {
 	env := newTestEnv(b, 1)
 	src := staticRoutes(b, benchRoutesYAML)
@@ -50,7 +64,8 @@ func BenchmarkRoutedCall(b *testing.B) {
 	for _, mode := range []struct {
 		name string
 		opts []ClientOption
-	}{{"plain", nil}, {"routed", []ClientOption{WithRoutes(src)}}, {"pooled", []ClientOption{WithRoutes(pooled)}}} {
+	}{{"plain", nil}, {"routed", []ClientOption{WithRoutes(src)}}, {"pooled", []ClientOption{WithRoutes(pooled)}},
+		{"failover", []ClientOption{WithRoutes(staticRoutes(b, benchFailoverYAML))}}} {
 		c := env.client(mode.opts...)
 		hc := c.HTTPClient()
 		b.Run("http/"+mode.name, func(b *testing.B) {
