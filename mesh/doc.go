@@ -28,7 +28,8 @@
 // Every client call — an HTTP request through [Client.RoundTrip], a gRPC
 // unary call or stream on a connection of [Client.DialGRPC] — runs through
 // one call engine, in the same steps: route ([WithRoutes]), admit (the
-// client rate limit and the retry budget), pick (the service's balancer,
+// client rate limit, the retry budget and the destination's connection
+// pool, which refuses with [ErrOverflow]), pick (the service's balancer,
 // skipping open breakers and, for gRPC, endpoints without a ready
 // connection), the endpoint's circuit breaker, send, classify, then retry
 // or hedge within the budget and the caller's deadline, and record

@@ -48,6 +48,15 @@ import (
 // of its context: the call's own span when it has one, else the
 // caller's.
 //
+// A destination's connection pool (route.ConnectionPool, such as a
+// Consul caller's upstream Limits) bounds the calls in flight to it, at
+// admission, for HTTP and gRPC calls and streams alike: a call over
+// maxRequests, or an HTTP call beyond maxConnections when
+// maxPendingRequests calls already wait, fails at once with
+// [ErrOverflow]. An HTTP call holds its place until its response body
+// is closed. Its outlier detection ejects failing endpoints from its
+// balancer.
+//
 // A backend may be an external service (route.ExternalService, as
 // Istio's ServiceEntry): HTTP calls reach it over TLS with its own server
 // name and CA, not mesh mutual TLS, one attempt each, with the route's

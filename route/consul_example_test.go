@@ -36,3 +36,29 @@ func ExampleNewConsul() {
 		log.Printf("not applied: %v", w)
 	}
 }
+
+// A process running as "web" that calls "payments": the limits and
+// passive health check of its calls come from web's own service-defaults
+// (UpstreamConfig), as Consul configures web's sidecar; unapplied fields
+// are logged once each.
+func ExampleWithConsulCaller() {
+	client, err := api.NewClient(api.DefaultConfig())
+	if err != nil {
+		log.Fatal(err)
+	}
+	routes, err := route.NewConsul(client, []string{"payments"},
+		route.WithConsulCaller("web"),
+		route.WithOnWarning(func(source string, w *route.FieldError) { log.Printf("%s: not applied: %v", source, w) }))
+	if err != nil {
+		log.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go routes.Run(ctx)
+	<-routes.Ready() // the chain and web's service-defaults read
+
+	d := routes.Table().Match("payments", &route.Request{Method: "GET", Path: "/", Header: http.Header{}}, 0)
+	if p := d.Target.Destination.Policy.ConnectionPool; p != nil {
+		log.Printf("at most %d calls in flight to payments", p.MaxRequests)
+	}
+}

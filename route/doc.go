@@ -26,8 +26,9 @@
 //     ([Headers], also per backend), bound the call ([Route.Timeout]),
 //     retry ([Retry]) and hedge ([Hedge]) within the chosen backend,
 //     inject faults ([Fault]) and mirror calls ([Mirror]).
-//   - [TrafficPolicy] — load balancer, outlier detection, breaker, retries —
-//     applies per service, and per subset block by block over it, as
+//   - [TrafficPolicy] — load balancer, outlier detection, breaker, retries,
+//     connection pool ([ConnectionPool]: the calls in flight) — applies
+//     per service, and per subset block by block over it, as
 //     DestinationRule's trafficPolicy does.
 //   - [Config.External] names services outside the mesh
 //     ([ExternalService]: fixed addresses or DNS names, reached over TLS

@@ -1,6 +1,7 @@
 package route_test
 
 import (
+	"fmt"
 	"testing"
 
 	"github.com/weftmesh/weft/route"
@@ -46,4 +47,35 @@ services:
 	if tab.Config().Services["web"].TrafficPolicy.ConnectionPool.MaxPendingRequests != 8 {
 		t.Errorf("the table's config lost the pool: %+v", tab.Config().Services["web"].TrafficPolicy)
 	}
+}
+
+// A destination rule's connection pool, per subset: the canary takes at
+// most 10 calls at once.
+func ExampleConnectionPool() {
+	cfg, err := route.Parse([]byte(`
+services:
+  payments:
+    trafficPolicy: {connectionPool: {maxRequests: 100}}
+    subsets:
+      stable: {meta: {version: v1}}
+      canary: {meta: {version: v2}, trafficPolicy: {connectionPool: {maxRequests: 10}}}
+    routes:
+      - backends: [{subset: stable, weight: 9000}, {subset: canary, weight: 1000}]
+`), route.YAML)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	tab, err := route.Compile(cfg)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	for _, d := range tab.Destinations() {
+		fmt.Printf("%s: maxRequests %d\n", d, d.Policy.ConnectionPool.MaxRequests)
+	}
+	// Output:
+	// payments: maxRequests 100
+	// payments/canary: maxRequests 10
+	// payments/stable: maxRequests 100
 }
