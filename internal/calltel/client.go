@@ -130,7 +130,6 @@ type Call struct {
 	// (dropped is set): its attempts are dropped too, as its children.
 	sc       trace.SpanContext
 	dropped  bool
-	start    time.Time
 	method   uint8  // HTTP method index
 	rawHTTP  string // the request's HTTP method
 	rpc      string // gRPC method, without the leading '/'
@@ -152,7 +151,7 @@ func (d *Destination) StartHTTP(ctx context.Context, r *http.Request) (context.C
 		return ctx, nil
 	}
 	mi := methodIndex(r.Method)
-	c := &Call{d: d, start: d.t.now(), method: mi, rawHTTP: r.Method}
+	c := &Call{d: d, method: mi, rawHTTP: r.Method}
 	if !d.single {
 		if c.sc, c.dropped = d.t.decideCall(ctx, d.callNames[mi]); c.dropped {
 			return unsampledContext(ctx, c.sc), c
@@ -176,7 +175,7 @@ func (d *Destination) StartGRPC(ctx context.Context, fullMethod string) (context
 	if d == nil {
 		return ctx, nil
 	}
-	c := &Call{d: d, start: d.t.now(), rpc: strings.TrimPrefix(fullMethod, "/")}
+	c := &Call{d: d, rpc: strings.TrimPrefix(fullMethod, "/")}
 	if !d.single {
 		if c.sc, c.dropped = d.t.decideCall(ctx, c.rpc); c.dropped {
 			return unsampledContext(ctx, c.sc), c
@@ -232,6 +231,12 @@ type Attempt struct {
 // context or one derived from it); the returned context carries the
 // attempt's span and is the one to send the attempt with. r is the
 // attempt's HTTP request, nil for gRPC.
+//
+// An attempt that Telemetry's sampler drops (or whose call it dropped)
+// has no span: the returned context is ctx itself, unless a recording
+// span is in ctx, which the attempt's events must not reach; then it
+// carries the attempt's span context. The attempt's trace context is
+// propagated all the same (see [Attempt.InjectHTTP]).
 func (c *Call) StartAttempt(ctx context.Context, r *http.Request) (context.Context, *Attempt) {
 	if c == nil {
 		return ctx, nil

@@ -15,20 +15,30 @@ import (
 	"github.com/weftmesh/weft/internal/calltel"
 )
 
-// samplerRig is calltel with a sampler of weft's own in front of a
-// tracer provider that records every span it is asked for.
+// samplerRig is calltel sampling with a sampler: weft's own, in front of
+// a tracer provider that records every span it is asked for; or, to
+// compare, the provider's, weft having none.
 type samplerRig struct {
 	tp    *sdktrace.TracerProvider
 	spans *tracetest.SpanRecorder
 	tel   *calltel.Telemetry
 }
 
-func newSamplerRig(t *testing.T, sampler sdktrace.Sampler) *samplerRig {
+// samplerOwners are who samples in a samplerRig: weft, or the provider.
+var samplerOwners = []string{"weft", "provider"}
+
+func newSamplerRig(t *testing.T, sampler sdktrace.Sampler, owner string) *samplerRig {
 	t.Helper()
 	r := &samplerRig{spans: tracetest.NewSpanRecorder()}
-	r.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithSpanProcessor(r.spans))
+	cfg := calltel.Config{Sampler: sampler}
+	provider := sdktrace.AlwaysSample()
+	if owner == "provider" {
+		cfg.Sampler, provider = nil, sampler
+	}
+	r.tp = sdktrace.NewTracerProvider(sdktrace.WithSampler(provider), sdktrace.WithSpanProcessor(r.spans))
 	t.Cleanup(func() { _ = r.tp.Shutdown(context.Background()) })
-	tel, err := calltel.New(calltel.Config{TracerProvider: r.tp, Sampler: sampler})
+	cfg.TracerProvider = r.tp
+	tel, err := calltel.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +70,9 @@ func remoteParent(t *testing.T, flags trace.TraceFlags) trace.SpanContext {
 // the sampled flag cleared that continues the caller's trace (its trace
 // ID, random flag and tracestate) under a span ID of its own per
 // attempt; a sampled parent still gives sampled children, recorded under
-// it; and a new trace is dropped or sampled as the sampler says.
+// it; and a new trace is dropped or sampled as the sampler says: what
+// the SDK does when the provider's sampler decides, which each case
+// checks too.
 func TestSamplerClient(t *testing.T) {
 	sampled := trace.FlagsSampled | trace.FlagsRandom
 	for _, tc := range []struct {
@@ -82,100 +94,102 @@ func TestSamplerClient(t *testing.T) {
 		{name: "sampled parent, grpc retries", sampler: sdktrace.ParentBased(sdktrace.NeverSample()), parent: sampled, retries: true, grpc: true, want: true},
 		{name: "ratio drops every trace", sampler: sdktrace.TraceIDRatioBased(0), parent: sampled},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			r := newSamplerRig(t, tc.sampler)
-			ctx := context.Background()
-			var parent trace.SpanContext
-			if tc.parent != 0xff {
-				parent = remoteParent(t, tc.parent)
-				ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
-			}
-			dst := r.tel.Destination("svc", "round_robin", tc.retries)
-			attempts := 1
-			if tc.retries {
-				attempts = 2
-			}
-			var sent []trace.SpanContext
-			if tc.grpc {
-				cctx, call := dst.StartGRPC(ctx, "/a.B/C")
-				for range attempts {
-					actx, att := call.StartAttempt(cctx, nil)
-					md, _ := metadata.FromOutgoingContext(att.InjectGRPC(actx))
-					h := http.Header{}
-					for k, v := range md {
-						h[http.CanonicalHeaderKey(k)] = v
-					}
-					sent = append(sent, sentContext(h))
-					att.EndGRPC(nil)
+		for _, owner := range samplerOwners {
+			t.Run(tc.name+"/"+owner, func(t *testing.T) {
+				r := newSamplerRig(t, tc.sampler, owner)
+				ctx := context.Background()
+				var parent trace.SpanContext
+				if tc.parent != 0xff {
+					parent = remoteParent(t, tc.parent)
+					ctx = trace.ContextWithRemoteSpanContext(ctx, parent)
 				}
-				call.EndGRPC(nil)
-			} else {
-				req, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
-				resp := &http.Response{StatusCode: http.StatusOK}
-				cctx, call := dst.StartHTTP(ctx, req)
-				for range attempts {
-					_, att := call.StartAttempt(cctx, req)
-					sent = append(sent, sentContext(att.InjectHTTP(req.Header)))
-					att.EndHTTP(resp, nil)
-				}
-				call.EndHTTP(resp, nil)
-				if len(req.Header) != 0 {
-					t.Errorf("caller's header changed: %v", req.Header)
-				}
-			}
-
-			spans := r.spans.Ended()
-			wantSpans := 0
-			if tc.want {
-				wantSpans = attempts
+				dst := r.tel.Destination("svc", "round_robin", tc.retries)
+				attempts := 1
 				if tc.retries {
-					wantSpans++ // the call span
+					attempts = 2
 				}
-			}
-			if len(spans) != wantSpans {
-				t.Fatalf("%d spans recorded, want %d", len(spans), wantSpans)
-			}
-			seen := map[trace.SpanID]bool{}
-			for i, sc := range sent {
-				switch {
-				case !sc.IsValid():
-					t.Fatalf("attempt %d sent no valid trace context", i+1)
-				case sc.IsSampled() != tc.want:
-					t.Errorf("attempt %d sent sampled=%v, want %v", i+1, sc.IsSampled(), tc.want)
-				case seen[sc.SpanID()] || sc.SpanID() == parent.SpanID():
-					t.Errorf("attempt %d reuses span ID %s", i+1, sc.SpanID())
-				case sc.TraceID() != sent[0].TraceID():
-					t.Errorf("attempt %d left the call's trace", i+1)
+				var sent []trace.SpanContext
+				if tc.grpc {
+					cctx, call := dst.StartGRPC(ctx, "/a.B/C")
+					for range attempts {
+						actx, att := call.StartAttempt(cctx, nil)
+						md, _ := metadata.FromOutgoingContext(att.InjectGRPC(actx))
+						h := http.Header{}
+						for k, v := range md {
+							h[http.CanonicalHeaderKey(k)] = v
+						}
+						sent = append(sent, sentContext(h))
+						att.EndGRPC(nil)
+					}
+					call.EndGRPC(nil)
+				} else {
+					req, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
+					resp := &http.Response{StatusCode: http.StatusOK}
+					cctx, call := dst.StartHTTP(ctx, req)
+					for range attempts {
+						_, att := call.StartAttempt(cctx, req)
+						sent = append(sent, sentContext(att.InjectHTTP(req.Header)))
+						att.EndHTTP(resp, nil)
+					}
+					call.EndHTTP(resp, nil)
+					if len(req.Header) != 0 {
+						t.Errorf("caller's header changed: %v", req.Header)
+					}
 				}
-				seen[sc.SpanID()] = true
-				if parent.IsValid() {
-					if sc.TraceID() != parent.TraceID() {
-						t.Errorf("attempt %d trace %s, want the caller's %s", i+1, sc.TraceID(), parent.TraceID())
-					}
-					if sc.TraceState().String() != parent.TraceState().String() {
-						t.Errorf("attempt %d tracestate %q, want %q", i+1, sc.TraceState(), parent.TraceState())
-					}
-					if got, want := sc.TraceFlags()&trace.FlagsRandom, parent.TraceFlags()&trace.FlagsRandom; got != want {
-						t.Errorf("attempt %d random flag %v, want %v", i+1, got, want)
-					}
-				}
+
+				spans := r.spans.Ended()
+				wantSpans := 0
 				if tc.want {
-					// The span sent is the attempt's recorded span, and it
-					// hangs under the call span or the caller's.
-					att := spans[i]
-					if att.SpanContext().SpanID() != sc.SpanID() {
-						t.Errorf("attempt %d sent span %s, recorded %s", i+1, sc.SpanID(), att.SpanContext().SpanID())
-					}
-					up := parent.SpanID()
+					wantSpans = attempts
 					if tc.retries {
-						up = spans[len(spans)-1].SpanContext().SpanID()
-					}
-					if att.Parent().SpanID() != up {
-						t.Errorf("attempt %d parent %s, want %s", i+1, att.Parent().SpanID(), up)
+						wantSpans++ // the call span
 					}
 				}
-			}
-		})
+				if len(spans) != wantSpans {
+					t.Fatalf("%d spans recorded, want %d", len(spans), wantSpans)
+				}
+				seen := map[trace.SpanID]bool{}
+				for i, sc := range sent {
+					switch {
+					case !sc.IsValid():
+						t.Fatalf("attempt %d sent no valid trace context", i+1)
+					case sc.IsSampled() != tc.want:
+						t.Errorf("attempt %d sent sampled=%v, want %v", i+1, sc.IsSampled(), tc.want)
+					case seen[sc.SpanID()] || sc.SpanID() == parent.SpanID():
+						t.Errorf("attempt %d reuses span ID %s", i+1, sc.SpanID())
+					case sc.TraceID() != sent[0].TraceID():
+						t.Errorf("attempt %d left the call's trace", i+1)
+					}
+					seen[sc.SpanID()] = true
+					if parent.IsValid() {
+						if sc.TraceID() != parent.TraceID() {
+							t.Errorf("attempt %d trace %s, want the caller's %s", i+1, sc.TraceID(), parent.TraceID())
+						}
+						if sc.TraceState().String() != parent.TraceState().String() {
+							t.Errorf("attempt %d tracestate %q, want %q", i+1, sc.TraceState(), parent.TraceState())
+						}
+						if got, want := sc.TraceFlags()&trace.FlagsRandom, parent.TraceFlags()&trace.FlagsRandom; got != want {
+							t.Errorf("attempt %d random flag %v, want %v", i+1, got, want)
+						}
+					}
+					if tc.want {
+						// The span sent is the attempt's recorded span, and it
+						// hangs under the call span or the caller's.
+						att := spans[i]
+						if att.SpanContext().SpanID() != sc.SpanID() {
+							t.Errorf("attempt %d sent span %s, recorded %s", i+1, sc.SpanID(), att.SpanContext().SpanID())
+						}
+						up := parent.SpanID()
+						if tc.retries {
+							up = spans[len(spans)-1].SpanContext().SpanID()
+						}
+						if att.Parent().SpanID() != up {
+							t.Errorf("attempt %d parent %s, want %s", i+1, att.Parent().SpanID(), up)
+						}
+					}
+				}
+			})
+		}
 	}
 }
 
@@ -184,7 +198,7 @@ func TestSamplerClient(t *testing.T) {
 // a context whose span is the dropped one, so that the attempt's events
 // do not land on the caller's span.
 func TestSamplerRecordingParent(t *testing.T) {
-	r := newSamplerRig(t, sdktrace.NeverSample())
+	r := newSamplerRig(t, sdktrace.NeverSample(), "weft")
 	ctx, outer := r.tp.Tracer("app").Start(context.Background(), "outer")
 	for _, retries := range []bool{false, true} {
 		dst := r.tel.Destination("svc", "round_robin", retries)
@@ -214,7 +228,9 @@ func TestSamplerRecordingParent(t *testing.T) {
 // non-recording span that continues the caller's trace under a span ID of
 // its own, as the SDK's would, so that the handler's own calls propagate
 // the unsampled trace; a sampled caller gives a recorded server span
-// under the caller's span, and the handler's calls are sampled under it.
+// under the caller's span, and the handler's calls are sampled under it:
+// what the SDK does when the provider's sampler decides, which each case
+// checks too.
 func TestSamplerServer(t *testing.T) {
 	const tid = "0af7651916cd43dd8448eb211c80319c"
 	for _, tc := range []struct {
@@ -231,9 +247,10 @@ func TestSamplerServer(t *testing.T) {
 		{name: "malformed trace context", traceparent: "00-" + tid + "-b7ad6b7169203331-0", newTrace: true},
 		{name: "invalid trace ID", traceparent: "00-00000000000000000000000000000000-b7ad6b7169203331-01", newTrace: true},
 	} {
-		for _, proto := range []string{"http", "grpc"} {
-			t.Run(tc.name+"/"+proto, func(t *testing.T) {
-				r := newSamplerRig(t, sdktrace.ParentBased(sdktrace.NeverSample()))
+		for _, run := range []struct{ proto, owner string }{{"http", "weft"}, {"grpc", "weft"}, {"http", "provider"}, {"grpc", "provider"}} {
+			proto := run.proto
+			t.Run(tc.name+"/"+proto+"/"+run.owner, func(t *testing.T) {
+				r := newSamplerRig(t, sdktrace.ParentBased(sdktrace.NeverSample()), run.owner)
 				parent := calltel.TraceContextExtract(tc.traceparent, tc.tracestate)
 				var got trace.Span
 				var recording bool
