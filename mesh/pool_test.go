@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -322,4 +324,44 @@ func BenchmarkPoolAdmit(b *testing.B) {
 			})
 		})
 	}
+}
+
+// TestRouteWarningsReported: each warning of a source's tables is logged
+// once, however many tables keep it.
+func TestRouteWarningsReported(t *testing.T) {
+	var logs strings.Builder
+	logger := slog.New(slog.NewTextHandler(&logs, nil))
+	shadowed := `
+services:
+  pay:
+    routes:
+      - backends: [{service: pay}]
+      - match: [{path: {prefix: /a}}]`
+	src, err := route.NewStatic(mustParseRoutes(t, shadowed), ReportRouteWarnings(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Update(mustParseRoutes(t, shadowed+"\n        timeout: 1s")); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), "mesh: route field not applied"); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, logs.String())
+	}
+	for _, want := range []string{"source=static", "path=services.pay.routes[1]", "never matches"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("no %q in the log:\n%s", want, logs.String())
+		}
+	}
+	if ReportRouteWarnings(nil) != nil {
+		t.Error("a nil logger gives an option")
+	}
+}
+
+func mustParseRoutes(t *testing.T, y string) *route.Config {
+	t.Helper()
+	cfg, err := route.Parse([]byte(y), route.YAML)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }

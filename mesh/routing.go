@@ -99,6 +99,24 @@ func ReportRouteRejections(logger *slog.Logger, t *telemetry.Telemetry) route.Op
 	})
 }
 
+// ReportRouteWarnings returns the option of a route source
+// ([route.WithOnWarning]) that logs, at warn level with logger ("mesh:
+// route field not applied", with the source, the field's path and why),
+// each warning of the source's tables once while it stays: a field the
+// source does not apply, such as a Consul entry's, or a route that never
+// matches. The warnings stay readable from the table
+// ([route.Table.Warnings]). A nil logger is ignored: the option does
+// nothing.
+func ReportRouteWarnings(logger *slog.Logger) route.Option {
+	if logger == nil {
+		return nil
+	}
+	return route.WithOnWarning(func(source string, w *route.FieldError) {
+		logger.LogAttrs(context.Background(), slog.LevelWarn, "mesh: route field not applied",
+			slog.String("source", source), slog.String("path", w.Path), slog.String("reason", telemetry.Redact(errors.New(w.Message))))
+	})
+}
+
 // ErrRouteUnsupported is returned (wrapped) by a call that its route
 // sends somewhere the call's protocol cannot go: a gRPC call to another
 // service (an external one included), a redirect or a direct response.
