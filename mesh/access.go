@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	"github.com/weftmesh/weft/internal/calltel"
@@ -66,16 +67,19 @@ func accessOf(c *serverConfig) *accessConfig {
 // decide (its error does not wrap [tlsid.ErrUnauthorized]) the answer is
 // 503 / Unavailable. Several policies may be given: each must allow.
 //
-// p sees the peer's verified SPIFFE ID and the request's method and path
-// in normalized form ([NormalizePath]: "/a/../admin", "//admin" and
+// p sees the peer's verified SPIFFE ID, the request's headers (gRPC: the
+// call's metadata; both also answer ":authority", "host" and ":method")
+// and the request's method and path in normalized form ([NormalizePath]: "/a/../admin", "//admin" and
 // "/a%2F..%2Fadmin" are all "/admin"); the server normalizes every
 // request's path once, before any decision, so the HTTP handler receives
 // that same path (RawPath cleared): what was authorized is what is
 // routed. A gRPC method name that is not canonical
 // ("/pkg.Service/Method") is denied.
 //
-// Use [tlsid.NewPolicy] for allow/deny rules and [tlsid.NewConsulIntentions]
-// for Consul's intentions. A nil p is ignored.
+// Use [tlsid.NewPolicy] for allow/deny rules, [tlsid.WatchConsulIntentions]
+// for Consul's intentions, L7 permissions included, decided in-process,
+// and [tlsid.NewConsulIntentions] for Consul's L4 decision from the
+// agent's authorize endpoint. A nil p is ignored.
 func WithAccessPolicy(p tlsid.RequestPolicy) ServerOption {
 	return serverOptionFunc(func(c *serverConfig) {
 		if p != nil {
@@ -180,7 +184,7 @@ func accessHandler(h http.Handler, c *serverConfig) http.Handler {
 	logger := c.logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		peer, _ := PeerID(r.Context())
-		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: r.URL.Path}, logger) {
+		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: r.URL.Path, Header: (*httpHeaders)(r)}, logger) {
 		case deny:
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return
@@ -206,7 +210,7 @@ func accessGRPCOptions(c *serverConfig) []grpc.ServerOption {
 			return status.Error(codes.PermissionDenied, "weft: access denied: non-canonical method")
 		}
 		peer, _ := PeerID(ctx)
-		switch a.check(ctx, tlsid.Request{Peer: peer, Method: http.MethodPost, Path: method}, logger) {
+		switch a.check(ctx, tlsid.Request{Peer: peer, Method: http.MethodPost, Path: method, Header: &grpcHeaders{ctx: ctx}}, logger) {
 		case deny:
 			return status.Error(codes.PermissionDenied, "weft: access denied")
 		case unavailable:
@@ -242,4 +246,39 @@ func canonicalGRPCMethod(m string) bool {
 	}
 	svc, meth := m[1:i], m[i+1:]
 	return svc != "." && svc != ".." && meth != "." && meth != ".."
+}
+
+// httpHeaders gives a request policy an HTTP request's headers, and the
+// pseudo-headers Consul's intentions may match: ":authority" (and
+// "host", which net/http moves out of the header map) and ":method".
+type httpHeaders http.Request
+
+// Values implements [tlsid.Headers].
+func (h *httpHeaders) Values(name string) []string {
+	r := (*http.Request)(h)
+	switch {
+	case strings.EqualFold(name, ":authority") || strings.EqualFold(name, "host"):
+		return []string{r.Host}
+	case strings.EqualFold(name, ":method"):
+		return []string{r.Method}
+	}
+	return r.Header.Values(name)
+}
+
+// grpcHeaders gives a request policy a gRPC call's metadata, read only
+// when a policy asks for a header; the metadata holds ":authority",
+// "host" reads it too, and ":method" is POST.
+type grpcHeaders struct{ ctx context.Context }
+
+var grpcMethod = []string{http.MethodPost}
+
+// Values implements [tlsid.Headers].
+func (h *grpcHeaders) Values(name string) []string {
+	switch {
+	case strings.EqualFold(name, "host"):
+		name = ":authority"
+	case strings.EqualFold(name, ":method"):
+		return grpcMethod
+	}
+	return metadata.ValueFromIncomingContext(h.ctx, strings.ToLower(name))
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -40,16 +41,18 @@ const (
 )
 
 type consulOptions struct {
-	now       func() time.Time
-	wait      time.Duration
-	ttl       time.Duration
-	backoff   time.Duration
-	maxBackof time.Duration
-	timeout   time.Duration
+	now          func() time.Time
+	defaultAllow bool
+	logger       *slog.Logger
+	wait         time.Duration
+	ttl          time.Duration
+	backoff      time.Duration
+	maxBackof    time.Duration
+	timeout      time.Duration
 }
 
 func newConsulOptions(opts []ConsulOption) consulOptions {
-	o := consulOptions{now: time.Now, wait: DefaultConsulWait, ttl: DefaultIntentionsTTL, backoff: time.Second, maxBackof: 3 * time.Minute, timeout: DefaultIntentionsTimeout}
+	o := consulOptions{now: time.Now, logger: slog.New(slog.DiscardHandler), wait: DefaultConsulWait, ttl: DefaultIntentionsTTL, backoff: time.Second, maxBackof: 3 * time.Minute, timeout: DefaultIntentionsTimeout}
 	for _, opt := range opts {
 		if opt != nil {
 			opt.applyConsul(&o)
@@ -64,6 +67,27 @@ func WithConsulWait(d time.Duration) ConsulOption {
 	return consulOptionFunc(func(o *consulOptions) {
 		if d > 0 {
 			o.wait = min(d, 10*time.Minute)
+		}
+	})
+}
+
+// WithIntentionsDefault sets what [CompileIntentions] and
+// [WatchConsulIntentions] decide for a caller that no intention names:
+// deny (false, the default, as Consul does under an ACL default policy
+// of deny) or allow (Consul under ACL default allow, or with ACLs off).
+// Set it to match the cluster's ACL default policy. [ConsulIntentions]
+// ignores it: the agent applies its own default.
+func WithIntentionsDefault(allow bool) ConsulOption {
+	return consulOptionFunc(func(o *consulOptions) { o.defaultAllow = allow })
+}
+
+// WithConsulLogger sets where [ConsulIntentionsWatch] logs: each
+// [IntentionWarning] once, at warning level, and failed queries. The
+// default discards. A nil logger is ignored.
+func WithConsulLogger(l *slog.Logger) ConsulOption {
+	return consulOptionFunc(func(o *consulOptions) {
+		if l != nil {
+			o.logger = l
 		}
 	})
 }
@@ -99,9 +123,11 @@ func WithIntentionsTimeout(d time.Duration) ConsulOption {
 // A new leaf or new roots apply from the next handshake on.
 //
 // The watches follow Consul's rules: the index comes from the last
-// answer, is reset when it goes backwards and is never 0; queries are
-// rate limited (one a second, burst 2), back off on errors (1 s × failures², at most 3 min) and
-// are cancelled by [ConsulSource.Close].
+// answer and is never 0 once there is one; after a failed query or an
+// index that went backwards the next read is a fresh, non-blocking one;
+// queries are rate limited (one a second, burst 2), back off on errors
+// (1 s × failures², at most 3 min) and are cancelled by
+// [ConsulSource.Close].
 //
 // The zero value is not usable; build one with [NewConsulSource]. It is
 // safe for concurrent use.
@@ -207,37 +233,55 @@ func (s *ConsulSource) fetchLeaf(q *api.QueryOptions, ctx context.Context) (uint
 	return meta.LastIndex, nil
 }
 
-// watch runs one blocking-query loop until ctx ends.
-func (s *ConsulSource) watch(ctx context.Context, index uint64, fetch func(*api.QueryOptions, context.Context) (uint64, error)) {
+// watch runs one blocking-query loop of the source until ctx ends.
+func (s *ConsulSource) watch(ctx context.Context, index uint64, fetch consulFetch) {
 	defer s.wg.Done()
-	index = max(index, 1)
+	// One query a second, burst 2: roots and leaves change rarely.
+	watchConsul(ctx, max(index, 1), rate.Every(time.Second), s.opts, fetch, func(err error) { s.lastErr.Store(&err) })
+}
+
+// consulFetch runs one query with q, returning the index of its answer.
+type consulFetch func(q *api.QueryOptions, ctx context.Context) (uint64, error)
+
+// watchConsul runs one blocking-query loop until ctx ends, by Consul's
+// rules: the index comes from the last answer and is never 0 after one,
+// except that after a failed query or an index that went backwards (an
+// agent back with its state wiped may answer with a lower index) the
+// next read is a fresh one, with index 0, which does not block; queries
+// wait o.wait; a token bucket (every,
+// burst 2) keeps an agent that answers at once (index unchanged, errors)
+// from making the loop spin; failures back off o.backoff × failures², at
+// most o.maxBackof. report gets the error of each failed query and nil
+// after each successful one.
+func watchConsul(ctx context.Context, index uint64, every rate.Limit, o consulOptions, fetch consulFetch, report func(error)) {
 	failures := 0
-	// A token bucket (one query a second, burst 2), so an agent answering
-	// at once (index unchanged, errors) cannot make the loop spin.
-	limit := rate.NewLimiter(rate.Every(time.Second), 2)
+	limit := rate.NewLimiter(every, 2)
 	for {
 		if limit.Wait(ctx) != nil {
 			return
 		}
-		next, err := fetch(&api.QueryOptions{WaitIndex: index, WaitTime: s.opts.wait}, ctx)
+		next, err := fetch(&api.QueryOptions{WaitIndex: index, WaitTime: o.wait}, ctx)
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			s.lastErr.Store(&err)
+			report(err)
+			index = 0
 			failures++
-			d := min(s.opts.backoff*time.Duration(failures*failures), s.opts.maxBackof)
+			d := min(o.backoff*time.Duration(failures*failures), o.maxBackof)
 			if !sleepCtx(ctx, d) {
 				return
 			}
 			continue
 		}
-		s.lastErr.Store(nil)
+		report(nil)
 		failures = 0
-		if next < index {
-			next = 0 // the index went backwards: start over
+		switch {
+		case next < index:
+			index = 0 // the index went backwards: start over
+		default:
+			index = max(next, 1)
 		}
-		index = max(next, 1)
 	}
 }
 

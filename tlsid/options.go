@@ -21,7 +21,8 @@ type ConfigOption interface{ applyConfig(*configOptions) }
 // FileOption configures a [FileSource].
 type FileOption interface{ applyFile(*FileSource) }
 
-// ConsulOption configures a [ConsulSource] or [ConsulIntentions].
+// ConsulOption configures a [ConsulSource], [ConsulIntentions],
+// [ConsulIntentionsWatch] or [CompileIntentions].
 type ConsulOption interface{ applyConsul(*consulOptions) }
 
 type devCAOptionFunc func(*DevCA)

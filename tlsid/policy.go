@@ -18,13 +18,24 @@ var ErrBadRule = errors.New("tlsid: bad policy rule")
 
 // Request is what a [RequestPolicy] decides on: who calls (the verified
 // peer ID, zero when the call did not come over mutual TLS), with which
-// HTTP method (gRPC calls are "POST") and on which path (the HTTP URL path
+// HTTP method (gRPC calls are "POST"), on which path (the HTTP URL path
 // or the gRPC full method, "/package.Service/Method"), in the canonical
-// form of [CleanPath]. It is plain data, passed by value.
+// form of [CleanPath], and with which headers (gRPC calls: the request
+// metadata). It is plain data, passed by value.
 type Request struct {
 	Peer   spiffeid.ID
 	Method string
 	Path   string
+	// Header reads the request's headers; nil means none.
+	Header Headers
+}
+
+// Headers reads a request's header values by name. [http.Header]
+// implements it, canonicalizing the name; package mesh gives gRPC calls
+// their metadata, with names lowercased. Values returns nil when the
+// header is absent; the caller must not modify the slice.
+type Headers interface {
+	Values(name string) []string
 }
 
 // RequestPolicy decides whether a request may proceed. AuthorizeRequest
