@@ -280,5 +280,7 @@ func (h *grpcHeaders) Values(name string) []string {
 	case strings.EqualFold(name, ":method"):
 		return grpcMethod
 	}
-	return metadata.ValueFromIncomingContext(h.ctx, strings.ToLower(name))
+	// Metadata keys are lowercase; ValueFromIncomingContext finds them
+	// whatever the case of name.
+	return metadata.ValueFromIncomingContext(h.ctx, name)
 }

@@ -60,6 +60,22 @@ type consulService struct {
 
 func startConsulService(t *testing.T, c *api.Client, name string, disc *discovery.Static) *consulService {
 	t.Helper()
+	clock := &consulClock{t: time.Now()}
+	intentions, err := tlsid.NewConsulIntentions(c, name, tlsid.WithClock(clock.now), tlsid.WithIntentionsTTL(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := startConsulServiceWith(t, c, name, disc, func() tlsid.RequestPolicy { return intentions })
+	svc.clock = clock
+	return svc
+}
+
+// startConsulServiceWith starts a service whose HTTP and gRPC servers
+// (the latter discovered as name-grpc) apply the policy that policy
+// returns, called once the service has its identity from Consul, and
+// take the extra options.
+func startConsulServiceWith(t *testing.T, c *api.Client, name string, disc *discovery.Static, policy func() tlsid.RequestPolicy, extra ...ServerOption) *consulService {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	src, err := tlsid.NewConsulSource(ctx, c, name)
@@ -67,12 +83,8 @@ func startConsulService(t *testing.T, c *api.Client, name string, disc *discover
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { src.Close() })
-	svc := &consulService{name: name, src: src, clock: &consulClock{t: time.Now()}}
-	intentions, err := tlsid.NewConsulIntentions(c, name, tlsid.WithClock(svc.clock.now), tlsid.WithIntentionsTTL(time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []ServerOption{WithIdentity(src), WithAccessPolicy(intentions)}
+	svc := &consulService{name: name, src: src}
+	opts := append([]ServerOption{WithIdentity(src), WithAccessPolicy(policy())}, extra...)
 	h := demo.Handler(name, PeerID)
 	srv, err := NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		svc.served.Add(1)

@@ -403,6 +403,9 @@ func pkcs8PEM(s string) ([]byte, error) {
 // not wrap [ErrUnauthorized]. Give the api client an HTTP timeout: the
 // agent's authorize call takes no context.
 //
+// For intentions with HTTP permissions, use [WatchConsulIntentions],
+// which reads the intentions themselves and decides per request.
+//
 // The zero value is not usable; build one with [NewConsulIntentions]. It
 // is safe for concurrent use.
 type ConsulIntentions struct {

@@ -72,8 +72,24 @@
 // [Rule]s matching the peer (exact ID, trust domain, path prefix) against
 // the HTTP method and the canonical path ([CleanPath]) or gRPC method;
 // deny wins and, once there is any rule, what no rule allows is denied.
-// [ConsulIntentions] asks a Consul agent's authorize endpoint, with a
-// bounded cache. Package mesh applies them to HTTP and gRPC servers.
+// Requests carry their [Headers] (gRPC: the call's metadata).
+//
+// Consul's service intentions are enforced two ways, side by side.
+// [WatchConsulIntentions] watches the service-intentions config entries
+// with blocking queries and compiles them ([CompileIntentions]) into
+// [Intentions] decided in-process, L7 permissions included: Consul's
+// precedence of sources, allow and deny actions, HTTP permissions on
+// paths (exact, prefix, RE2 regex), methods and headers, no matching
+// permission denying, and a default ([WithIntentionsDefault]) that is
+// deny unless set to match an ACL default of allow. It fails closed:
+// until its first answer, and for callers that are not Consul services
+// of the cluster's trust domain. Fields it cannot check (JWTs, peers,
+// other namespaces) are named in [IntentionWarning]s and never allow
+// more than Consul would. [ConsulIntentions] asks the agent's authorize
+// endpoint per caller, with a bounded cache; it decides by caller only,
+// treats any L7 intention as a deny, and also serves as a handshake
+// [Authorizer]. Package mesh applies request policies to HTTP and gRPC
+// servers.
 //
 // Errors that callers branch on are the exported Err values, wrapped with
 // %w; every error of the package starts with "tlsid: ".

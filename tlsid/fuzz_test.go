@@ -3,12 +3,14 @@ package tlsid
 import (
 	"context"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/consul/api"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 )
 
@@ -159,6 +161,43 @@ func FuzzParseDevCA(f *testing.F) {
 		}
 		if td.IsZero() || !root.IsCA || !key.PublicKey.Equal(root.PublicKey) {
 			t.Fatalf("accepted %s, CA %v, matching key %v", td, root.IsCA, key.PublicKey.Equal(root.PublicKey))
+		}
+	})
+}
+
+// FuzzCompileIntentions checks that compiling an L7 permission from any
+// path, method and header match never panics, that every error is typed
+// and names its field, and that what compiles decides any request
+// without panicking, with a deny (ErrUnauthorized) or an allow.
+func FuzzCompileIntentions(f *testing.F) {
+	for _, s := range [][6]string{
+		{"/admin", "", "", "POST", "x-env", "prod"},
+		{"", "/v[0-9]+/items", "", "GET", "x-env", "p.*"},
+		{"", "([", "", "G T", "", ""},
+		{"", "", "/exact", "", ":authority", "api"},
+		{"", `(?i)/A\z`, "", "", "x", `(?=a)`},
+	} {
+		f.Add(s[0], s[1], s[2], s[3], s[4], s[5], "/admin/x", "POST", "prod")
+	}
+	f.Fuzz(func(t *testing.T, prefix, regex, exact, method, header, headerRegex, reqPath, reqMethod, reqHeader string) {
+		h := api.IntentionHTTPPermission{PathPrefix: prefix, PathRegex: regex, PathExact: exact}
+		if method != "" {
+			h.Methods = []string{method}
+		}
+		if header != "" {
+			h.Header = []api.IntentionHTTPHeaderPermission{{Name: header, Regex: headerRegex}}
+		}
+		entry := intentionsEntry("api", l7("web", perm(denyI, h), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})))
+		in, err := CompileIntentions(consulTD, "api", []api.ConfigEntry{entry})
+		if err != nil {
+			if !errors.Is(err, ErrBadIntention) || !strings.Contains(err.Error(), "Sources[web].Permissions[0]") {
+				t.Fatalf("untyped or unplaced error: %v", err)
+			}
+			return
+		}
+		r := Request{Peer: consulID("web"), Method: reqMethod, Path: reqPath, Header: http.Header{http.CanonicalHeaderKey(header): {reqHeader}}}
+		if err := in.AuthorizeRequest(context.Background(), r); err != nil && !errors.Is(err, ErrUnauthorized) {
+			t.Fatalf("decision error %v is not a denial", err)
 		}
 	})
 }

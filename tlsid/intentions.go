@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/textproto"
 	"regexp"
 	"slices"
 	"strings"
@@ -404,7 +405,7 @@ func (c *entryCompiler) permission(field, name string, i int, p *api.IntentionPe
 		if err != nil {
 			return perm, false, c.errorf(hfield, "%v", err)
 		}
-		if strings.HasPrefix(hm.name, ":") && !slices.Contains(seenPseudoHeaders, strings.ToLower(hm.name)) {
+		if strings.HasPrefix(hm.name, ":") && !slices.Contains(seenPseudoHeaders, hm.name) {
 			if perm.allow {
 				c.warn(hfield+".Name", fmt.Sprintf("weft does not see the header %s: this allow never matches", truncate(hm.name)))
 				return perm, false, nil
@@ -430,9 +431,15 @@ func compileWhole(expr string) (*regexp.Regexp, error) {
 }
 
 func compileHeader(hp api.IntentionHTTPHeaderPermission) (headerMatch, error) {
-	hm := headerMatch{name: hp.Name, invert: hp.Invert, ignoreCase: hp.IgnoreCase}
-	if !isToken(hp.Name) && !(strings.HasPrefix(hp.Name, ":") && isToken(hp.Name[1:])) {
-		return hm, fmt.Errorf("Name %q is not a header name", truncate(hp.Name))
+	// The canonical form, so that reading an http.Header does not
+	// allocate; pseudo-headers stay lowercase.
+	hm := headerMatch{name: textproto.CanonicalMIMEHeaderKey(hp.Name), invert: hp.Invert, ignoreCase: hp.IgnoreCase}
+	switch {
+	case isToken(hp.Name):
+	case strings.HasPrefix(hp.Name, ":") && isToken(hp.Name[1:]):
+		hm.name = strings.ToLower(hp.Name)
+	default:
+		return hm, fmt.Errorf("name %q is not a header name", truncate(hp.Name))
 	}
 	n := 0
 	if hp.Present {
