@@ -277,6 +277,26 @@ func testConsulTargets(t *testing.T, a *consultest.Agent) {
 	if _, err := w.WatchTarget(Target{}, v2.fn); err == nil {
 		t.Error("a target without a service was watched")
 	}
+
+	// The wrappers watch targets through a watcher that does.
+	naming, err := NamingTemplate("spiffe://example.org/{service}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrapped := HoldLastSet(WithNaming(w, naming), time.Minute).(TargetWatcher)
+	named := newRecorder()
+	stop, err = wrapped.WatchTarget(Target{Service: svc, Filter: `Service.Meta.version == "1"`, OnlyPassing: true}, named.fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	u, _ := named.waitFor(t, stateWait, "the named target", hasIDs("g-1"))
+	if id := u.Endpoints[0].Identity.String(); id != "spiffe://example.org/"+svc {
+		t.Errorf("identity %q, want the service's", id)
+	}
+	if _, err := WithNaming(&Static{}, naming).(TargetWatcher).WatchTarget(Target{Service: svc}, named.fn); !errors.Is(err, ErrNoTargets) {
+		t.Errorf("a target through a static watcher: %v, want ErrNoTargets", err)
+	}
 }
 
 func TestTargetString(t *testing.T) {

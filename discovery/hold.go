@@ -77,8 +77,20 @@ type holdWatcher struct {
 
 // Watch implements [Watcher].
 func (h *holdWatcher) Watch(service string, fn func(Update)) (stop func(), err error) {
+	return h.watch(fn, func(inner func(Update)) (func(), error) { return h.inner.Watch(service, inner) })
+}
+
+// WatchTarget implements [TargetWatcher]: a target's set is held as a
+// service's is. It fails with [ErrNoTargets] when the wrapped watcher
+// does not watch targets.
+func (h *holdWatcher) WatchTarget(t Target, fn func(Update)) (stop func(), err error) {
+	return h.watch(fn, func(inner func(Update)) (func(), error) { return watchTarget(h.inner, t, inner) })
+}
+
+// watch subscribes fn, through the hold, with subscribe's watch.
+func (h *holdWatcher) watch(fn func(Update), subscribe func(func(Update)) (func(), error)) (stop func(), err error) {
 	s := &holdSub{h: h, fn: fn}
-	innerStop, err := h.inner.Watch(service, s.update)
+	innerStop, err := subscribe(s.update)
 	if err != nil {
 		return nil, err
 	}

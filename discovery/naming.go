@@ -72,6 +72,19 @@ func (n *namedWatcher) Watch(service string, fn func(Update)) (stop func(), err 
 	})
 }
 
+// WatchTarget implements [TargetWatcher]: the target's endpoints are
+// named by its service. It fails with [ErrNoTargets] when the wrapped
+// watcher does not watch targets.
+func (n *namedWatcher) WatchTarget(t Target, fn func(Update)) (stop func(), err error) {
+	id, err := n.naming(t.Service)
+	if err != nil {
+		return nil, err
+	}
+	return watchTarget(n.w, t, func(u Update) {
+		fn(named(u, id))
+	})
+}
+
 // named returns u with id as the identity of its endpoints that have
 // none; the set is copied only when some endpoint changes.
 func named(u Update, id spiffeid.ID) Update {

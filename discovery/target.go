@@ -1,6 +1,8 @@
 package discovery
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 )
@@ -63,8 +65,23 @@ func (t Target) String() string {
 // has a watch of its own, apart from its service's and from other
 // targets': each is shared by the subscribers of equal targets.
 //
-// Implementations are safe for concurrent use. [Consul] is one.
+// Implementations are safe for concurrent use. [Consul] is one; the
+// watchers of [WithNaming] and [HoldLastSet] are too, over one that is.
 type TargetWatcher interface {
 	Watcher
 	WatchTarget(t Target, fn func(Update)) (stop func(), err error)
+}
+
+// ErrNoTargets is wrapped by the error of [TargetWatcher.WatchTarget] on
+// a watcher that wraps another ([WithNaming], [HoldLastSet]) when the
+// wrapped one does not watch targets.
+var ErrNoTargets = errors.New("discovery: the watcher does not watch targets")
+
+// watchTarget watches t through w, when w watches targets.
+func watchTarget(w Watcher, t Target, fn func(Update)) (func(), error) {
+	tw, ok := w.(TargetWatcher)
+	if !ok {
+		return nil, fmt.Errorf("%w: %T cannot watch %s", ErrNoTargets, w, t)
+	}
+	return tw.WatchTarget(t, fn)
 }

@@ -214,6 +214,9 @@ func (c *Client) clusterOf(service, key string, target *discovery.Target) (*clus
 		watch = func(_ string, fn func(discovery.Update)) (func(), error) { return tw.WatchTarget(*target, fn) }
 	}
 	cl, err := c.newCluster(service, key, watch)
+	if errors.Is(err, discovery.ErrNoTargets) {
+		return nil, fmt.Errorf("%w: %w", ErrTargetUnsupported, err)
+	}
 	if err != nil {
 		return nil, err
 	}

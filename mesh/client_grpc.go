@@ -120,8 +120,8 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 	if spec.retry != nil || spec.hedge != nil {
 		spec.idempotent = g.idempotentCall("", method, true)
 	}
-	bal, prefix := gc.awaited(&spec, t.prefix)
-	err = gc.awaitConnection(ctx, cc, opts, bal, prefix)
+	var cands [4]awaitCand
+	err = gc.awaitConnection(ctx, cc, opts, gc.awaited(&spec, t.prefix, cands[:0]))
 	if err == nil && dec.Rule != nil {
 		if f := dec.Rule.Fault; f != nil && f.Start() {
 			err = gc.faultGRPC(ctx, cl, call, f)
@@ -349,8 +349,8 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	if done, err = cl.admit(ctx, &spec); err != nil {
 		return fail(err)
 	}
-	bal, prefix := gc.awaited(&spec, t.prefix)
-	if err := gc.awaitConnection(ctx, cc, opts, bal, prefix); err != nil {
+	var cands [4]awaitCand
+	if err := gc.awaitConnection(ctx, cc, opts, gc.awaited(&spec, t.prefix, cands[:0])); err != nil {
 		return fail(err)
 	}
 	sent := method
@@ -485,6 +485,7 @@ func isNotReady(err error) bool {
 // connection, published by weft's balancer on every change.
 type readiness struct {
 	ready      map[string]bool // endpoint IDs
+	failed     map[string]bool // endpoint IDs whose connection failed (transient failure)
 	connecting bool            // some connection may still become ready
 	idle       bool            // the channel is idle: calls must wake it
 	err        error           // the last connection error
@@ -585,17 +586,30 @@ func (gc *grpcConn) setReadiness(r *readiness) {
 	close(old.changed)
 }
 
-// awaitConnection waits until some endpoint of bal (the service's
-// balancer, or a subset's) has a ready connection, waking an idle
-// channel. It fails when every
+// awaitConnection waits until some endpoint of one of cands (the
+// service's balancer, or a subset's, then the call's failover targets')
+// has a ready connection, waking an idle channel; a failover target's
+// counts only once every connection to the call's own endpoints failed. It fails when every
 // connection failed, unless the call waits for ready (as grpc-go's own
-// picker does), and when ctx ends. With no endpoint at all it returns at
-// once: the pick reports it, as it does for HTTP.
-func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption, bal *balancer.Balancer, prefix string) error {
+// picker does), and when ctx ends. When none of cands has an endpoint at
+// all it returns at once: the pick reports it, as it does for HTTP.
+func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, opts []grpc.CallOption, cands []awaitCand) error {
 	for {
 		r := gc.ready.Load()
-		eps := bal.Endpoints()
-		if len(eps) == 0 || slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return r.ready[prefix+e.ID] }) {
+		empty := true
+		for i, c := range cands {
+			eps := c.bal.Endpoints()
+			empty = empty && len(eps) == 0
+			if slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return r.ready[c.prefix+e.ID] }) {
+				return nil
+			}
+			if i == 0 && slices.ContainsFunc(eps, func(e *balancer.Endpoint) bool { return !r.failed[c.prefix+e.ID] }) {
+				// The call's own endpoints may still connect: failing
+				// over is for when none can serve.
+				break
+			}
+		}
+		if empty {
 			return nil
 		}
 		if r.idle {
@@ -609,6 +623,13 @@ func (gc *grpcConn) awaitConnection(ctx context.Context, cc *grpc.ClientConn, op
 			return fmt.Errorf("mesh: waiting for a connection to %q: %w", gc.cl.service, context.Cause(ctx))
 		}
 	}
+}
+
+// awaitCand is a balancer whose endpoints a gRPC call may go to, with the
+// connection's key prefix of its endpoints.
+type awaitCand struct {
+	bal    *balancer.Balancer
+	prefix string
 }
 
 // waitForReady reports whether opts make the call wait for a ready

@@ -109,18 +109,15 @@ func (gc *grpcConn) grpcFailover(d *route.Destination) (*failoverTarget, error) 
 // targets; this guards the engine all the same.
 var errExternalFailover = errors.New("mesh: an external service cannot be a failover target")
 
-// awaited returns the balancer, and the connection's key prefix of its
-// endpoints, whose connections a gRPC call on gc waits for: the call's
-// own, or, when it has no endpoint at all, the first failover target's
-// that has one, which the pick will then fail over to.
-func (gc *grpcConn) awaited(spec *callSpec, prefix string) (*balancer.Balancer, string) {
-	if len(spec.failover) == 0 || len(spec.balancer.Endpoints()) > 0 {
-		return spec.balancer, prefix
-	}
+// awaited appends to cands, and returns, the balancers (with the
+// connection's key prefix of their endpoints) a gRPC call on gc may go
+// to: the call's own, then its failover targets'.
+func (gc *grpcConn) awaited(spec *callSpec, prefix string, cands []awaitCand) []awaitCand {
+	cands = append(cands, awaitCand{bal: spec.balancer, prefix: prefix})
 	for _, d := range spec.failover {
-		if ft, err := spec.failTo(d); err == nil && len(ft.bal.Endpoints()) > 0 {
-			return ft.bal, ft.grpc.prefix
+		if ft, err := spec.failTo(d); err == nil {
+			cands = append(cands, awaitCand{bal: ft.bal, prefix: ft.grpc.prefix})
 		}
 	}
-	return spec.balancer, prefix
+	return cands
 }

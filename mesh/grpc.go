@@ -172,7 +172,7 @@ func (b *grpcBalancer) UpdateClientConnState(s grpcbalancer.ClientConnState) err
 // a picker over the ready ones to grpc-go, the readiness to the engine.
 func (b *grpcBalancer) UpdateState(state grpcbalancer.State) {
 	ready := make(map[string]grpcbalancer.Picker)
-	r := &readiness{ready: make(map[string]bool)}
+	r := &readiness{ready: make(map[string]bool), failed: make(map[string]bool)}
 	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
 		id, _ := child.Endpoint.Attributes.Value(endpointIDKey{}).(string)
 		switch child.State.ConnectivityState {
@@ -182,6 +182,7 @@ func (b *grpcBalancer) UpdateState(state grpcbalancer.State) {
 		case connectivity.Idle, connectivity.Connecting:
 			r.connecting = true
 		case connectivity.TransientFailure:
+			r.failed[id] = true
 			if _, err := child.State.Picker.Pick(grpcbalancer.PickInfo{}); err != nil {
 				r.err = err
 			}

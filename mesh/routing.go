@@ -62,6 +62,21 @@ import (
 // name and CA, not mesh mutual TLS, one attempt each, with the route's
 // timeout, faults, header changes and rewrites.
 //
+// A destination with failover targets (route.Failover, Consul's
+// service-resolver Failover) sends a call, HTTP or gRPC, to the first of
+// them that has an endpoint to give when it has none itself: no healthy
+// instance, every one behind an open breaker, or every one ejected (its
+// outlier detection then does not balance over ejected endpoints, as it
+// otherwise would below its panic threshold). The choice is made at each
+// pick, retries included, so calls return as soon as the destination has
+// an endpoint again. The failover targets' discovery watches start with
+// the destination's first call. A destination in another datacenter, or
+// of a subset by a Consul filter, gets a discovery watch of its own
+// (discovery.TargetWatcher, such as discovery.Consul); with a watcher
+// that cannot give one, its calls fail with [ErrTargetUnsupported]. With
+// discovery.HoldLastSet, a set that empties is held, and calls fail over
+// only once the hold ends.
+//
 // Routes of gRPC calls may send to any mesh service and subset: a
 // connection of [Client.DialGRPC] then holds connections to the
 // endpoints of every service its routes have sent calls to. gRPC calls
