@@ -30,6 +30,7 @@ var ErrNoIntentions = errors.New("tlsid: no Consul intentions yet")
 // instead. What weft does instead never allows a request the entry
 // would refuse: a field it cannot check turns the allows it governs into
 // denies, or is ignored only where it cannot match a caller weft admits.
+// It is plain, comparable data.
 type IntentionWarning struct {
 	// Entry is the entry's Name: the destination service, or "*".
 	Entry string

@@ -1,8 +1,10 @@
 package tlsid
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"strings"
 	"testing"
@@ -183,6 +185,27 @@ func TestWatchConsulIntentionsBadInput(t *testing.T) {
 	} {
 		if w, err := WatchConsulIntentions(tc.client, tc.target); err == nil || w != nil || !strings.HasPrefix(err.Error(), "tlsid: ") {
 			t.Errorf("%s: %v, %v; want an error", tc.name, w, err)
+		}
+	}
+}
+
+// TestConsulIntentionsWatchLogsWarningsOnce checks that each warning is
+// logged the first time a compiled set has it, not again on later sets
+// that keep it, and that a new warning is logged when it appears.
+func TestConsulIntentionsWatchLogsWarningsOnce(t *testing.T) {
+	var buf bytes.Buffer
+	w := &ConsulIntentionsWatch{target: "api", opts: newConsulOptions([]ConsulOption{WithConsulLogger(slog.New(slog.NewTextHandler(&buf, nil)))}), logged: map[IntentionWarning]bool{}}
+	peer := IntentionWarning{Entry: "api", Field: "Sources[web].Peer", Reason: "ignored"}
+	jwt := IntentionWarning{Entry: "api", Field: "JWT", Reason: "denies"}
+	for _, set := range [][]IntentionWarning{{peer}, {peer}, {peer, jwt}, {jwt, peer}} {
+		w.logWarnings(set)
+	}
+	if n := strings.Count(buf.String(), "Consul intention field not applied"); n != 2 {
+		t.Fatalf("%d warning lines, want 2:\n%s", n, buf.String())
+	}
+	for _, field := range []string{"field=Sources[web].Peer", "field=JWT"} {
+		if strings.Count(buf.String(), field) != 1 {
+			t.Fatalf("%s not logged exactly once:\n%s", field, buf.String())
 		}
 	}
 }
