@@ -55,7 +55,8 @@ import (
 // maxPendingRequests calls already wait, fails at once with
 // [ErrOverflow]. An HTTP call holds its place until its response body
 // is closed. Its outlier detection ejects failing endpoints from its
-// balancer.
+// balancer. Its breaker block is not applied per destination: every
+// endpoint's breaker has the client's settings ([WithCircuitBreaker]).
 //
 // A backend may be an external service (route.ExternalService, as
 // Istio's ServiceEntry): HTTP calls reach it over TLS with its own server

@@ -143,7 +143,10 @@ func withWarnings(w []*FieldError) Option {
 // entry and field (service-resolver/web.Subsets["v2"].Filter), is kept
 // ([Consul.Status]) and reported ([WithOnReject]). A failed query is a rejection wrapping
 // [ErrConsul], recorded once per distinct error. Fields weft does not
-// apply are warnings in [Table.Warnings].
+// apply are warnings in [Table.Warnings] ([WithOnWarning] reports each
+// once). With [WithConsulCaller], the caller's service-defaults are
+// watched too, and their upstream Limits and PassiveHealthCheck become
+// each watched service's connection pool and outlier detection.
 //
 // Consul is safe for concurrent use; build one with [NewConsul].
 type Consul struct {

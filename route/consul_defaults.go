@@ -3,6 +3,7 @@ package route
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -116,7 +117,7 @@ func applyUpstreamConfig(cfg *Config, entry *api.ServiceConfigEntry, services []
 		w.upstreamFields(base+".Defaults", d)
 	}
 	for i, o := range uc.Overrides {
-		if o != nil {
+		if o != nil && slices.Contains(services, o.Name) {
 			w.upstreamFields(fmt.Sprintf("%s.Overrides[%d]", base, i), o)
 		}
 	}
