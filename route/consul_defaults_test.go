@@ -57,11 +57,11 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 			pools: map[string]*route.ConnectionPool{
 				"api": {MaxConnections: 4, MaxPendingRequests: route.DefaultMaxPendingRequests},
 			}},
-		{name: "overrides of peers, other namespaces and other services do not apply",
+		{name: "overrides of peers, other namespaces and unwatched services do not apply",
 			uc: &api.UpstreamConfiguration{Overrides: []*api.UpstreamConfig{
 				{Name: "api", Peer: "east", Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(1)}},
 				{Name: "api", Namespace: "team", Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(1)}},
-				{Name: "cache", Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(1)}},
+				{Name: "cache", ConnectTimeoutMs: 100, Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(1)}},
 			}},
 			warnings: []string{"service-defaults/web.UpstreamConfig.Overrides[0].Peer"}},
 		{name: "unsupported fields",
