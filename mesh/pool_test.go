@@ -73,7 +73,7 @@ type poolEnv struct {
 	cc                 *grpc.ClientConn
 }
 
-func newPoolEnv(t *testing.T, yaml string) *poolEnv {
+func newPoolEnv(t *testing.T, yaml string, opts ...ClientOption) *poolEnv {
 	t.Helper()
 	env := newTestEnv(t, 0)
 	pe := &poolEnv{httpGate: &gate{}, grpcGate: &gate{}}
@@ -95,7 +95,7 @@ func newPoolEnv(t *testing.T, yaml string) *poolEnv {
 		t.Fatal(err)
 	}
 	src := staticRoutes(t, yaml)
-	pe.client = env.client(WithRoutes(src), WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 1}))
+	pe.client = env.client(append([]ClientOption{WithRoutes(src), WithCircuitBreaker(breaker.Settings{ConsecutiveFailures: 1})}, opts...)...)
 	if pe.cc, err = pe.client.DialGRPC("greet"); err != nil {
 		t.Fatal(err)
 	}
@@ -136,15 +136,17 @@ func (pe *poolEnv) streamGRPC(ctx context.Context) (string, error) {
 // flight, a third call to the destination is refused at once with
 // ErrOverflow (gRPC: Unavailable), never reaches the server and counts
 // against no endpoint: the breaker that trips on one failure stays
-// closed. Once the slow calls end, calls pass again. HTTP, gRPC unary
-// calls and gRPC streams alike, each against a real mTLS server.
+// closed; telemetry counts it as a rejection for concurrency_limit. Once
+// the slow calls end, calls pass again. HTTP, gRPC unary calls and gRPC
+// streams alike, each against a real mTLS server.
 func TestConnectionPoolLimits(t *testing.T) {
 	leaktest.Check(t)
+	rig := newTelRig(t)
 	pe := newPoolEnv(t, `
 services:
   pay: {trafficPolicy: {connectionPool: {maxRequests: 2}}}
   greet: {trafficPolicy: {connectionPool: {maxRequests: 2}}}
-`)
+`, WithTelemetry(rig.telemetry()))
 	tests := []struct {
 		name    string
 		service string
@@ -157,7 +159,7 @@ services:
 		{"grpc unary", "greet", "greet-1", pe.grpcGate, func(ctx context.Context) (string, error) { return demo.Whoami(ctx, pe.cc) }, "greet"},
 		{"grpc stream", "greet", "greet-1", pe.grpcGate, pe.streamGRPC, "greet"},
 	}
-	for _, tt := range tests {
+	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := testContext(t, 30*time.Second)
 			if got, err := tt.call(ctx); err != nil || got != tt.want {
@@ -190,7 +192,13 @@ services:
 			if st := pe.client.Breakers(tt.service).Get(tt.ep).State(); st != breaker.Closed {
 				t.Errorf("breaker %v after the overflow, want closed: an overflow is no endpoint failure", st)
 			}
+			if n := rig.counterSum(t, "weft.request.rejections"); n != int64(i+1) {
+				t.Errorf("weft.request.rejections = %d, want %d", n, i+1)
+			}
 			t.Logf("third call refused in %v while two were in flight: %v", took, err)
+			if logs := rig.logs.String(); !strings.Contains(logs, "concurrency_limit") {
+				t.Errorf("no rejection for concurrency_limit in the logs:\n%s", logs)
+			}
 
 			tt.g.open()
 			for range 2 {
