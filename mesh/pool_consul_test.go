@@ -39,7 +39,7 @@ func consulUp(t *testing.T, client *Client) {
 // TestConsulUpstreamLimits: the caller's MaxConcurrentRequests of 2 for
 // web, written in Consul, refuses a third concurrent call at once while
 // two slow calls are in flight; once they end, calls pass. A change of
-// the limit in Consul applies live.
+// the limit in Consul applies live, and so does its removal.
 func TestConsulUpstreamLimits(t *testing.T) {
 	leaktest.Check(t)
 	agent := consultest.Start(t)
@@ -104,6 +104,32 @@ func TestConsulUpstreamLimits(t *testing.T) {
 			d.Target.Destination.Policy.ConnectionPool.MaxRequests == 3
 	})
 	overflow(3)
+
+	// Without the caller's entry there is no limit: four calls at once
+	// all reach the server.
+	if _, err := c.ConfigEntries().Delete(api.ServiceDefaults, "caller", nil); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, "no limit in the table", func() bool {
+		d := routes.Table().Match("web", &route.Request{Method: "GET", Path: "/"}, 0)
+		return d.Rule != nil && d.Target.Destination.Policy.ConnectionPool == nil
+	})
+	g.close()
+	defer g.open()
+	calls := make(chan error, 4)
+	for range 4 {
+		go func() {
+			_, _, err := consulGet(client, "/", nil)
+			calls <- err
+		}()
+	}
+	poll(t, "four calls at the server", func() bool { return g.inflight.Load() == 4 })
+	g.open()
+	for range 4 {
+		if err := <-calls; err != nil {
+			t.Errorf("call without a limit: %v", err)
+		}
+	}
 }
 
 // TestConsulPassiveHealthCheck: the caller's PassiveHealthCheck for web
