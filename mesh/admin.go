@@ -204,6 +204,11 @@ type AdminClusters struct {
 // AdminService is the state of one service of [AdminClusters].
 type AdminService struct {
 	Service string `json:"service"`
+	// Target is set for the endpoints of a route destination that have a
+	// discovery watch of their own (another datacenter, a subset by a
+	// Consul filter): the discovery target, as discovery.Target.String
+	// gives it.
+	Target string `json:"target,omitempty"`
 	// Ready: discovery has answered for the service.
 	Ready bool `json:"ready"`
 	// DiscoveryError is discovery's last error (redacted), empty when it
@@ -297,6 +302,9 @@ func clusterNames(c *Client) []string {
 
 func (cl *cluster) adminState(table *route.Table, window time.Duration) AdminService {
 	s := AdminService{Service: cl.service, Endpoints: []AdminEndpoint{}, BreakerWindow: window.Seconds()}
+	if cl.key != cl.service {
+		s.Target = cl.key
+	}
 	u := cl.status.Load()
 	if u == nil {
 		return s
@@ -318,7 +326,7 @@ func (cl *cluster) adminState(table *route.Table, window time.Duration) AdminSer
 		table = &route.Table{}
 	}
 	for _, d := range table.Destinations() {
-		if d.Service == cl.service && d.Subset != "" && d.External == nil {
+		if d.Service == cl.service && d.Subset != "" && d.External == nil && destKey(d) == cl.key {
 			dests = append(dests, d)
 		}
 	}

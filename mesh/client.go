@@ -187,6 +187,14 @@ func (c *Client) destCluster(dest *route.Destination) (*cluster, error) {
 	return c.clusterOf(dest.Service, tg.String(), &tg)
 }
 
+// destKey is the key of dest's cluster ([Client.destCluster]).
+func destKey(dest *route.Destination) string {
+	if tg, own := dest.Target(); own {
+		return tg.String()
+	}
+	return dest.Service
+}
+
 // clusterOf returns the cluster of key — service, or target when not nil
 // — creating it on first use.
 func (c *Client) clusterOf(service, key string, target *discovery.Target) (*cluster, error) {

@@ -1,17 +1,18 @@
 package mesh
 
 import (
-	"fmt"
 	"net"
-	"net/http"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+	"google.golang.org/grpc"
 
+	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/consultest"
+	"github.com/weftmesh/weft/internal/demo"
 	"github.com/weftmesh/weft/internal/leaktest"
 	"github.com/weftmesh/weft/route"
 )
@@ -32,7 +33,7 @@ type failoverCalls struct {
 	done  chan struct{}
 }
 
-func runFailoverCalls(client *Client) *failoverCalls {
+func runFailoverCalls(call versionCaller) *failoverCalls {
 	fc := &failoverCalls{stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
 		defer close(fc.done)
@@ -43,12 +44,9 @@ func runFailoverCalls(client *Client) *failoverCalls {
 			default:
 			}
 			start := time.Now()
-			code, body, err := consulGet(client, "/", nil)
-			if err == nil && code != http.StatusOK {
-				err = fmt.Errorf("status %d: %s", code, body)
-			}
+			version, err := call()
 			fc.mu.Lock()
-			fc.calls = append(fc.calls, failoverCall{start: start, end: time.Now(), version: body, err: err})
+			fc.calls = append(fc.calls, failoverCall{start: start, end: time.Now(), version: version, err: err})
 			fc.mu.Unlock()
 		}
 	}()
@@ -74,18 +72,17 @@ func (fc *failoverCalls) first(version string, since time.Time) (time.Time, bool
 	return time.Time{}, false
 }
 
-// registerFailoverServer serves version over mTLS until the test ends and
-// registers it in the agent as instance id of "web", with a TTL check
-// that passes.
-func registerFailoverServer(t *testing.T, agent *consultest.Agent, srv *Server, id, version string) {
+// registerTTL registers addr in the agent as instance id of service,
+// with Meta version and a TTL check that passes.
+func registerTTL(t *testing.T, agent *consultest.Agent, service, id, version, addr string) {
 	t.Helper()
-	_, port, err := net.SplitHostPort(startServer(t, srv))
+	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p, _ := strconv.Atoi(port)
 	err = agent.Client().Agent().ServiceRegister(&api.AgentServiceRegistration{
-		ID: id, Name: "web", Address: "127.0.0.1", Port: p, Meta: map[string]string{"version": version},
+		ID: id, Name: service, Address: "127.0.0.1", Port: p, Meta: map[string]string{"version": version},
 		Check: &api.AgentServiceCheck{CheckID: "ttl-" + id, TTL: "10m", Status: api.HealthPassing},
 	})
 	if err != nil {
@@ -94,39 +91,80 @@ func registerFailoverServer(t *testing.T, agent *consultest.Agent, srv *Server, 
 }
 
 // TestConsulFailover follows a service-resolver's failover through a real
-// agent: subset v1 (two instances with TTL checks) fails over to v2.
-// While calls run back to back, every v1 check turns critical: calls go
-// to v2 with none failing; v1 passes again: calls return to it. It
-// reports the window from the last check turning critical to the first
-// call v2 answered, and the calls v1 still answered within it (its
-// servers keep serving: a check, not a crash).
+// agent, for HTTP and gRPC: subset v1 (two instances with TTL checks)
+// fails over to subset v2 — by a filter weft says with meta, or by one
+// only the agent can evaluate, whose endpoints then come from a
+// discovery watch of their own. While calls run back to back, every v1
+// check turns critical: calls go to v2 with none failing; v1 passes
+// again: calls return to it. It reports the window from the last check
+// turning critical to the first call v2 answered, and the calls v1 still
+// answered within it (its servers keep serving: a check, not a crash).
 func TestConsulFailover(t *testing.T) {
 	leaktest.Check(t)
+	for _, tc := range []struct {
+		name, proto, filterV2 string
+		ownWatch              bool // v2's endpoints come from a watch of their own
+	}{
+		{"http/meta", "http", `Service.Meta.version == "2"`, false},
+		{"http/agent-filter", "http", `Service.Meta.version != "1"`, true},
+		{"grpc/meta", "grpc", `Service.Meta.version == "2"`, false},
+		{"grpc/agent-filter", "grpc", `Service.Meta.version != "1"`, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testConsulFailover(t, tc.proto, tc.filterV2, tc.ownWatch) })
+	}
+}
+
+func testConsulFailover(t *testing.T, proto, filterV2 string, ownWatch bool) {
 	agent := consultest.Start(t)
 	c := agent.Client()
 	serverSrc, clientSrc := consulIdentities(t)
-	for _, s := range []struct{ id, version string }{{"web-1a", "1"}, {"web-1b", "1"}, {"web-2", "2"}} {
-		srv, err := NewServer((&consulVersion{}).handler(s.version), WithIdentity(serverSrc))
-		if err != nil {
-			t.Fatal(err)
-		}
-		registerFailoverServer(t, agent, srv, s.id, s.version)
+	service := "web"
+	if proto == "grpc" {
+		service = "rpc"
 	}
-	setConsulEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "web", Protocol: "http"})
-	setConsulEntry(t, c, &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "web", DefaultSubset: "v1",
+	for _, s := range []struct{ id, version string }{{"1a", "1"}, {"1b", "1"}, {"2", "2"}} {
+		var addr string
+		if proto == "grpc" {
+			opts, err := GRPCServerOptions(WithIdentity(serverSrc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			gs := grpc.NewServer(opts...)
+			demo.Register(gs, s.version, PeerID)
+			addr = serveGRPC(t, gs)
+		} else {
+			srv, err := NewServer((&consulVersion{}).handler(s.version), WithIdentity(serverSrc))
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr = startServer(t, srv)
+		}
+		registerTTL(t, agent, service, service+"-"+s.id, s.version, addr)
+	}
+	setConsulEntry(t, c, &api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: service, Protocol: proto})
+	setConsulEntry(t, c, &api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: service, DefaultSubset: "v1",
 		Subsets: map[string]api.ServiceResolverSubset{
 			"v1": {Filter: `Service.Meta.version == "1"`},
-			"v2": {Filter: `Service.Meta.version == "2"`},
+			"v2": {Filter: filterV2},
 		},
 		Failover: map[string]api.ServiceResolverFailover{"v1": {ServiceSubset: "v2"}},
 	})
-	client, routes := consulRoutedClient(t, agent, clientSrc)
-	if d := routes.Table().Match("web", &route.Request{Method: "GET", Path: "/"}, 0); d.Target == nil ||
-		len(d.Target.Destination.Failover) != 1 || d.Target.Destination.Failover[0].String() != "web/v2" {
-		t.Fatalf("route %v does not fail web/v1 over to web/v2", d.Target)
+	client, routes := consulRoutedClient(t, agent, clientSrc, service)
+	d := routes.Table().Match(service, &route.Request{Method: "GET", Path: "/"}, 0)
+	if d.Target == nil || len(d.Target.Destination.Failover) != 1 || d.Target.Destination.Failover[0].String() != service+"/v2" {
+		t.Fatalf("route %v does not fail %s/v1 over to %s/v2", d.Target, service, service)
+	}
+	call := httpVersion(client)
+	if proto == "grpc" {
+		cc, err := client.DialGRPC(service)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		call = grpcVersion(cc)
 	}
 
-	calls := runFailoverCalls(client)
+	calls := runFailoverCalls(call)
 	stopped := false
 	stop := func() []failoverCall {
 		if stopped {
@@ -150,11 +188,15 @@ func TestConsulFailover(t *testing.T) {
 		}
 	}
 	wait("before the checks fail", "1", time.Now())
+	_, hasOwn := (*client.clusters.Load())[discovery.Target{Service: service, Filter: filterV2}.String()]
+	if hasOwn != ownWatch {
+		t.Errorf("v2 has a discovery watch of its own: %v, want %v", hasOwn, ownWatch)
+	}
 
 	setChecks := func(status string) time.Time {
 		t.Helper()
-		for _, id := range []string{"web-1a", "web-1b"} {
-			if err := c.Agent().UpdateTTL("ttl-"+id, "", status); err != nil {
+		for _, id := range []string{"1a", "1b"} {
+			if err := c.Agent().UpdateTTL("ttl-"+service+"-"+id, "", status); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -164,7 +206,7 @@ func TestConsulFailover(t *testing.T) {
 	firstV2 := wait("after every v1 check turned critical", "2", critical)
 
 	recovered := setChecks(api.HealthPassing)
-	wait("after v1 passed again", "1", recovered)
+	back := wait("after v1 passed again", "1", recovered)
 	all := stop()
 
 	var failed, v1InWindow int
@@ -177,6 +219,6 @@ func TestConsulFailover(t *testing.T) {
 			v1InWindow++
 		}
 	}
-	t.Logf("failover window: %v from the last v1 check turning critical to the first call v2 answered; %d calls answered by v1 in it; %d calls in all, %d failed",
-		firstV2.Sub(critical), v1InWindow, len(all), failed)
+	t.Logf("%s failover window: %v from the last v1 check turning critical to the first call v2 answered; %d calls answered by v1 in it; back to v1 %v after it passed; %d calls in all, %d failed",
+		proto, firstV2.Sub(critical), v1InWindow, back.Sub(recovered), len(all), failed)
 }

@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -70,16 +71,35 @@ func (gc *grpcConn) setEndpoints(key string, eps []discovery.Endpoint) {
 	for _, set := range gc.sets {
 		n += len(set)
 	}
-	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, n), Attributes: attributes.New(grpcConnKey{}, gc)}
+	// One endpoint per address: a cluster of a discovery target may hold
+	// instances of another cluster of the connection (a subset of the
+	// dialled service by filter), whose one SubConn then serves the keys
+	// of both.
+	type shared struct {
+		e    *discovery.Endpoint
+		keys []string
+	}
+	byAddr := make(map[string]*shared, n)
+	order := make([]*shared, 0, n)
 	for k, set := range gc.sets {
 		prefix := gc.keyPrefix(k)
 		for i := range set {
 			e := &set[i]
-			state.Endpoints = append(state.Endpoints, resolver.Endpoint{
-				Addresses:  []resolver.Address{{Addr: e.Addr, Attributes: expectedIdentity(e)}},
-				Attributes: attributes.New(endpointIDKey{}, prefix+e.ID),
-			})
+			sh := byAddr[e.Addr]
+			if sh == nil {
+				sh = &shared{e: e}
+				byAddr[e.Addr] = sh
+				order = append(order, sh)
+			}
+			sh.keys = append(sh.keys, prefix+e.ID)
 		}
+	}
+	state := resolver.State{Endpoints: make([]resolver.Endpoint, 0, len(order)), Attributes: attributes.New(grpcConnKey{}, gc)}
+	for _, sh := range order {
+		state.Endpoints = append(state.Endpoints, resolver.Endpoint{
+			Addresses:  []resolver.Address{{Addr: sh.e.Addr, Attributes: expectedIdentity(sh.e)}},
+			Attributes: attributes.New(endpointIDKey{}, endpointKeys(sh.keys)),
+		})
 	}
 	gc.mu.Unlock()
 	if r == nil {
@@ -101,6 +121,16 @@ func (gc *grpcConn) keyPrefix(key string) string {
 
 // grpcConnKey finds the grpcConn of a resolver state.
 type grpcConnKey struct{}
+
+// endpointKeys are the connection's keys of one resolver endpoint: its
+// discovery ID with the key prefix of each cluster that holds it.
+type endpointKeys []string
+
+// Equal lets grpc-go compare attributes holding keys.
+func (k endpointKeys) Equal(o any) bool {
+	ok, is := o.(endpointKeys)
+	return is && slices.Equal(k, ok)
+}
 
 // endpointIDKey is the attribute of a resolver endpoint that holds its
 // discovery ID.
@@ -174,15 +204,19 @@ func (b *grpcBalancer) UpdateState(state grpcbalancer.State) {
 	ready := make(map[string]grpcbalancer.Picker)
 	r := &readiness{ready: make(map[string]bool), failed: make(map[string]bool)}
 	for _, child := range endpointsharding.ChildStatesFromPicker(state.Picker) {
-		id, _ := child.Endpoint.Attributes.Value(endpointIDKey{}).(string)
+		keys, _ := child.Endpoint.Attributes.Value(endpointIDKey{}).(endpointKeys)
 		switch child.State.ConnectivityState {
 		case connectivity.Ready:
-			ready[id] = child.State.Picker
-			r.ready[id] = true
+			for _, id := range keys {
+				ready[id] = child.State.Picker
+				r.ready[id] = true
+			}
 		case connectivity.Idle, connectivity.Connecting:
 			r.connecting = true
 		case connectivity.TransientFailure:
-			r.failed[id] = true
+			for _, id := range keys {
+				r.failed[id] = true
+			}
 			if _, err := child.State.Picker.Pick(grpcbalancer.PickInfo{}); err != nil {
 				r.err = err
 			}
