@@ -49,10 +49,12 @@ type Telemetry struct {
 	prop    propagation.TextMapPropagator
 	// w3c says prop is the default (W3C Trace Context and Baggage),
 	// which attempts inject without the propagator's allocations.
-	w3c   bool
-	log   *slog.Logger
-	route func(*http.Request) string
-	inst  instruments
+	w3c bool
+	// fields is how many fields prop may inject.
+	fields int
+	log    *slog.Logger
+	route  func(*http.Request) string
+	inst   instruments
 
 	// methods bounds the gRPC method names used as metric attributes.
 	methods *boundedSet
@@ -117,6 +119,7 @@ func New(cfg Config) (*Telemetry, error) {
 		sampler: cfg.Sampler,
 		prop:    cfg.Propagator,
 		w3c:     w3c,
+		fields:  len(cfg.Propagator.Fields()),
 		log:     cfg.Logger,
 		route:   cfg.Route,
 		now:     cfg.Now,

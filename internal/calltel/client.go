@@ -514,8 +514,11 @@ func (a *Attempt) InjectGRPC(ctx context.Context) context.Context {
 // three fields (traceparent, tracestate, baggage), so an attempt adds
 // its trace context without allocating for the fields themselves.
 type injection struct {
-	// HTTP: the caller's header, and the copy made on the first Set.
+	// HTTP: the caller's header, and the copy made on the first Set,
+	// with room for the fields the propagator is expected to set: exact
+	// room keeps a small header in Go's smallest map, in two allocations.
 	src, dst http.Header
+	fields   int
 	vals     [injectSlots]string
 	nv       int
 	// gRPC: key/value pairs for the outgoing metadata, in kvBuf until
@@ -541,17 +544,21 @@ func (t *Telemetry) inject(ctx context.Context, sc trace.SpanContext, carrier pr
 		if !sc.Equal(trace.SpanContextFromContext(ctx)) {
 			ctx = trace.ContextWithSpanContext(ctx, sc) // a dropped attempt's
 		}
+		in.fields = t.fields
 		t.prop.Inject(ctx, carrier)
 		return
 	}
+	ts, bag := sc.TraceState(), baggage.FromContext(ctx)
+	in.fields = min(bag.Len(), 1)
 	if sc.IsValid() {
-		if ts := sc.TraceState(); ts.Len() > 0 {
+		in.fields += 1 + min(ts.Len(), 1)
+		if ts.Len() > 0 {
 			carrier.Set("tracestate", ts.String())
 		}
 		carrier.Set("traceparent", in.traceparent(sc))
 	}
-	if baggage.FromContext(ctx).Len() > 0 {
-		propagation.Baggage{}.Inject(ctx, carrier)
+	if bag.Len() > 0 {
+		carrier.Set("baggage", bag.String())
 	}
 }
 
@@ -585,7 +592,7 @@ func (c *headerInjector) Get(key string) string {
 
 func (c *headerInjector) Set(key, value string) {
 	if c.dst == nil {
-		c.dst = make(http.Header, len(c.src)+injectSlots)
+		c.dst = make(http.Header, len(c.src)+c.fields)
 		for k, v := range c.src {
 			c.dst[k] = v
 		}

@@ -149,6 +149,10 @@ func TestUnsampledAllocations(t *testing.T) {
 		t.Fatal(err)
 	}
 	r, _ := http.NewRequest(http.MethodGet, "http://svc/x", nil)
+	full := r.Clone(context.Background()) // the header copy must stay Go's smallest map
+	for _, k := range []string{"Accept", "Accept-Encoding", "Authorization", "Content-Type", "User-Agent", "X-Request-Id", "X-Tenant"} {
+		full.Header.Set(k, "v")
+	}
 	resp := &http.Response{StatusCode: http.StatusOK}
 	ctx := context.Background()
 	const unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -172,6 +176,7 @@ func TestUnsampledAllocations(t *testing.T) {
 	}{
 		{"http client", 3, func() { httpCall(single, ctx, r, resp) }},
 		{"http client with retries", 3, func() { httpCall(retries, ctx, r, resp) }},
+		{"http client, seven header fields", 3, func() { httpCall(single, ctx, full, resp) }},
 		{"grpc client", 5, func() { grpcCall(single, ctx) }},
 		{"grpc client with retries", 5, func() { grpcCall(retries, ctx) }},
 		{"http server", 3, func() { handler.ServeHTTP(w, served) }},
