@@ -16,7 +16,11 @@
 // agent forgets the instance (reaped after DeregisterCriticalServiceAfter,
 // an agent restarted without its state) it registers it again and says so
 // in [Registration.Status] and to [WithReregisterHook].
-// [Registration.Drain] takes it out of service gracefully. [DNS] reads
+// [Registration.Drain] takes it out of service gracefully. A [Target] is
+// a part of a service — a datacenter, a Consul filter on the instance,
+// passing or also warning instances — that a [TargetWatcher] (Consul)
+// watches on its own, as a discovery chain's targets need: a route's
+// subset, a failover to another datacenter. [DNS] reads
 // SRV records through any [net.Resolver] (Consul DNS, Kubernetes headless
 // services).
 //

@@ -151,3 +151,35 @@ func ExampleDestination_Matches() {
 	// 0 payments/canary [b]
 	// 1 payments/stable [a c]
 }
+
+// A destination's failover list says where its calls go when it has no
+// endpoint to give; a failover target in another datacenter, or a subset
+// by a Consul filter, needs a discovery watch of its own.
+func ExampleDestination_Failover() {
+	cfg, err := route.Parse([]byte(`
+services:
+  payments:
+    defaultSubset: v1
+    subsets:
+      v1: {meta: {version: "1"}}
+      v2: {filter: 'Service.Meta.version != "1"', onlyPassing: true}
+    failover: [{subset: v2}, {datacenter: dc2}]
+`), route.YAML)
+	if err != nil {
+		panic(err)
+	}
+	tab, err := route.Compile(cfg)
+	if err != nil {
+		panic(err)
+	}
+	d := tab.Match("payments", &route.Request{Path: "/"}, 0).Target.Destination
+	fmt.Println("calls go to", d)
+	for _, f := range d.Failover {
+		tg, own := f.Target()
+		fmt.Printf("then %s (own watch %v: %s)\n", f, own, tg)
+	}
+	// Output:
+	// calls go to payments/v1
+	// then payments/v2 (own watch true: payments "Service.Meta.version != \"1\"" passing)
+	// then payments/v1@dc2 (own watch true: payments@dc2 passing)
+}
