@@ -253,7 +253,7 @@ func (x *grpcUnary) keep(a *attempt, cancel context.CancelFunc) {
 func (gc *grpcConn) classify(ctx context.Context, a *attempt) {
 	if isNotReady(a.err) {
 		a.result = breaker.Excluded
-		a.retry = true
+		a.retry, a.unsent = true, true
 		return
 	}
 	a.sent = true

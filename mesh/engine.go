@@ -92,6 +92,9 @@ type attempt struct {
 	via  *failoverTarget    // where ep is when a failover target gave it; nil for the call's own
 	err  error
 	sent bool // the request may have reached the server
+	// unsent: the attempt found no connection to its endpoint ready and
+	// sent nothing (gRPC), so another endpoint may take it at once.
+	unsent bool
 	// retry: the outcome may be worth another try (a transport error, a
 	// retryable status or code).
 	retry bool
@@ -228,8 +231,9 @@ func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec
 }
 
 // attemptTo is [cluster.attempt] with the endpoint picked (in via, a
-// failover target, when not nil): when ep's breaker refuses, it picks
-// again (up to twice), avoiding the endpoints that refused. own says the
+// failover target, when not nil): when ep's breaker refuses, or ep had
+// no ready connection when the attempt was sent, it picks again (up to
+// twice), avoiding the endpoints that refused. own says the
 // attempt receives into memory of its own.
 func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, via *failoverTarget, tried []*balancer.Endpoint, own bool, a *attempt) {
 	var refused []*balancer.Endpoint
@@ -247,9 +251,13 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 			}
 			return a.result
 		}) {
-			return
-		}
-		if svc := g.breakers.Service(); i == 2 || (svc != nil && svc.Open()) {
+			if !a.unsent || i == 2 || ctx.Err() != nil {
+				return
+			}
+			// ep's connection went away between the pick and the send
+			// (discovery removed it, or it failed): nothing was sent, so
+			// another endpoint takes the attempt, retry policy or not.
+		} else if svc := g.breakers.Service(); i == 2 || (svc != nil && svc.Open()) {
 			break
 		}
 		refused = append(refused, ep)
