@@ -44,10 +44,10 @@ type Client struct {
 	clusters atomic.Pointer[map[string]*cluster]
 	closed   bool
 
-	mirrors   chan struct{}  // a slot per mirrored call in flight (routing.go)
-	mirroring sync.WaitGroup // mirrored calls in flight
-	externals externals      // transports of external route backends (routing_external.go)
-	failovers sync.Map       // route destinations whose failover targets HTTP calls resolved (failover.go)
+	mirrors   chan struct{}   // a slot per mirrored call in flight (routing.go)
+	mirroring sync.WaitGroup  // mirrored calls in flight
+	externals externals       // transports of external route backends (routing_external.go)
+	failovers warmedFailovers // route destinations whose failover targets HTTP calls resolved (failover.go)
 }
 
 // NewClient returns a client configured by opts.

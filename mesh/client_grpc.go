@@ -507,7 +507,7 @@ type grpcConn struct {
 	resolver *grpcResolver
 	sets     map[string][]discovery.Endpoint // by cluster key
 	peers    map[string]*grpcTarget          // other clusters routes send to, by cluster key
-	warmed   sync.Map                        // route destinations whose failover targets calls resolved (failover.go)
+	warmed   warmedFailovers                 // route destinations whose failover targets calls resolved (failover.go)
 }
 
 // failover sets spec's failover to dest's targets, resolved for gc's

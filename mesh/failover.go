@@ -3,6 +3,7 @@ package mesh
 import (
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/route"
@@ -57,18 +58,33 @@ func failoverSpec(spec *callSpec, dest *route.Destination, failTo func(*route.De
 	spec.failover, spec.failTo = dest.Failover, failTo
 }
 
-// warmFailover resolves the failover targets of dest once per seen
-// (a sync.Map of destinations), so their clusters watch discovery — and,
-// for gRPC, the connection holds connections to their endpoints — before
-// a call needs them. Resolution errors are left for the pick to report.
-func warmFailover(seen *sync.Map, dest *route.Destination, failTo func(*route.Destination) (*failoverTarget, error)) {
+// warmedFailovers records the route destinations whose failover targets
+// were resolved ([warmFailover]). Each table brings destinations of its
+// own, so it forgets them all once it holds maxWarmed: resolving again
+// is harmless. The zero value is ready; safe for concurrent use.
+type warmedFailovers struct {
+	m sync.Map // *route.Destination → struct{}
+	n atomic.Int64
+}
+
+const maxWarmed = 1024
+
+// warmFailover resolves the failover targets of dest once, so their
+// clusters watch discovery — and, for gRPC, the connection holds
+// connections to their endpoints — before a call needs them. Resolution
+// errors are left for the pick to report.
+func warmFailover(w *warmedFailovers, dest *route.Destination, failTo func(*route.Destination) (*failoverTarget, error)) {
 	if len(dest.Failover) == 0 {
 		return
 	}
-	if _, done := seen.Load(dest); done {
+	if _, done := w.m.Load(dest); done {
 		return
 	}
-	seen.Store(dest, struct{}{})
+	if w.n.Add(1) > maxWarmed {
+		w.m.Clear()
+		w.n.Store(1)
+	}
+	w.m.Store(dest, struct{}{})
 	for _, d := range dest.Failover {
 		_, _ = failTo(d)
 	}
