@@ -157,7 +157,7 @@ func TestOutlierPickDoesNotAllocateWhileEjecting(t *testing.T) {
 
 func TestHeaderAndCookieKeys(t *testing.T) {
 	leaktest.Check(t)
-	r, _ := http.NewRequest("GET", "http://svc/", nil)
+	r, _ := http.NewRequest("GET", "http://svc/?user=dave&&team=a+b&team=c&bad=%zz&bad=ok&semi=1;x=2&%75id=7&empty", nil)
 	r.Header.Set("X-User", "alice")
 	r.Header.Add("Cookie", `theme=dark; session="s-123"; x=1`)
 	cases := []struct {
@@ -175,13 +175,22 @@ func TestHeaderAndCookieKeys(t *testing.T) {
 		{"metadata", balancer.HeaderKey("X-User"), balancer.Info{Metadata: metadata.Pairs("x-user", "bob")}, "bob"},
 		{"context metadata", balancer.HeaderKey("x-user"), balancer.Info{Context: metadata.AppendToOutgoingContext(t.Context(), "x-user", "carol")}, "carol"},
 		{"nothing", balancer.HeaderKey("x-user"), balancer.Info{}, ""},
+		{"query", balancer.QueryKey("user"), balancer.Info{HTTP: r}, "dave"},
+		{"query first value, decoded", balancer.QueryKey("team"), balancer.Info{HTTP: r}, "a b"},
+		{"query bad escape skipped", balancer.QueryKey("bad"), balancer.Info{HTTP: r}, "ok"},
+		{"query pair with a semicolon skipped", balancer.QueryKey("semi"), balancer.Info{HTTP: r}, ""},
+		{"query name decoded", balancer.QueryKey("uid"), balancer.Info{HTTP: r}, "7"},
+		{"query without value", balancer.QueryKey("empty"), balancer.Info{HTTP: r}, ""},
+		{"query absent", balancer.QueryKey("nope"), balancer.Info{HTTP: r}, ""},
+		{"query on gRPC", balancer.QueryKey("user"), balancer.Info{Metadata: metadata.Pairs("user", "dave")}, ""},
+		{"query without URL", balancer.QueryKey("user"), balancer.Info{HTTP: &http.Request{}}, ""},
 	}
 	for _, c := range cases {
 		if got := c.key(c.info); got != c.want {
 			t.Errorf("%s: key = %q, want %q", c.name, got, c.want)
 		}
 	}
-	for _, k := range []balancer.KeyFunc{balancer.HeaderKey("x-user"), balancer.CookieKey("session")} {
+	for _, k := range []balancer.KeyFunc{balancer.HeaderKey("x-user"), balancer.CookieKey("session"), balancer.QueryKey("user")} {
 		if a := testing.AllocsPerRun(100, func() { _ = k(balancer.Info{HTTP: r}) }); a != 0 {
 			t.Errorf("key extraction allocates %v times", a)
 		}

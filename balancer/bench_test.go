@@ -2,6 +2,7 @@ package balancer_test
 
 import (
 	"math/rand/v2"
+	"net/http"
 	"runtime"
 	"strconv"
 	"sync/atomic"
@@ -218,4 +219,34 @@ func (m cpuMeter) report(b *testing.B) {
 		return
 	}
 	b.ReportMetric(float64(end-m.start)/float64(b.N), "cpu-ns/op")
+}
+
+// BenchmarkKeyFuncs measures reading a hash key from an HTTP request:
+// a header, a cookie and a query parameter, plain and escaped.
+func BenchmarkKeyFuncs(b *testing.B) {
+	r, err := http.NewRequest("GET", "http://svc/cart?page=2&user=alice-42&sort=price&esc=a%20b", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r.Header.Set("X-User", "alice-42")
+	r.Header.Set("Cookie", "theme=dark; session=alice-42")
+	for _, k := range []struct {
+		name string
+		key  balancer.KeyFunc
+	}{
+		{"header", balancer.HeaderKey("x-user")},
+		{"cookie", balancer.CookieKey("session")},
+		{"query", balancer.QueryKey("user")},
+		{"query escaped", balancer.QueryKey("esc")},
+	} {
+		b.Run(k.name, func(b *testing.B) {
+			b.ReportAllocs()
+			info := balancer.Info{HTTP: r}
+			for b.Loop() {
+				if k.key(info) == "" {
+					b.Fatal("no key")
+				}
+			}
+		})
+	}
 }

@@ -2,6 +2,7 @@ package balancer
 
 import (
 	"net/textproto"
+	"net/url"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
@@ -59,6 +60,51 @@ func CookieKey(name string) KeyFunc {
 		}
 		return ""
 	}
+}
+
+// QueryKey returns a KeyFunc that reads the first value of the query
+// parameter name of the HTTP request's URL, decoded as url.ParseQuery
+// decodes it (a pair with a semicolon or a bad escape is skipped). It
+// allocates only to decode a name or value that holds an escape ('%' or
+// '+'). gRPC requests have no query: their key is empty, so they go to a
+// random endpoint, as HTTP requests without the parameter do.
+func QueryKey(name string) KeyFunc {
+	return func(info Info) string {
+		if info.HTTP == nil || info.HTTP.URL == nil {
+			return ""
+		}
+		return queryValue(info.HTTP.URL.RawQuery, name)
+	}
+}
+
+// queryValue finds the first value of name in a raw query ("a=1&b=2").
+func queryValue(query, name string) string {
+	for query != "" {
+		var pair string
+		pair, query, _ = strings.Cut(query, "&")
+		if pair == "" || strings.IndexByte(pair, ';') >= 0 {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		k, ok := unescapeQuery(k)
+		if !ok || k != name {
+			continue
+		}
+		if v, ok = unescapeQuery(v); ok {
+			return v
+		}
+	}
+	return ""
+}
+
+// unescapeQuery decodes s as a query component, without allocating when
+// it holds no escape.
+func unescapeQuery(s string) (string, bool) {
+	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+		return s, true
+	}
+	u, err := url.QueryUnescape(s)
+	return u, err == nil
 }
 
 // cookieValue finds name in a Cookie header line ("a=1; b=2") and returns
