@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc/codes"
 
@@ -54,6 +55,14 @@ func Compile(cfg *Config, opts ...Option) (*Table, error) {
 	if t.version == "" {
 		sum := sha256.Sum256(enc)
 		t.version = hex.EncodeToString(sum[:8])
+	}
+	for n, s := range cfg.Services {
+		if s != nil && s.TrafficPolicy != nil && s.TrafficPolicy.ConnectionPool != nil && s.TrafficPolicy.ConnectionPool.ConnectTimeout > 0 {
+			if t.connect == nil {
+				t.connect = map[string]time.Duration{}
+			}
+			t.connect[n] = time.Duration(s.TrafficPolicy.ConnectionPool.ConnectTimeout)
+		}
 	}
 	for _, d := range c.dests {
 		t.dests = append(t.dests, d)
@@ -211,7 +220,7 @@ func (c *compiler) checkService(path, n string, s *Service) {
 	default:
 		c.errorf(path+".protocol", "%q: must be http, grpc or empty (both)", s.Protocol)
 	}
-	c.checkPolicy(path+".trafficPolicy", s.TrafficPolicy)
+	c.checkPolicy(path+".trafficPolicy", s.TrafficPolicy, false)
 	for _, sn := range sortedKeys(s.Subsets) {
 		p := path + ".subsets" + name(sn)
 		sub := s.Subsets[sn]
@@ -236,7 +245,7 @@ func (c *compiler) checkService(path, n string, s *Service) {
 				c.errorf(p+".meta"+key(k), "empty meta key")
 			}
 		}
-		c.checkPolicy(p+".trafficPolicy", sub.TrafficPolicy)
+		c.checkPolicy(p+".trafficPolicy", sub.TrafficPolicy, true)
 	}
 	if s.DefaultSubset != "" && s.Subsets[s.DefaultSubset] == nil {
 		c.errorf(path+".defaultSubset", "unknown subset %q%s", s.DefaultSubset, known(s.Subsets))
@@ -308,7 +317,7 @@ var lbPolicies = map[string]bool{
 	"least_request": false, "peak_ewma": false, "ring_hash": true, "maglev": true,
 }
 
-func (c *compiler) checkPolicy(path string, tp *TrafficPolicy) {
+func (c *compiler) checkPolicy(path string, tp *TrafficPolicy, subset bool) {
 	if tp == nil {
 		return
 	}
@@ -323,13 +332,16 @@ func (c *compiler) checkPolicy(path string, tp *TrafficPolicy) {
 		if lb.HashCookie != "" {
 			keys++
 		}
+		if lb.HashQuery != "" {
+			keys++
+		}
 		switch {
 		case !ok:
 			c.errorf(p+".policy", "unknown policy %q: one of round_robin, weighted_round_robin, random, weighted_random, least_request, peak_ewma, ring_hash, maglev", lb.Policy)
 		case hashed && keys != 1:
-			c.errorf(p, "%s needs exactly one of hashHeader and hashCookie", lb.Policy)
+			c.errorf(p, "%s needs exactly one of hashHeader, hashCookie and hashQuery", lb.Policy)
 		case !hashed && keys != 0:
-			c.errorf(p, "hashHeader and hashCookie are only for ring_hash and maglev, not %s", lb.Policy)
+			c.errorf(p, "hashHeader, hashCookie and hashQuery are only for ring_hash and maglev, not %s", lb.Policy)
 		}
 	}
 	if o := tp.Outlier; o != nil {
@@ -362,6 +374,12 @@ func (c *compiler) checkPolicy(path string, tp *TrafficPolicy) {
 		}
 		if cp.MaxPendingRequests > 0 && cp.MaxConnections == 0 {
 			c.warnf(p+".maxPendingRequests", "no call is ever pending without maxConnections")
+		}
+		switch {
+		case cp.ConnectTimeout < 0:
+			c.errorf(p+".connectTimeout", "%v is negative", cp.ConnectTimeout)
+		case cp.ConnectTimeout > 0 && subset:
+			c.warnf(p+".connectTimeout", "not applied: a connection to an endpoint serves every subset it belongs to; set it in the service's trafficPolicy")
 		}
 	}
 	c.compileRetry(path+".retries", tp.Retries, 0)

@@ -114,7 +114,19 @@ type TrafficPolicy struct {
 // thresholds do. A call over a bound is refused at once, before any
 // endpoint is picked, so it counts against no endpoint. Zero
 // MaxConnections and MaxRequests mean no bound; all fields are ≥ 0.
+// ConnectTimeout bounds the client's connects to the service's
+// endpoints.
 type ConnectionPool struct {
+	// ConnectTimeout bounds each TCP connect to an endpoint of the
+	// service (tcp.connectTimeout; Envoy's connect_timeout), HTTP and
+	// gRPC alike; the TLS handshake that follows has a bound of its own.
+	// It is read when a connection is dialled, so a change applies to
+	// the next connect, never to calls on open connections. A connection
+	// to an endpoint serves every subset the endpoint belongs to, so
+	// only the service's own traffic policy sets it: in a subset's policy
+	// it is a warning. Zero: the client's default (10 s); when set, > 0.
+	ConnectTimeout Duration `json:"connectTimeout,omitempty" yaml:"connectTimeout,omitempty"`
+
 	// MaxConnections bounds the HTTP calls in flight to the destination:
 	// each holds an HTTP/1.1 connection of its own, so this is
 	// tcp.maxConnections. An HTTP call over it waits for a connection as
@@ -138,11 +150,17 @@ type LoadBalancer struct {
 	// Policy is one of round_robin, weighted_round_robin, random,
 	// weighted_random, least_request, peak_ewma, ring_hash, maglev.
 	Policy string `json:"policy" yaml:"policy"`
-	// HashHeader or HashCookie is the key of ring_hash and maglev
-	// (exactly one of them, and only for those policies). For gRPC the
-	// header is the metadata key.
+	// HashHeader, HashCookie or HashQuery is the key of ring_hash and
+	// maglev (exactly one of them, and only for those policies): a
+	// header's first value, a cookie's value or a query parameter's
+	// first value (Istio's consistentHash httpHeaderName, httpCookie.name
+	// and httpQueryParameterName). For gRPC the header is the metadata
+	// key; gRPC calls have no cookies and no query, so a gRPC call hashes
+	// with HashCookie or HashQuery as an HTTP call without the cookie or
+	// parameter does: to a random endpoint.
 	HashHeader string `json:"hashHeader,omitempty" yaml:"hashHeader,omitempty"`
 	HashCookie string `json:"hashCookie,omitempty" yaml:"hashCookie,omitempty"`
+	HashQuery  string `json:"hashQuery,omitempty" yaml:"hashQuery,omitempty"`
 }
 
 // OutlierDetection ejects failing endpoints (balancer.Outlier). Zero

@@ -145,8 +145,11 @@ func withWarnings(w []*FieldError) Option {
 // [ErrConsul], recorded once per distinct error. Fields weft does not
 // apply are warnings in [Table.Warnings] ([WithOnWarning] reports each
 // once). With [WithConsulCaller], the caller's service-defaults are
-// watched too, and their upstream Limits and PassiveHealthCheck become
-// each watched service's connection pool and outlier detection.
+// watched too, and their upstream Limits, ConnectTimeoutMs and
+// PassiveHealthCheck become each watched service's connection pool and
+// outlier detection. A service's connect timeout is the caller's
+// upstream ConnectTimeoutMs when set, else its resolver's
+// ConnectTimeout, as Consul's Envoy clusters take it.
 //
 // Consul is safe for concurrent use; build one with [NewConsul].
 type Consul struct {
@@ -829,13 +832,16 @@ func (x *chainTranslator) resolver(path string, n *api.DiscoveryGraphNode) (*Bac
 	}
 	if !x.resolved[t.Service] {
 		x.resolved[t.Service] = true
-		if lb := x.loadBalancer(rp+".LoadBalancer", n.LoadBalancer); lb != nil {
-			svc.TrafficPolicy = &TrafficPolicy{LoadBalancer: lb}
+		tp := &TrafficPolicy{LoadBalancer: x.loadBalancer(rp+".LoadBalancer", n.LoadBalancer)}
+		if entry != nil && entry.ConnectTimeout > 0 {
+			// The entry's, not the chain's: the chain fills in Consul's
+			// default of 5 s, where weft keeps its own.
+			tp.ConnectionPool = &ConnectionPool{ConnectTimeout: Duration(entry.ConnectTimeout)}
+		}
+		if tp.LoadBalancer != nil || tp.ConnectionPool != nil {
+			svc.TrafficPolicy = tp
 		}
 		if entry != nil {
-			if entry.ConnectTimeout > 0 {
-				x.warnf(rp+".ConnectTimeout", "not applied: weft's dialer keeps its own connect timeout")
-			}
 			if entry.PrioritizeByLocality != nil {
 				x.warnf(rp+".PrioritizeByLocality", "not applied")
 			}
@@ -932,9 +938,9 @@ func (x *chainTranslator) loadBalancer(path string, lb *api.LoadBalancer) *LoadB
 		hp := fmt.Sprintf("%s.HashPolicies[%d]", path, i)
 		switch {
 		case h.SourceIP:
-			x.warnf(hp+".SourceIP", "not applied: weft hashes a header or a cookie")
-		case out.HashHeader != "" || out.HashCookie != "":
-			x.warnf(hp, "not applied: weft hashes one header or cookie, the first hash policy's")
+			x.warnf(hp+".SourceIP", "not applied: weft hashes a header, a cookie or a query parameter")
+		case out.HashHeader != "" || out.HashCookie != "" || out.HashQuery != "":
+			x.warnf(hp, "not applied: weft hashes one header, cookie or query parameter, the first hash policy's")
 		case h.Field == "header":
 			out.HashHeader = h.FieldValue
 		case h.Field == "cookie":
@@ -942,8 +948,10 @@ func (x *chainTranslator) loadBalancer(path string, lb *api.LoadBalancer) *LoadB
 			if h.CookieConfig != nil {
 				x.warnf(hp+".CookieConfig", "not applied: weft hashes a cookie the caller sets, and sets none")
 			}
+		case h.Field == "query_parameter":
+			out.HashQuery = h.FieldValue
 		default:
-			x.warnf(hp+".Field", "%q not applied: weft hashes a header or a cookie", h.Field)
+			x.warnf(hp+".Field", "%q not applied: weft hashes a header, a cookie or a query parameter", h.Field)
 		}
 	}
 	return out

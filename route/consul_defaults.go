@@ -26,13 +26,17 @@ import (
 //   - Limits become the service's [ConnectionPool]: MaxConnections,
 //     MaxPendingRequests (Envoy's default of 1024 when MaxConnections is
 //     set without it) and MaxConcurrentRequests as MaxRequests;
+//   - ConnectTimeoutMs becomes its ConnectionPool.ConnectTimeout,
+//     replacing the resolver's ConnectTimeout: Consul sets an Envoy
+//     cluster's connect_timeout from the upstream's ConnectTimeoutMs and
+//     takes the resolver's only when that is unset;
 //   - PassiveHealthCheck becomes its [OutlierDetection]: MaxFailures as
 //     ConsecutiveFailures, Interval, BaseEjectionTime and
 //     MaxEjectionPercent.
 //
 // The other upstream fields — and EnforcingConsecutive5xx below 100, as
 // weft always ejects — are warnings at their path, such as
-// service-defaults/web.UpstreamConfig.Overrides[0].ConnectTimeoutMs.
+// service-defaults/web.UpstreamConfig.Overrides[0].EnvoyClusterJSON.
 // The called service's own service-defaults fields that act on its
 // inbound side (MaxInboundConnections, local timeouts, rate limits, ...)
 // are warnings too: a caller's routes cannot apply them.
@@ -90,6 +94,7 @@ type upstreamSettings struct {
 	limitsPath string
 	check      *api.PassiveHealthCheck
 	checkPath  string
+	connect    Duration // ConnectTimeoutMs; zero when unset
 }
 
 // applyUpstreams gives each watched service of cfg the connection pool
@@ -125,7 +130,7 @@ func applyUpstreamConfig(cfg *Config, entry *api.ServiceConfigEntry, services []
 		up := upstreamFor(uc, base, name)
 		pool := w.pool(up.limitsPath, up.limits)
 		outlier := w.outlier(up.checkPath, up.check)
-		if pool == nil && outlier == nil {
+		if pool == nil && outlier == nil && up.connect == 0 {
 			continue
 		}
 		s := Service{}
@@ -135,6 +140,18 @@ func applyUpstreamConfig(cfg *Config, entry *api.ServiceConfigEntry, services []
 		tp := TrafficPolicy{}
 		if s.TrafficPolicy != nil {
 			tp = *s.TrafficPolicy
+		}
+		// The resolver's connect timeout stays unless the caller's
+		// upstream sets its own.
+		connect := up.connect
+		if connect == 0 && tp.ConnectionPool != nil {
+			connect = tp.ConnectionPool.ConnectTimeout
+		}
+		if connect > 0 {
+			if pool == nil {
+				pool = &ConnectionPool{}
+			}
+			pool.ConnectTimeout = connect
 		}
 		tp.ConnectionPool, tp.Outlier = pool, outlier
 		s.TrafficPolicy = &tp
@@ -150,6 +167,7 @@ func upstreamFor(uc *api.UpstreamConfiguration, base, name string) upstreamSetti
 	if d := uc.Defaults; d != nil {
 		up.limits, up.limitsPath = d.Limits, base+".Defaults.Limits"
 		up.check, up.checkPath = d.PassiveHealthCheck, base+".Defaults.PassiveHealthCheck"
+		up.connect = connectTimeoutMs(d.ConnectTimeoutMs)
 	}
 	for i, o := range uc.Overrides {
 		if o == nil || o.Name != name || o.Peer != "" || !defaultScope(o.Namespace) || !defaultScope(o.Partition) {
@@ -162,8 +180,20 @@ func upstreamFor(uc *api.UpstreamConfiguration, base, name string) upstreamSetti
 		if o.PassiveHealthCheck != nil {
 			up.check, up.checkPath = o.PassiveHealthCheck, p+".PassiveHealthCheck"
 		}
+		if ms := connectTimeoutMs(o.ConnectTimeoutMs); ms > 0 {
+			up.connect = ms
+		}
 	}
 	return up
+}
+
+// connectTimeoutMs is an upstream's ConnectTimeoutMs as a duration; zero
+// (unset) for 0 or less.
+func connectTimeoutMs(ms int) Duration {
+	if ms <= 0 {
+		return 0
+	}
+	return Duration(time.Duration(min(ms, 1<<31)) * time.Millisecond)
 }
 
 func defaultScope(s string) bool { return s == "" || s == "default" }
@@ -185,8 +215,8 @@ func (w *warner) warnf(path, format string, args ...any) {
 // upstreamFields warns of the fields of an upstream block weft does not
 // apply.
 func (w *warner) upstreamFields(path string, u *api.UpstreamConfig) {
-	if u.ConnectTimeoutMs > 0 {
-		w.warnf(path+".ConnectTimeoutMs", "not applied: weft's dialer keeps its own connect timeout")
+	if u.ConnectTimeoutMs < 0 {
+		w.warnf(path+".ConnectTimeoutMs", "%d not applied: negative", u.ConnectTimeoutMs)
 	}
 	if u.Protocol != "" {
 		w.warnf(path+".Protocol", "not applied: weft takes a service's protocol from its own service-defaults")

@@ -28,6 +28,7 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 	tests := []struct {
 		name     string
 		uc       *api.UpstreamConfiguration
+		resolver route.Duration                   // connect timeout api's resolver sets
 		pools    map[string]*route.ConnectionPool // by service; absent: none
 		outliers map[string]*route.OutlierDetection
 		warnings []string // paths
@@ -64,6 +65,23 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 				{Name: "cache", ConnectTimeoutMs: 100, Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(1)}},
 			}},
 			warnings: []string{"service-defaults/web.UpstreamConfig.Overrides[0].Peer"}},
+		{name: "the resolver's connect timeout stays without the upstream's",
+			uc:       &api.UpstreamConfiguration{Defaults: &api.UpstreamConfig{Limits: &api.UpstreamLimits{MaxConcurrentRequests: intp(2)}}},
+			resolver: route.Duration(3 * time.Second),
+			pools: map[string]*route.ConnectionPool{
+				"api": {MaxRequests: 2, ConnectTimeout: route.Duration(3 * time.Second)}, "db": {MaxRequests: 2},
+			}},
+		{name: "the upstream's connect timeout wins over the resolver's, an override over the defaults",
+			uc: &api.UpstreamConfiguration{
+				Defaults:  &api.UpstreamConfig{ConnectTimeoutMs: 700},
+				Overrides: []*api.UpstreamConfig{{Name: "db", ConnectTimeoutMs: 250}, {Name: "api", ConnectTimeoutMs: -1}},
+			},
+			resolver: route.Duration(3 * time.Second),
+			pools: map[string]*route.ConnectionPool{
+				"api": {ConnectTimeout: route.Duration(700 * time.Millisecond)},
+				"db":  {ConnectTimeout: route.Duration(250 * time.Millisecond)},
+			},
+			warnings: []string{"service-defaults/web.UpstreamConfig.Overrides[1].ConnectTimeoutMs"}},
 		{name: "unsupported fields",
 			uc: &api.UpstreamConfiguration{
 				Defaults: &api.UpstreamConfig{ConnectTimeoutMs: 500, BalanceOutboundConnections: "exact_balance",
@@ -72,9 +90,12 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 					Limits:             &api.UpstreamLimits{MaxConcurrentRequests: intp(0)},
 					PassiveHealthCheck: &api.PassiveHealthCheck{MaxFailures: 2, EnforcingConsecutive5xx: u32p(40)}}},
 			},
+			pools: map[string]*route.ConnectionPool{
+				"api": {ConnectTimeout: route.Duration(500 * time.Millisecond)},
+				"db":  {ConnectTimeout: route.Duration(500 * time.Millisecond)},
+			},
 			outliers: map[string]*route.OutlierDetection{"api": {ConsecutiveFailures: 2}},
 			warnings: []string{
-				"service-defaults/web.UpstreamConfig.Defaults.ConnectTimeoutMs",
 				"service-defaults/web.UpstreamConfig.Defaults.MeshGateway.Mode",
 				"service-defaults/web.UpstreamConfig.Defaults.BalanceOutboundConnections",
 				"service-defaults/web.UpstreamConfig.Overrides[0].Protocol",
@@ -89,7 +110,11 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 			cfg := &route.Config{Services: map[string]*route.Service{
 				"api": {Protocol: "http", TrafficPolicy: &route.TrafficPolicy{LoadBalancer: &route.LoadBalancer{Policy: "least_request"}}},
 			}}
+			if tt.resolver > 0 {
+				cfg.Services["api"].TrafficPolicy.ConnectionPool = &route.ConnectionPool{ConnectTimeout: tt.resolver}
+			}
 			shared := cfg.Services["api"]
+			sharedPool := shared.TrafficPolicy.ConnectionPool
 			warns := route.UpstreamConfigForTest(cfg, callerDefaults(tt.uc), []string{"api", "db"})
 			var paths []string
 			for _, w := range warns {
@@ -117,7 +142,8 @@ func TestUpstreamConfigTranslation(t *testing.T) {
 			if lb := cfg.Services["api"].TrafficPolicy.LoadBalancer; lb == nil || lb.Policy != "least_request" {
 				t.Errorf("the resolver's load balancer was lost: %+v", cfg.Services["api"].TrafficPolicy)
 			}
-			if shared.TrafficPolicy.ConnectionPool != nil || shared.TrafficPolicy.Outlier != nil {
+			if shared.TrafficPolicy.ConnectionPool != sharedPool || shared.TrafficPolicy.Outlier != nil ||
+				sharedPool != nil && *sharedPool != (route.ConnectionPool{ConnectTimeout: tt.resolver}) {
 				t.Error("the translation changed the chain's own service instead of a copy")
 			}
 			if _, err := route.Compile(cfg); err != nil {

@@ -192,12 +192,16 @@ func TestConsulSource(t *testing.T) {
 		if w.TrafficPolicy == nil || w.TrafficPolicy.LoadBalancer == nil || w.TrafficPolicy.LoadBalancer.Policy != "least_request" {
 			t.Errorf("traffic policy %+v, want least_request", w.TrafficPolicy)
 		}
-		found := false
-		for _, fe := range tab.Warnings() {
-			found = found || fe.Path == "service-resolver/web.ConnectTimeout"
+		if cp := w.TrafficPolicy.ConnectionPool; cp == nil || cp.ConnectTimeout != route.Duration(3*time.Second) {
+			t.Errorf("connection pool %+v, want the resolver's connect timeout of 3s", cp)
 		}
-		if !found {
-			t.Errorf("no warning for the resolver's ConnectTimeout: %v", tab.Warnings())
+		if got := tab.ConnectTimeout("web"); got != 3*time.Second {
+			t.Errorf("table's connect timeout of web %v, want 3s", got)
+		}
+		for _, fe := range tab.Warnings() {
+			if strings.Contains(fe.Path, "ConnectTimeout") {
+				t.Errorf("warning for an applied field: %v", fe)
+			}
 		}
 	})
 
@@ -461,6 +465,38 @@ func TestConsulSourceChains(t *testing.T) {
 			}
 			if f := d.Target.Destination.Failover; len(f) != 1 || f[0].String() != "c2" {
 				t.Errorf("failover %v, want c2", f)
+			}
+		},
+	}, {
+		name:     "QueryParameterHashAndConnectTimeout",
+		services: []string{"q1"},
+		entries: []api.ConfigEntry{
+			defaults("q1", "http"),
+			&api.ServiceResolverConfigEntry{Kind: api.ServiceResolver, Name: "q1", ConnectTimeout: 1500 * time.Millisecond,
+				LoadBalancer: &api.LoadBalancer{Policy: "ring_hash", HashPolicies: []api.HashPolicy{
+					{Field: "query_parameter", FieldValue: "user"}, {Field: "header", FieldValue: "x-user"}}}},
+		},
+		check: func(t *testing.T, tab *route.Table) {
+			d := tab.Match("q1", &route.Request{Path: "/x"}, 0)
+			if d.Target == nil {
+				t.Fatal("no target")
+			}
+			p := d.Target.Destination.Policy
+			if lb := p.LoadBalancer; lb == nil || lb.Policy != "ring_hash" || lb.HashQuery != "user" || lb.HashHeader != "" {
+				t.Errorf("load balancer %+v, want ring_hash on the query parameter user alone", lb)
+			}
+			if cp := p.ConnectionPool; cp == nil || cp.ConnectTimeout != route.Duration(1500*time.Millisecond) {
+				t.Errorf("connection pool %+v, want the resolver's connect timeout", cp)
+			}
+			if got := tab.ConnectTimeout("q1"); got != 1500*time.Millisecond {
+				t.Errorf("connect timeout %v, want 1.5s", got)
+			}
+			var paths []string
+			for _, w := range tab.Warnings() {
+				paths = append(paths, w.Path)
+			}
+			if want := []string{"service-resolver/q1.LoadBalancer.HashPolicies[1]"}; !slices.Equal(paths, want) {
+				t.Errorf("warnings %v, want %v", paths, want)
 			}
 		},
 	}, {

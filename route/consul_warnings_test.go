@@ -60,8 +60,10 @@ func TestConsulWarningsTable(t *testing.T) {
 		LoadBalancer: &api.LoadBalancer{
 			Policy:         "ring_hash",
 			RingHashConfig: &api.RingHashConfig{MinimumRingSize: 1024},
-			HashPolicies:   []api.HashPolicy{{Field: "header", FieldValue: "x-user"}, {SourceIP: true}},
+			HashPolicies: []api.HashPolicy{{Field: "header", FieldValue: "x-user"}, {SourceIP: true},
+				{Field: "query_parameter", FieldValue: "user"}},
 		},
+		ConnectTimeout: 2 * time.Second,
 	})
 	router := func(prefix string) *api.ServiceRouterConfigEntry {
 		return &api.ServiceRouterConfigEntry{
@@ -93,11 +95,11 @@ func TestConsulWarningsTable(t *testing.T) {
 		{"service-defaults/api.LocalRequestTimeoutMs", "inbound side"},
 		{"service-defaults/api.BalanceInboundConnections", "inbound side"},
 		{"service-defaults/api.MeshGateway.Mode", "never through a mesh gateway"},
-		{"service-defaults/web.UpstreamConfig.Defaults.ConnectTimeoutMs", "connect timeout"},
 		{"service-defaults/web.UpstreamConfig.Defaults.PassiveHealthCheck.EnforcingConsecutive5xx", "50% not applied"},
 		{"service-defaults/web.UpstreamConfig.Overrides[0].BalanceOutboundConnections", "worker threads"},
 		{"service-resolver/api.LoadBalancer.RingHashConfig", "sizes its rings"},
-		{"service-resolver/api.LoadBalancer.HashPolicies[1].SourceIP", "hashes a header or a cookie"},
+		{"service-resolver/api.LoadBalancer.HashPolicies[1].SourceIP", "hashes a header, a cookie or a query parameter"},
+		{"service-resolver/api.LoadBalancer.HashPolicies[2]", "the first hash policy's"},
 		{"service-router/api.Routes[0].Destination.IdleTimeout", "idle streams"},
 		{"service-router/api.Routes[0].Destination.NumRetries", "without a retry condition"},
 	}
@@ -164,9 +166,15 @@ func TestConsulWarningsTable(t *testing.T) {
 		t.Fatal("no catch-all route")
 	}
 	p := d.Target.Destination.Policy
-	wantPool := route.ConnectionPool{MaxConnections: 8, MaxPendingRequests: route.DefaultMaxPendingRequests, MaxRequests: 5}
+	// The caller's upstream ConnectTimeoutMs (500 ms) wins over the
+	// resolver's ConnectTimeout (2 s), as in Consul's Envoy clusters.
+	wantPool := route.ConnectionPool{MaxConnections: 8, MaxPendingRequests: route.DefaultMaxPendingRequests, MaxRequests: 5,
+		ConnectTimeout: route.Duration(500 * time.Millisecond)}
 	if p.ConnectionPool == nil || *p.ConnectionPool != wantPool {
 		t.Errorf("pool %+v, want %+v", p.ConnectionPool, wantPool)
+	}
+	if got := src.Table().ConnectTimeout("api"); got != 500*time.Millisecond {
+		t.Errorf("connect timeout of api %v, want 500ms", got)
 	}
 	wantOutlier := route.OutlierDetection{ConsecutiveFailures: 3, Interval: route.Duration(5 * time.Second),
 		BaseEjectionTime: route.Duration(20 * time.Second), MaxEjectedPercent: 40}

@@ -98,12 +98,16 @@
 //   - resolver failover (by subset or "*": services, subsets,
 //     datacenters, targets) becomes the [Failover] list of the subset or
 //     service, in the order Consul compiled it;
-//     the resolver's request timeout bounds routes that set none, and its
-//     load balancer (policy, a header or cookie hash) is the service's;
+//     the resolver's request timeout bounds routes that set none, its
+//     connect timeout is the service's [ConnectionPool.ConnectTimeout],
+//     and its load balancer (policy, a header, cookie or query-parameter
+//     hash) is the service's;
 //   - service-defaults' protocol is [Service.Protocol];
 //   - with [WithConsulCaller], the caller's own service-defaults
 //     UpstreamConfig (Defaults, and the Override naming the called
-//     service) gives the called service's [ConnectionPool] (Limits) and
+//     service) gives the called service's [ConnectionPool] (Limits,
+//     and ConnectTimeoutMs, which wins over the resolver's
+//     ConnectTimeout, as in Consul's Envoy clusters) and
 //     [OutlierDetection] (PassiveHealthCheck), as Consul configures a
 //     caller's sidecar: upstream settings belong to the caller.
 //
@@ -113,8 +117,8 @@
 // on Envoy's rate-limit header) is refused whole with a [*FieldError]
 // naming the entry and field, such as
 // service-router/web.Routes[0].Destination.RetryOn[0], and the last good
-// table stays; a field weft leaves unapplied (connect timeout, failover
-// targets in another namespace, idle timeout, extra hash policies) is a warning in [Table.Warnings] under
+// table stays; a field weft leaves unapplied (failover targets in
+// another namespace, idle timeout, extra hash policies) is a warning in [Table.Warnings] under
 // the same kind of path. List every service the process calls: a
 // service that only appears as another's target routes to its subsets
 // as that chain says, not by its own chain.

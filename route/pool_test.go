@@ -3,6 +3,7 @@ package route_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/weftmesh/weft/route"
 )
@@ -46,6 +47,64 @@ services:
 	}
 	if tab.Config().Services["web"].TrafficPolicy.ConnectionPool.MaxPendingRequests != 8 {
 		t.Errorf("the table's config lost the pool: %+v", tab.Config().Services["web"].TrafficPolicy)
+	}
+}
+
+// TestConnectTimeout: a service's connectionPool.connectTimeout is the
+// table's connect timeout for dials to its endpoints, in YAML and JSON;
+// a service without one, or not in the table, has none (the client's
+// default applies).
+func TestConnectTimeout(t *testing.T) {
+	tests := []struct {
+		name, config string
+		want         map[string]time.Duration
+	}{
+		{"yaml", `
+services:
+  web: {trafficPolicy: {connectionPool: {connectTimeout: 250ms, maxRequests: 4}}}
+  api: {trafficPolicy: {connectionPool: {maxRequests: 4}}}
+  db: {}`, map[string]time.Duration{"web": 250 * time.Millisecond, "api": 0, "db": 0, "other": 0}},
+		{"json", `{"services": {"web": {"trafficPolicy": {"connectionPool": {"connectTimeout": "3s"}}}}}`,
+			map[string]time.Duration{"web": 3 * time.Second, "api": 0}},
+		{"subset's is not the service's", `
+services:
+  web:
+    subsets: {v1: {tags: [v1], trafficPolicy: {connectionPool: {connectTimeout: 2s}}}}`,
+			map[string]time.Duration{"web": 0}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			format := route.YAML
+			if tt.name == "json" {
+				format = route.JSON
+			}
+			cfg, err := route.Parse([]byte(tt.config), format)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tab, err := route.Compile(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for svc, want := range tt.want {
+				if got := tab.ConnectTimeout(svc); got != want {
+					t.Errorf("%s: connect timeout %v, want %v", svc, got, want)
+				}
+			}
+			again, err := route.Compile(tab.Config())
+			if err != nil {
+				t.Fatal(err)
+			}
+			for svc, want := range tt.want {
+				if got := again.ConnectTimeout(svc); got != want {
+					t.Errorf("%s after a round trip of the config: %v, want %v", svc, got, want)
+				}
+			}
+		})
+	}
+	var nilTable *route.Table
+	if got := nilTable.ConnectTimeout("web"); got != 0 {
+		t.Errorf("nil table: %v", got)
 	}
 }
 

@@ -28,6 +28,7 @@ type Table struct {
 	source   string
 	services map[string]*service
 	dests    []*Destination
+	connect  map[string]time.Duration // connect timeouts, by service
 	warnings []*FieldError
 	config   []byte // the config, as canonical JSON
 }
@@ -75,6 +76,17 @@ func (t *Table) Services() []string {
 // Has reports whether the table routes service.
 func (t *Table) Has(service string) bool {
 	return t != nil && t.services[service] != nil
+}
+
+// ConnectTimeout returns the connect timeout that service's traffic
+// policy sets (ConnectionPool.ConnectTimeout); zero when it sets none, or
+// the table is nil. It is one map lookup: a client reads it when it
+// dials, not per call.
+func (t *Table) ConnectTimeout(service string) time.Duration {
+	if t == nil {
+		return 0
+	}
+	return t.connect[service]
 }
 
 // Rules returns the rules of service in the order they are tried, the

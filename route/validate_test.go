@@ -219,7 +219,19 @@ services:
 		{"hash without key", `
 services:
   web: {trafficPolicy: {loadBalancer: {policy: ring_hash}}}`,
-			`services.web.trafficPolicy.loadBalancer`, "ring_hash needs exactly one of hashHeader and hashCookie"},
+			`services.web.trafficPolicy.loadBalancer`, "ring_hash needs exactly one of hashHeader, hashCookie and hashQuery"},
+		{"hash on a header and a query parameter", `
+services:
+  web: {trafficPolicy: {loadBalancer: {policy: maglev, hashHeader: x-user, hashQuery: user}}}`,
+			`services.web.trafficPolicy.loadBalancer`, "maglev needs exactly one of hashHeader, hashCookie and hashQuery"},
+		{"query hash without a hashing policy", `
+services:
+  web: {trafficPolicy: {loadBalancer: {policy: round_robin, hashQuery: user}}}`,
+			`services.web.trafficPolicy.loadBalancer`, "only for ring_hash and maglev, not round_robin"},
+		{"negative connect timeout", `
+services:
+  web: {trafficPolicy: {connectionPool: {connectTimeout: -1s}}}`,
+			`services.web.trafficPolicy.connectionPool.connectTimeout`, "-1s is negative"},
 		{"subset policy", `
 services:
   web:
@@ -438,6 +450,12 @@ func TestValidateWarns(t *testing.T) {
 services:
   web: {trafficPolicy: {connectionPool: {maxRequests: 2, maxPendingRequests: 5}}}`,
 			"services.web.trafficPolicy.connectionPool.maxPendingRequests", "no call is ever pending without maxConnections"},
+		{"connect timeout of a subset", `
+services:
+  web:
+    subsets:
+      v1: {tags: [v1], trafficPolicy: {connectionPool: {connectTimeout: 2s}}}`,
+			"services.web.subsets.v1.trafficPolicy.connectionPool.connectTimeout", "serves every subset it belongs to"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
