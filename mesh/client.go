@@ -275,9 +275,10 @@ func (c *Client) newCluster(service, key string, watch func(string, func(discove
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   10 * time.Second,
 		ExpectContinueTimeout: time.Second,
+		DialContext:           c.dialer(service),
 	}
 	if tlsConfig != nil {
-		cl.transport.DialTLSContext = cl.naming.dialTLS(tlsConfig) // secure naming
+		cl.transport.DialTLSContext = cl.naming.dialTLS(tlsConfig, cl.transport.DialContext) // secure naming
 	}
 	stop, err := watch(service, cl.update)
 	if err != nil {

@@ -38,8 +38,13 @@ import (
 // no connection is made until the first call. Close the connection when
 // done; closing the client does not.
 //
-// opts are applied after weft's own. Interceptors among them run around
-// weft's engine, once per call. The connection's service config is
+// Each connect to an endpoint is bounded by its service's connect
+// timeout (route.ConnectionPool.ConnectTimeout in the client's current
+// route table, else [DefaultConnectTimeout]), as HTTP connects are.
+//
+// opts are applied after weft's own: a [grpc.WithContextDialer] among
+// them replaces weft's dialer, and with it the connect timeouts.
+// Interceptors among them run around weft's engine, once per call. The connection's service config is
 // weft's: grpc-go ignores a default service config when the resolver
 // gives one, so [grpc.WithDefaultServiceConfig] cannot turn weft's
 // balancing off, and per-method timeouts are set through weft instead
@@ -57,11 +62,12 @@ func (c *Client) DialGRPC(service string, opts ...grpc.DialOption) (*grpc.Client
 	if cl.tlsConfig != nil {
 		creds = cl.naming.grpcCredentials(credentials.NewTLS(cl.tlsConfig))
 	}
-	all := make([]grpc.DialOption, 0, len(opts)+5)
+	all := make([]grpc.DialOption, 0, len(opts)+6)
 	all = append(all,
 		grpc.WithResolvers(gc),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultServiceConfig(weftServiceConfig),
+		grpc.WithContextDialer(gc.dial), // the services' connect timeouts (dial.go)
 	)
 	all = append(all, opts...)
 	// Last, so that the caller's interceptors run around weft's engine.

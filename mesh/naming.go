@@ -127,16 +127,15 @@ func (a opAddr) String() string  { return string(a) }
 const tlsHandshakeTimeout = 10 * time.Second
 
 // dialTLS returns the DialTLSContext of a cluster's HTTP transport: a TLS
-// connection with cfg, checked against the expected identity of the
-// endpoint at addr.
-func (n *naming) dialTLS(cfg *tls.Config) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	var d net.Dialer
+// connection with cfg over a connection of dial, checked against the
+// expected identity of the endpoint at addr.
+func (n *naming) dialTLS(cfg *tls.Config, dial func(ctx context.Context, network, addr string) (net.Conn, error)) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
 		expected := (*n.byAddr.Load())[addr]
 		if err := n.allowed(network, addr, expected); err != nil {
 			return nil, err
 		}
-		raw, err := d.DialContext(ctx, network, addr)
+		raw, err := dial(ctx, network, addr)
 		if err != nil {
 			return nil, err
 		}

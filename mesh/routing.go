@@ -54,8 +54,10 @@ import (
 // maxRequests, or an HTTP call beyond maxConnections when
 // maxPendingRequests calls already wait, fails at once with
 // [ErrOverflow]. An HTTP call holds its place until its response body
-// is closed. Its outlier detection ejects failing endpoints from its
-// balancer. Its breaker block is not applied per destination: every
+// is closed. A service's connectTimeout bounds each connect to its
+// endpoints, read from the current table when the connection is dialled
+// (see [DefaultConnectTimeout]). Its outlier detection ejects failing
+// endpoints from its balancer. Its breaker block is not applied per destination: every
 // endpoint's breaker has the client's settings ([WithCircuitBreaker]).
 //
 // A backend may be an external service (route.ExternalService, as
@@ -213,8 +215,11 @@ func (cl *cluster) destinationPolicy(dest *route.Destination) balancer.Policy {
 	var p balancer.Policy
 	if lb := dest.Policy.LoadBalancer; lb != nil {
 		key := balancer.HeaderKey(lb.HashHeader)
-		if lb.HashCookie != "" {
+		switch {
+		case lb.HashCookie != "":
 			key = balancer.CookieKey(lb.HashCookie)
+		case lb.HashQuery != "": // gRPC calls have none: a random endpoint
+			key = balancer.QueryKey(lb.HashQuery)
 		}
 		switch lb.Policy {
 		case "round_robin":

@@ -603,33 +603,80 @@ services:
 }
 
 // TestRoutesDestinationPolicy: a destination's traffic policy picks its
-// balancer, as DestinationRule's trafficPolicy does: ring hash on a
-// header keeps each key on one endpoint.
+// balancer, as DestinationRule's trafficPolicy does: ring hash and
+// maglev on a header, a cookie or a query parameter keep each key on one
+// endpoint over many calls, and spread different keys over the
+// endpoints.
 func TestRoutesDestinationPolicy(t *testing.T) {
-	leaktest.Check(t)
-	re := newRoutedEnv(t, `
+	tests := []struct {
+		name, lb string
+		request  func(user string) (path string, h http.Header)
+	}{
+		{"ring hash on a header", "{policy: ring_hash, hashHeader: x-user}",
+			func(u string) (string, http.Header) { return "/", http.Header{"X-User": {u}} }},
+		{"maglev on a cookie", "{policy: maglev, hashCookie: session}",
+			func(u string) (string, http.Header) { return "/", http.Header{"Cookie": {"theme=dark; session=" + u}} }},
+		{"ring hash on a query parameter", "{policy: ring_hash, hashQuery: user}",
+			func(u string) (string, http.Header) { return "/cart?page=2&user=" + u, nil }},
+		{"maglev on an escaped query parameter", "{policy: maglev, hashQuery: user}",
+			func(u string) (string, http.Header) { return "/cart?user=" + u + "%20x&user=ignored", nil }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			leaktest.Check(t)
+			re := newRoutedEnv(t, `
 services:
   pay:
     trafficPolicy:
-      loadBalancer: {policy: ring_hash, hashHeader: x-user}
+      loadBalancer: `+tt.lb+`
 `)
-	seenBy := map[string]string{}
-	bodies := map[string]bool{}
-	for round := range 3 {
-		for u := range 20 {
-			user := "user-" + string(rune('a'+u))
-			code, body, _ := re.get(t, "/", http.Header{"X-User": {user}})
-			if code != 200 {
-				t.Fatalf("call: %d", code)
+			seenBy := map[string]string{}
+			bodies := map[string]bool{}
+			for round := range 5 {
+				for u := range 20 {
+					user := "user-" + string(rune('a'+u))
+					path, h := tt.request(user)
+					code, body, _ := re.get(t, path, h)
+					if code != 200 {
+						t.Fatalf("call: %d", code)
+					}
+					if prev, ok := seenBy[user]; ok && prev != body {
+						t.Fatalf("round %d: %s went to %s, then %s", round, user, prev, body)
+					}
+					seenBy[user] = body
+					bodies[body] = true
+				}
 			}
-			if prev, ok := seenBy[user]; ok && prev != body {
-				t.Fatalf("round %d: %s went to %s, then %s", round, user, prev, body)
+			if len(bodies) != 2 {
+				t.Fatalf("20 keys all went to %v", bodies)
 			}
-			seenBy[user] = body
-			bodies[body] = true
-		}
+		})
 	}
-	if len(bodies) != 2 {
-		t.Fatalf("20 keys all went to %v", bodies)
+}
+
+// TestRoutesQueryHashGRPC: gRPC calls have no query, so a hash on a
+// query parameter gives them no key: they succeed and go to random
+// endpoints, as HTTP calls without the parameter do.
+func TestRoutesQueryHashGRPC(t *testing.T) {
+	leaktest.Check(t)
+	env := newTestEnv(t, 3)
+	c := env.client(WithRoutes(staticRoutes(t, `
+services:
+  demo-grpc: {trafficPolicy: {loadBalancer: {policy: ring_hash, hashQuery: user}}}
+`)))
+	cc, err := c.DialGRPC("demo-grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx := testContext(t, 30*time.Second)
+	ctx = metadata.AppendToOutgoingContext(ctx, "user", "alice")
+	seen := map[string]bool{}
+	for len(seen) < 3 {
+		answer, err := demo.Whoami(ctx, cc)
+		if err != nil {
+			t.Fatalf("after %v: %v", seen, err)
+		}
+		seen[strings.Fields(answer)[0]] = true
 	}
 }
