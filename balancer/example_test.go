@@ -108,6 +108,22 @@ func ExampleMaglev() {
 	// Output: true
 }
 
+func ExampleQueryKey() {
+	key := balancer.QueryKey("user")
+	for _, u := range []string{
+		"http://cart/items?user=alice&page=2",
+		"http://cart/items?page=2&user=bob%20smith&user=carol",
+		"http://cart/items",
+	} {
+		r, _ := http.NewRequest("GET", u, nil)
+		fmt.Printf("%q\n", key(balancer.Info{HTTP: r}))
+	}
+	// Output:
+	// "alice"
+	// "bob smith"
+	// ""
+}
+
 func ExampleOutlier() {
 	now := time.Unix(0, 0)
 	b := balancer.New(

@@ -26,8 +26,10 @@
 //     ([Headers], also per backend), bound the call ([Route.Timeout]),
 //     retry ([Retry]) and hedge ([Hedge]) within the chosen backend,
 //     inject faults ([Fault]) and mirror calls ([Mirror]).
-//   - [TrafficPolicy] — load balancer, outlier detection, breaker, retries,
-//     connection pool ([ConnectionPool]: the calls in flight) — applies
+//   - [TrafficPolicy] — load balancer (hashing by a header, cookie or
+//     query parameter for ring_hash and maglev), outlier detection,
+//     breaker, retries, connection pool ([ConnectionPool]: the calls in
+//     flight, and the service's connect timeout) — applies
 //     per service, and per subset block by block over it, as
 //     DestinationRule's trafficPolicy does.
 //   - [Config.External] names services outside the mesh

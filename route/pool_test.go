@@ -114,7 +114,7 @@ func ExampleConnectionPool() {
 	cfg, err := route.Parse([]byte(`
 services:
   payments:
-    trafficPolicy: {connectionPool: {maxRequests: 100}}
+    trafficPolicy: {connectionPool: {maxRequests: 100, connectTimeout: 2s}}
     subsets:
       stable: {meta: {version: v1}}
       canary: {meta: {version: v2}, trafficPolicy: {connectionPool: {maxRequests: 10}}}
@@ -133,8 +133,10 @@ services:
 	for _, d := range tab.Destinations() {
 		fmt.Printf("%s: maxRequests %d\n", d, d.Policy.ConnectionPool.MaxRequests)
 	}
+	fmt.Println("connect timeout of payments:", tab.ConnectTimeout("payments"))
 	// Output:
 	// payments: maxRequests 100
 	// payments/canary: maxRequests 10
 	// payments/stable: maxRequests 100
+	// connect timeout of payments: 2s
 }
