@@ -240,9 +240,15 @@ type AdminEndpoint struct {
 	// Health sums the rest up: "healthy" (discovery lists it and nothing
 	// rules it out), "ejected", "breaker-open" or "breaker-half-open".
 	Health string `json:"health"`
-	// Breaker is the endpoint breaker's state ("closed", "open",
-	// "half-open"), empty without breakers.
+	// Breaker is the state ("closed", "open", "half-open") of the
+	// endpoint's breaker in the client's set ([WithCircuitBreaker]),
+	// empty without one.
 	Breaker string `json:"breaker,omitempty"`
+	// DestinationBreakers are the endpoint's breakers in the sets of
+	// route destinations with a breaker block of their own, which their
+	// calls go through in place of the client's, by subset. An open one
+	// makes Health "breaker-open" too.
+	DestinationBreakers []AdminDestinationBreaker `json:"destinationBreakers,omitempty"`
 	// Ejected: outlier detection has the endpoint ejected;
 	// EjectedForSeconds is the time left.
 	Ejected           bool    `json:"ejected"`
@@ -263,6 +269,16 @@ type AdminEndpoint struct {
 	Requests    uint64   `json:"requests"`
 	SuccessRate *float64 `json:"successRate"`
 	Throughput  *float64 `json:"throughput"`
+}
+
+// AdminDestinationBreaker is an endpoint's breaker in the set of a route
+// destination whose traffic policy has a breaker block.
+type AdminDestinationBreaker struct {
+	// Subset is the destination's subset, empty for the destination of
+	// every endpoint.
+	Subset string `json:"subset"`
+	// State is "closed", "open" or "half-open".
+	State string `json:"state"`
 }
 
 func (a *admin) clusters() AdminClusters {
@@ -330,10 +346,38 @@ func (cl *cluster) adminState(table *route.Table, window time.Duration) AdminSer
 			dests = append(dests, d)
 		}
 	}
+	var sets []*destBreakers
+	for _, sb := range cl.builtSubsets() {
+		if sb.brk != nil {
+			sets = append(sets, sb.brk)
+		}
+	}
+	slices.SortFunc(sets, func(a, b *destBreakers) int { return strings.Compare(a.subset, b.subset) })
 	for i := range u.Endpoints {
-		s.Endpoints = append(s.Endpoints, cl.adminEndpoint(&u.Endpoints[i], loads[u.Endpoints[i].ID], dests, window))
+		e := cl.adminEndpoint(&u.Endpoints[i], loads[u.Endpoints[i].ID], dests, window)
+		destinationBreakers(&e, sets)
+		s.Endpoints = append(s.Endpoints, e)
 	}
 	return s
+}
+
+// destinationBreakers adds to e the states of its breakers in sets, the
+// breakers of route destinations.
+func destinationBreakers(e *AdminEndpoint, sets []*destBreakers) {
+	for _, d := range sets {
+		b := d.set.Get(e.ID)
+		if b == nil {
+			continue
+		}
+		st := b.State()
+		e.DestinationBreakers = append(e.DestinationBreakers, AdminDestinationBreaker{Subset: d.subset, State: st.String()})
+		switch {
+		case st == breaker.Open:
+			e.Health = "breaker-open"
+		case st == breaker.HalfOpen && e.Health == "healthy":
+			e.Health = "breaker-half-open"
+		}
+	}
 }
 
 // loads returns, by endpoint ID, the loads of the endpoints in the
@@ -359,6 +403,21 @@ func (cl *cluster) builtSubsets() map[string]*subsetBalancer {
 	cl.subsets.mu.Lock()
 	defer cl.subsets.mu.Unlock()
 	return maps.Clone(cl.subsets.m)
+}
+
+// builtBreakers returns the breakers calls to dest go through: the
+// destination's own when its policy has a breaker block (nil while no
+// call has built them), else the client's. Like [cluster.builtBalancer]
+// it builds nothing.
+func (cl *cluster) builtBreakers(dest *route.Destination) *breaker.Set {
+	if dest.Policy.Breaker == nil {
+		return cl.guard.breakers
+	}
+	sb := cl.builtSubsets()[dest.Subset]
+	if sb == nil || sb.dest != dest || sb.brk == nil {
+		return nil
+	}
+	return sb.brk.set
 }
 
 // builtBalancer returns the balancer that picks for dest: the service's

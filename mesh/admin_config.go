@@ -313,6 +313,7 @@ func (a *admin) explainPick(cl *cluster, dest *route.Destination, info balancer.
 			ex.Why = append(ex.Why, "no gRPC connection to the service is open: which endpoints have a ready connection is not known")
 		}
 	}
+	set := cl.builtBreakers(dest)
 	var eps []discovery.Endpoint
 	excluded := map[string]bool{}
 	for i := range u.Endpoints {
@@ -323,7 +324,7 @@ func (a *admin) explainPick(cl *cluster, dest *route.Destination, info balancer.
 		eps = append(eps, *ep)
 		c := AdminCandidate{ID: ep.ID, Addr: ep.Addr, Eligible: true}
 		switch {
-		case cl.guard.breakers.Open(ep.ID):
+		case set.Open(ep.ID):
 			c.Eligible, c.Reason = false, "breaker open"
 		case ready != nil && !ready[ep.ID]:
 			c.Eligible, c.Reason = false, "no ready gRPC connection"

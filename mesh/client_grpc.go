@@ -118,7 +118,7 @@ func (gc *grpcConn) unary(ctx context.Context, method string, req, reply any, cc
 		x.method = dec.RewritePath(method)
 		gc.failover(&spec, dec.Target.Destination)
 	}
-	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, t.skip
+	spec.route, spec.replayable, spec.concurrent, spec.skip = method, true, isProto, t.skipFor(spec.brk)
 	if isProto && spec.hedge != nil {
 		x.replyType = msg.ProtoReflect().Type()
 	}
@@ -197,7 +197,7 @@ func (x *grpcUnary) send(actx context.Context, a *attempt) {
 			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(x.dec.Rule.Authority))
 		}
 	}
-	ctx, att := target.cl.startAttempt(x.call, ctx, nil, a.ep)
+	ctx, att := target.cl.startAttempt(x.call, ctx, nil, a.ep, a.set)
 	ctx = att.InjectGRPC(ctx)
 	var trailer *metadata.MD // read for pushback
 	switch {
@@ -348,8 +348,7 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 	}
 	spec := cl.spec(cl.balancer, nil, nil)
 	if dec.Rule != nil {
-		spec.balancer = cl.subsetBalancer(dec.Target.Destination)
-		spec.pool = cl.pool(dec.Target.Destination)
+		spec = cl.destSpec(dec.Target.Destination, nil, nil)
 		gc.failover(&spec, dec.Target.Destination)
 	}
 	if done, err = cl.admit(ctx, &spec); err != nil {
@@ -374,20 +373,20 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 			opts = append(opts[:len(opts):len(opts)], grpc.CallAuthority(dec.Rule.Authority))
 		}
 	}
-	spec.route, spec.skip = method, t.skip
+	spec.route, spec.skip = method, t.skipFor(spec.brk)
 	var tried []*balancer.Endpoint
 	for try := 1; ; try++ {
 		ep, via, err := cl.pick(balancer.Info{Context: ctx, Method: method}, spec, tried, nil)
 		if err != nil {
 			return fail(err)
 		}
-		t, g := t, g
+		t, g, set := t, g, g.breakersOf(spec.brk)
 		if via != nil { // a failover target's endpoint, and its breakers
-			t, g = via.grpc, via.cl.guard
+			t, g, set = via.grpc, via.cl.guard, via.cl.guard.breakersOf(via.brk)
 		}
 		start := g.clock.Now()
 		sctx, cancel := context.WithCancel(t.withEndpoint(ctx, ep))
-		sctx, att := t.cl.startAttempt(call, sctx, nil, ep)
+		sctx, att := t.cl.startAttempt(call, sctx, nil, ep, set)
 		sctx = att.InjectGRPC(sctx)
 		cs, err := streamer(sctx, desc, cc, sent, opts...)
 		if err != nil {
@@ -398,13 +397,13 @@ func (gc *grpcConn) stream(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.
 				tried = append(tried, ep)
 				continue
 			}
-			g.record(ep, start, g.classifyGRPC(ctx, err))
+			g.record(set, ep, start, g.classifyGRPC(ctx, err))
 			return fail(err)
 		}
 		s := &clientStream{ClientStream: cs, callCtx: ctx, serverStreams: desc.ServerStreams}
 		s.end = func(err error) {
 			att.EndGRPC(err)
-			g.record(ep, start, g.classifyGRPC(ctx, err))
+			g.record(set, ep, start, g.classifyGRPC(ctx, err))
 			call.EndGRPC(err)
 			cancel()
 			stopTimeout()
@@ -530,9 +529,41 @@ func (gc *grpcConn) failover(spec *callSpec, dest *route.Destination) {
 // connection then holds connections to as well.
 type grpcTarget struct {
 	cl          *cluster
+	gc          *grpcConn
 	prefix      string                        // of the connection's keys of its endpoints ([grpcConn.keyPrefix])
 	skip        func(*balancer.Endpoint) bool // open breakers and endpoints without a ready connection; built once
 	unsubscribe func()
+
+	skipMu sync.Mutex
+	skips  map[string]destSkip // by subset: skips of destinations with breakers of their own
+}
+
+// destSkip is the skip function of a target's calls to a destination
+// with breakers of its own (brk).
+type destSkip struct {
+	brk  *destBreakers
+	skip func(*balancer.Endpoint) bool
+}
+
+// skipFor returns what rules out endpoints of t for a call that goes
+// through brk, a destination's breakers: endpoints without a ready
+// connection and with an open breaker in brk; t.skip for a nil brk. It
+// builds the function once per destination's breaker set.
+func (t *grpcTarget) skipFor(brk *destBreakers) func(*balancer.Endpoint) bool {
+	if brk == nil {
+		return t.skip
+	}
+	t.skipMu.Lock()
+	defer t.skipMu.Unlock()
+	if ds, ok := t.skips[brk.subset]; ok && ds.brk == brk {
+		return ds.skip
+	}
+	if t.skips == nil {
+		t.skips = make(map[string]destSkip)
+	}
+	ds := destSkip{brk: brk, skip: t.gc.skipping(t.prefix, brk.skipOpen)}
+	t.skips[brk.subset] = ds
+	return ds.skip
 }
 
 // withEndpoint returns ctx carrying the endpoint chosen for an attempt,
@@ -558,12 +589,18 @@ func newGRPCConn(c *Client, cl *cluster) *grpcConn {
 
 // target returns the grpcTarget of cl on gc.
 func (gc *grpcConn) target(cl *cluster) *grpcTarget {
-	t := &grpcTarget{cl: cl, prefix: gc.keyPrefix(cl.key)}
-	open, prefix := cl.guard.skipOpen, t.prefix
-	t.skip = func(e *balancer.Endpoint) bool {
+	t := &grpcTarget{cl: cl, gc: gc, prefix: gc.keyPrefix(cl.key)}
+	t.skip = gc.skipping(t.prefix, cl.guard.skipOpen)
+	return t
+}
+
+// skipping returns what rules out the endpoints of gc's keys with prefix:
+// those without a ready connection, and those open rules out (open
+// breakers) when open is not nil.
+func (gc *grpcConn) skipping(prefix string, open func(*balancer.Endpoint) bool) func(*balancer.Endpoint) bool {
+	return func(e *balancer.Endpoint) bool {
 		return !gc.ready.Load().ready[prefix+e.ID] || (open != nil && open(e))
 	}
-	return t
 }
 
 // include makes gc hold connections to the endpoints of cl, a service a

@@ -110,7 +110,7 @@ func (x *httpExchange) send(actx context.Context, a *attempt) {
 	if x.dec != nil {
 		routeRequest(x.dec, out)
 	}
-	if _, att := cl.startAttempt(x.call, actx, out, a.ep); att != nil {
+	if _, att := cl.startAttempt(x.call, actx, out, a.ep, a.set); att != nil {
 		// The attempt's trace context goes out in a copy of the headers,
 		// made only when there is one to add; the caller's stay untouched.
 		out.Header = att.InjectHTTP(out.Header)

@@ -57,6 +57,9 @@ type callSpec struct {
 	// skipOpen) and, for gRPC, endpoints without a ready connection. Nil
 	// rules nothing out.
 	skip func(*balancer.Endpoint) bool
+	// brk is the breaker set of the call's destination when its route
+	// policy has a breaker block; nil: the client's (the guard's).
+	brk *destBreakers
 	// concurrent: two attempts may run side by side (the exchange can
 	// give each its own memory), which hedging needs.
 	concurrent bool
@@ -90,6 +93,7 @@ type attempt struct {
 	n    int                // 1 for the first attempt of the call
 	ep   *balancer.Endpoint // nil when none was picked
 	via  *failoverTarget    // where ep is when a failover target gave it; nil for the call's own
+	set  *breaker.Set       // the breakers ep's attempt goes through; nil for none
 	err  error
 	sent bool // the request may have reached the server
 	// unsent: the attempt found no connection to its endpoint ready and
@@ -238,12 +242,14 @@ func (cl *cluster) attempt(ctx, actx context.Context, ex exchange, spec callSpec
 func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSpec, n int, ep *balancer.Endpoint, via *failoverTarget, tried []*balancer.Endpoint, own bool, a *attempt) {
 	var refused []*balancer.Endpoint
 	for i := 0; ; i++ {
-		g := cl.guard
+		g, set := cl.guard, cl.guard.breakersOf(spec.brk)
 		if via != nil {
-			g = via.cl.guard // the endpoint's breakers are its cluster's
+			// The endpoint's breakers are its cluster's, or its
+			// destination's.
+			g, set = via.cl.guard, via.cl.guard.breakersOf(via.brk)
 		}
-		*a = attempt{n: n, ep: ep, via: via, own: own}
-		if g.through(ep, func() breaker.Result {
+		*a = attempt{n: n, ep: ep, via: via, own: own, set: set}
+		if g.through(set, ep, func() breaker.Result {
 			ex.send(actx, a)
 			if context.Cause(actx) == errHedgeLost {
 				// Cancelled by weft: nothing to learn of the endpoint.
@@ -257,7 +263,7 @@ func (cl *cluster) attemptTo(ctx, actx context.Context, ex exchange, spec callSp
 			// ep's connection went away between the pick and the send
 			// (discovery removed it, or it failed): nothing was sent, so
 			// another endpoint takes the attempt, retry policy or not.
-		} else if svc := g.breakers.Service(); i == 2 || (svc != nil && svc.Open()) {
+		} else if svc := set.Service(); i == 2 || (svc != nil && svc.Open()) {
 			break
 		}
 		refused = append(refused, ep)

@@ -25,7 +25,8 @@ type failoverTarget struct {
 	cl   *cluster
 	bal  *balancer.Balancer
 	skip func(*balancer.Endpoint) bool
-	grpc *grpcTarget // gRPC: the connection's target of cl; nil for HTTP
+	grpc *grpcTarget   // gRPC: the connection's target of cl; nil for HTTP
+	brk  *destBreakers // the destination's own breakers; nil: the cluster's
 }
 
 // pickFailover picks from the call's failover targets in order: the first
@@ -100,7 +101,12 @@ func (c *Client) httpFailover(d *route.Destination) (*failoverTarget, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &failoverTarget{cl: cl, bal: cl.subsetBalancer(d), skip: cl.guard.skipOpen}, nil
+	bal, brk := cl.destination(d)
+	ft := &failoverTarget{cl: cl, bal: bal, skip: cl.guard.skipOpen, brk: brk}
+	if brk != nil {
+		ft.skip = brk.skipOpen
+	}
+	return ft, nil
 }
 
 // grpcFailover resolves failover destination d for a gRPC call on gc:
@@ -118,7 +124,8 @@ func (gc *grpcConn) grpcFailover(d *route.Destination) (*failoverTarget, error) 
 	if cl != gc.cl {
 		t = gc.include(cl)
 	}
-	return &failoverTarget{cl: cl, bal: cl.subsetBalancer(d), skip: t.skip, grpc: t}, nil
+	bal, brk := cl.destination(d)
+	return &failoverTarget{cl: cl, bal: bal, skip: t.skipFor(brk), grpc: t, brk: brk}, nil
 }
 
 // errExternalFailover: route validation refuses external failover

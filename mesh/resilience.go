@@ -196,7 +196,9 @@ func WithHedging(p HedgePolicy) ClientOption {
 // circuit breaker configured by s (and a breaker per service with
 // [breaker.WithServiceBreaker]). An endpoint whose breaker is open is
 // not picked; when all are open, calls fail at once with
-// [ErrCircuitOpen].
+// [ErrCircuitOpen]. Calls that a route sends to a destination whose
+// traffic policy has a breaker block go through that destination's own
+// breakers instead (see [WithRoutes]).
 func WithCircuitBreaker(s breaker.Settings, opts ...breaker.SetOption) ClientOption {
 	return clientOptionFunc(func(c *clientConfig) {
 		c.resilience.breakers = &s
@@ -275,6 +277,8 @@ type guard struct {
 	service      string
 	breakers     *breaker.Set                  // nil: none
 	skipOpen     func(*balancer.Endpoint) bool // nil without breakers; built once
+	settings     *breaker.Settings             // the client's breaker settings; nil: none
+	setOpts      []breaker.SetOption           // the client's breaker set options
 	budget       *breaker.Budget               // nil without retries or hedging
 	limiter      *rate.Limiter                 // nil: no rate limit
 	limitWait    bool
@@ -315,6 +319,7 @@ func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
 		}
 	}
 	if rc.breakers != nil {
+		g.settings, g.setOpts = rc.breakers, rc.breakerOpts
 		set := breaker.NewSet(service, *rc.breakers, rc.breakerOpts...)
 		g.breakers = set
 		g.skipOpen = func(e *balancer.Endpoint) bool { return set.Open(e.ID) }
@@ -341,7 +346,11 @@ func newGuard(service string, rc *resilienceConfig, c Clock) *guard {
 // Breakers returns the circuit breakers of the client's calls to
 // service, HTTP and gRPC alike, or nil when it has none (no
 // [WithCircuitBreaker], or no call to service yet). Use it to read
-// states or [breaker.Set.Subscribe] to state changes.
+// states or [breaker.Set.Subscribe] to state changes. It is the
+// client's set: route destinations with a breaker block have sets of
+// their own, whose states the admin handler's /clusters shows
+// (destinationBreakers) and whose changes [breaker.Settings.OnStateChange]
+// and [WithTelemetry] see.
 func (c *Client) Breakers(service string) *breaker.Set {
 	if cl := (*c.clusters.Load())[service]; cl != nil {
 		return cl.guard.breakers
@@ -405,18 +414,19 @@ func (g *guard) rateLimit(ctx context.Context, now time.Time) error {
 	return nil
 }
 
-// through makes an attempt run to ep through ep's circuit breaker, and
-// the service's when there is one, then finishes the pick of ep with the
+// through makes an attempt run to ep through ep's circuit breaker in
+// set (the call's: [guard.breakersOf]), and the set's service-wide one
+// when there is one, then finishes the pick of ep with the
 // attempt's outcome and feeds the latency of a success to the hedge
 // delay. It reports false, without calling run, when a breaker refused;
 // ep is then done as dropped.
-func (g *guard) through(ep *balancer.Endpoint, run func() breaker.Result) bool {
+func (g *guard) through(set *breaker.Set, ep *balancer.Endpoint, run func() breaker.Result) bool {
 	start := g.clock.Now()
 	var result breaker.Result
 	var refused error
-	if br := g.breakers.Get(ep.ID); br == nil {
+	if br := set.Get(ep.ID); br == nil {
 		result = run()
-	} else if svc := g.breakers.Service(); svc == nil {
+	} else if svc := set.Service(); svc == nil {
 		refused = br.Do(func() breaker.Result { result = run(); return result })
 	} else {
 		refused = svc.Do(func() breaker.Result {
@@ -445,21 +455,23 @@ func (g *guard) finish(ep *balancer.Endpoint, start time.Time, result breaker.Re
 }
 
 // record counts the outcome of a call that did not ask the breakers
-// first (a stream, whose outcome comes long after it was admitted) and
-// accounts it like [guard.finish].
-func (g *guard) record(ep *balancer.Endpoint, start time.Time, result breaker.Result) {
-	if br := g.breakers.Get(ep.ID); br != nil {
+// first (a stream, whose outcome comes long after it was admitted) with
+// ep's breaker in set and the set's service-wide one, and accounts it
+// like [guard.finish].
+func (g *guard) record(set *breaker.Set, ep *balancer.Endpoint, start time.Time, result breaker.Result) {
+	if br := set.Get(ep.ID); br != nil {
 		br.Record(result)
 	}
-	if svc := g.breakers.Service(); svc != nil {
+	if svc := set.Service(); svc != nil {
 		svc.Record(result)
 	}
 	g.finish(ep, start, result)
 }
 
-// breakerState returns the state of ep's breaker, "" without one.
-func (g *guard) breakerState(ep *balancer.Endpoint) string {
-	if br := g.breakers.Get(ep.ID); br != nil {
+// breakerState returns the state of ep's breaker in set, "" without
+// one.
+func breakerState(set *breaker.Set, ep *balancer.Endpoint) string {
+	if br := set.Get(ep.ID); br != nil {
 		return br.State().String()
 	}
 	return ""

@@ -57,8 +57,19 @@ import (
 // is closed. A service's connectTimeout bounds each connect to its
 // endpoints, read from the current table when the connection is dialled
 // (see [DefaultConnectTimeout]). Its outlier detection ejects failing
-// endpoints from its balancer. Its breaker block is not applied per destination: every
-// endpoint's breaker has the client's settings ([WithCircuitBreaker]).
+// endpoints from its balancer. Its breaker block (route.Breaker) gives
+// the destination a circuit breaker set of its own, one breaker per
+// endpoint of the destination with the block's settings, in place of the
+// client's ([WithCircuitBreaker]) for its calls, HTTP and gRPC, unary and
+// streams: they skip its open breakers and are counted by it. It applies
+// whether the client has [WithCircuitBreaker] or not; the set takes the
+// client's [breaker.SetOption]s (a destination-wide breaker with
+// [breaker.WithServiceBreaker]), its OnStateChange and its Now (else the
+// client's [WithClock]). Zero fields of the block mean the breaker
+// package's defaults, not the client's settings. A new table keeps a
+// destination's breakers, and their state, while its block is unchanged,
+// and replaces them when it changes. Destinations without a block use
+// the client's breakers.
 //
 // A backend may be an external service (route.ExternalService, as
 // Istio's ServiceEntry): HTTP calls reach it over TLS with its own server
@@ -150,12 +161,24 @@ func (cl *cluster) spec(bal *balancer.Balancer, retry *RetryPolicy, hedge *Hedge
 	return callSpec{balancer: bal, retry: retry, hedge: hedge, skip: cl.guard.skipOpen}
 }
 
+// destSpec returns the call spec of a call to dest, a destination of cl,
+// under the retry and hedge policies given: dest's balancer, and its
+// breakers when its policy has a breaker block.
+func (cl *cluster) destSpec(dest *route.Destination, retry *RetryPolicy, hedge *HedgePolicy) callSpec {
+	bal, brk := cl.destination(dest)
+	spec := cl.spec(bal, retry, hedge)
+	spec.pool = cl.pool(dest)
+	if brk != nil {
+		spec.brk, spec.skip = brk, brk.skipOpen
+	}
+	return spec
+}
+
 // routedSpec returns the call spec of a call that dec sends to cl: the
 // balancer of the target's subset and the route's retry and hedge
 // policies over the client's.
 func (cl *cluster) routedSpec(dec route.Decision) callSpec {
-	spec := cl.spec(cl.subsetBalancer(dec.Target.Destination), cl.guard.retry, cl.guard.hedge)
-	spec.pool = cl.pool(dec.Target.Destination)
+	spec := cl.destSpec(dec.Target.Destination, cl.guard.retry, cl.guard.hedge)
 	if rp := dec.Rule.RetryFor(dec.Target); rp != nil {
 		p := RetryPolicy{MaxAttempts: rp.MaxAttempts, PerTryTimeout: rp.PerTryTimeout}
 		if cl.guard.retry != nil {
@@ -170,8 +193,9 @@ func (cl *cluster) routedSpec(dec route.Decision) callSpec {
 	return spec
 }
 
-// subsets are the balancers of a cluster's subsets, built on first use
-// and fed by the cluster's discovery updates.
+// subsets are the balancers (and breakers) of a cluster's route
+// destinations, built on first use and fed by the cluster's discovery
+// updates.
 type subsets struct {
 	mu sync.Mutex
 	m  map[string]*subsetBalancer // by subset name
@@ -180,32 +204,57 @@ type subsets struct {
 type subsetBalancer struct {
 	dest *route.Destination // the destination it was built for
 	bal  *balancer.Balancer
+	// shared: bal is the cluster's own (a destination of every endpoint
+	// with only a breaker block), which the cluster updates.
+	shared bool
+	brk    *destBreakers // nil: the destination has no breaker block
 }
 
-// subsetBalancer returns the balancer of dest — a subset of cl's
+// subsetBalancer returns the balancer of dest (see [cluster.destination]).
+func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
+	bal, _ := cl.destination(dest)
+	return bal
+}
+
+// destination returns the balancer of dest — a subset of cl's
 // endpoints, or all of them — with dest's traffic policy: its load
 // balancer and outlier detection, as DestinationRule's trafficPolicy,
-// which applies when a route sends calls there. A destination of every
-// endpoint with no policy of its own is served by the service's balancer.
-func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
-	if dest.Subset == "" && dest.Policy.LoadBalancer == nil && dest.Policy.Outlier == nil {
-		return cl.balancer
+// which applies when a route sends calls there; and dest's breakers when
+// its policy has a breaker block, else nil (the client's apply). A
+// destination of every endpoint with no balancing policy of its own is
+// served by the service's balancer.
+func (cl *cluster) destination(dest *route.Destination) (*balancer.Balancer, *destBreakers) {
+	pol := &dest.Policy
+	own := dest.Subset != "" || pol.LoadBalancer != nil || pol.Outlier != nil
+	if !own && pol.Breaker == nil {
+		return cl.balancer, nil
 	}
 	cl.subsets.mu.Lock()
 	defer cl.subsets.mu.Unlock()
-	if sb := cl.subsets.m[dest.Subset]; sb != nil && sb.dest == dest {
-		return sb.bal
+	old := cl.subsets.m[dest.Subset]
+	if old != nil && old.dest == dest {
+		return old.bal, old.brk
 	}
 	// New, or its definition came with a newer table.
-	sb := &subsetBalancer{dest: dest, bal: balancer.New(cl.destinationPolicy(dest))}
+	sb := &subsetBalancer{dest: dest, bal: cl.balancer, shared: !own}
+	if own {
+		sb.bal = balancer.New(cl.destinationPolicy(dest))
+	}
+	if b := pol.Breaker; b != nil {
+		if old != nil && old.brk != nil && old.brk.conf == *b {
+			sb.brk = old.brk // unchanged: its breakers keep their state
+		} else {
+			sb.brk = cl.newDestBreakers(dest.Subset, *b)
+		}
+	}
 	if u := cl.status.Load(); u != nil {
-		sb.bal.Update(sb.filter(u.Endpoints))
+		sb.update(u.Endpoints)
 	}
 	if cl.subsets.m == nil {
 		cl.subsets.m = make(map[string]*subsetBalancer)
 	}
 	cl.subsets.m[dest.Subset] = sb
-	return sb.bal
+	return sb.bal, sb.brk
 }
 
 // destinationPolicy is the balancing policy of dest: the one its traffic
@@ -275,12 +324,25 @@ func (sb *subsetBalancer) filter(eps []discovery.Endpoint) []discovery.Endpoint 
 	return out
 }
 
-// updateSubsets hands the subsets' balancers their share of eps.
+// update hands sb's balancer, unless it is the cluster's, and breakers
+// their share of eps.
+func (sb *subsetBalancer) update(eps []discovery.Endpoint) {
+	own := sb.filter(eps)
+	if !sb.shared {
+		sb.bal.Update(own)
+	}
+	if sb.brk != nil {
+		sb.brk.set.Update(own)
+	}
+}
+
+// updateSubsets hands the subsets' balancers and breakers their share of
+// eps.
 func (cl *cluster) updateSubsets(eps []discovery.Endpoint) {
 	cl.subsets.mu.Lock()
 	defer cl.subsets.mu.Unlock()
 	for _, sb := range cl.subsets.m {
-		sb.bal.Update(sb.filter(eps))
+		sb.update(eps)
 	}
 }
 
@@ -444,8 +506,7 @@ func (c *Client) mirrorHTTP(r *http.Request, dec *route.Decision) *mirrorCompare
 			cmp.shadow(nil, err)
 			return
 		}
-		spec := cl.spec(cl.subsetBalancer(dest), nil, nil)
-		spec.pool = cl.pool(dest)
+		spec := cl.destSpec(dest, nil, nil)
 		resp, err := cl.roundTrip(ctx, m, nil, spec)
 		cmp.shadow(resp, err)
 		if err == nil {

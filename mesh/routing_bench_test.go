@@ -36,6 +36,11 @@ services:
 var benchPooledYAML = strings.Replace(benchRoutesYAML, "  demo: &svc\n",
 	"  demo: &svc\n    trafficPolicy: {connectionPool: {maxConnections: 1000, maxPendingRequests: 10, maxRequests: 1000}}\n", 1)
 
+// benchBreakerYAML is benchRoutesYAML with a breaker block on the
+// destination: its calls go through breakers of its own.
+var benchBreakerYAML = strings.Replace(benchRoutesYAML, "  demo: &svc\n",
+	"  demo: &svc\n    trafficPolicy: {breaker: {consecutiveFailures: 1000}}\n", 1)
+
 // benchFailoverYAML routes every call to a subset no endpoint is in,
 // which fails over to the whole service.
 const benchFailoverYAML = `
@@ -52,7 +57,7 @@ services:
 // over real mutual TLS on loopback: the same call without routes
 // ("plain"), with a ten-route table whose last route takes it
 // ("routed"), with a connection pool on the destination too ("pooled"),
-// and routed to a destination with no endpoint, which fails over
+// with a breaker block on the destination ("breaker"), and routed to a destination with no endpoint, which fails over
 // ("failover"). The allocations of plain, routed and pooled differ by at
 // most one.
 func BenchmarkRoutedCall(b *testing.B) {
@@ -65,6 +70,7 @@ func BenchmarkRoutedCall(b *testing.B) {
 		name string
 		opts []ClientOption
 	}{{"plain", nil}, {"routed", []ClientOption{WithRoutes(src)}}, {"pooled", []ClientOption{WithRoutes(pooled)}},
+		{"breaker", []ClientOption{WithRoutes(staticRoutes(b, benchBreakerYAML))}},
 		{"failover", []ClientOption{WithRoutes(staticRoutes(b, benchFailoverYAML))}}} {
 		c := env.client(mode.opts...)
 		hc := c.HTTPClient()

@@ -180,16 +180,17 @@ func observeRejection(d *calltel.Destination, ctx context.Context, err error) {
 }
 
 // startAttempt starts the telemetry of an attempt of call to ep — the
-// endpoint and its breaker's state recorded on the attempt's span — or
+// endpoint and the state of its breaker in set (the call's) recorded on
+// the attempt's span — or
 // returns nil without telemetry. r is the attempt's HTTP request, nil
 // for gRPC. The context returned carries the attempt's span.
-func (cl *cluster) startAttempt(call *calltel.Call, ctx context.Context, r *http.Request, ep *balancer.Endpoint) (context.Context, *calltel.Attempt) {
+func (cl *cluster) startAttempt(call *calltel.Call, ctx context.Context, r *http.Request, ep *balancer.Endpoint, set *breaker.Set) (context.Context, *calltel.Attempt) {
 	if call == nil {
 		return ctx, nil
 	}
 	ctx, att := call.StartAttempt(ctx, r)
 	att.SetEndpoint(ep.ID, ep.Addr)
-	if s := cl.guard.breakerState(ep); s != "" {
+	if s := breakerState(set, ep); s != "" {
 		att.SetBreakerState(s)
 	}
 	return ctx, att

@@ -36,6 +36,12 @@ const (
 	// RouteSourceKey names the source of a refused route update on
 	// weft.route.rejections ("static", "file:/etc/weft/routes.yaml").
 	RouteSourceKey = calltel.RouteSourceKey
+	// SubsetKey names the route subset of a destination's own breakers
+	// on their state changes (empty for a destination of every endpoint).
+	SubsetKey = calltel.SubsetKey
+	// BreakerSetKey is "destination" on the state changes of a route
+	// destination's own breakers (its traffic policy's breaker block).
+	BreakerSetKey = calltel.BreakerSetKey
 )
 
 // Redact returns the text of err with anything that may carry a secret

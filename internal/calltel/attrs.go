@@ -34,6 +34,8 @@ const (
 	RejectReasonKey  = attribute.Key("weft.reject.reason")
 	SideKey          = attribute.Key("weft.side")
 	RouteSourceKey   = attribute.Key("weft.route.source")
+	SubsetKey        = attribute.Key("weft.subset")
+	BreakerSetKey    = attribute.Key("weft.breaker.set")
 )
 
 // other is the value the semantic conventions use for anything outside a

@@ -126,17 +126,34 @@ func (t *Telemetry) Restored(ctx context.Context, service, endpoint string) {
 // (weft.breaker.transitions by state entered, event
 // "weft.breaker.state_change").
 func (t *Telemetry) BreakerChanged(ctx context.Context, service, endpoint, from, to string) {
+	t.breakerChanged(ctx, service, endpoint, from, to, nil)
+}
+
+// DestinationBreakerChanged is [Telemetry.BreakerChanged] for a breaker
+// of a route destination's own set (its traffic policy's breaker block):
+// the metric and the event carry weft.subset (empty for the destination
+// of every endpoint), and the event weft.breaker.set "destination".
+func (t *Telemetry) DestinationBreakerChanged(ctx context.Context, service, subset, endpoint, from, to string) {
+	t.breakerChanged(ctx, service, endpoint, from, to, []attribute.KeyValue{SubsetKey.String(subset), BreakerSetKey.String("destination")})
+}
+
+func (t *Telemetry) breakerChanged(ctx context.Context, service, endpoint, from, to string, extra []attribute.KeyValue) {
 	if t == nil {
 		return
 	}
 	to = breakerState(to)
-	t.inst.breakerChanges.Add(context.Background(), 1, set(ServiceKey.String(service), BreakerStateKey.String(to)))
+	if len(extra) == 0 {
+		t.inst.breakerChanges.Add(context.Background(), 1, set(ServiceKey.String(service), BreakerStateKey.String(to)))
+	} else {
+		t.inst.breakerChanges.Add(context.Background(), 1, set(ServiceKey.String(service), BreakerStateKey.String(to), extra[0]))
+	}
 	level := slog.LevelInfo
 	if to == "open" {
 		level = slog.LevelWarn
 	}
-	t.event(ctx, level, "weft.breaker.state_change", ServiceKey.String(service), EndpointKey.String(endpoint),
-		attribute.String("weft.breaker.from", breakerState(from)), BreakerStateKey.String(to))
+	attrs := append([]attribute.KeyValue{ServiceKey.String(service), EndpointKey.String(endpoint),
+		attribute.String("weft.breaker.from", breakerState(from)), BreakerStateKey.String(to)}, extra...)
+	t.event(ctx, level, "weft.breaker.state_change", attrs...)
 }
 
 // RetryBudgetExhausted records a retry of a call to service that was not
