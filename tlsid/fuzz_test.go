@@ -179,6 +179,20 @@ func FuzzCompileIntentions(f *testing.F) {
 	} {
 		f.Add(s[0], s[1], s[2], s[3], s[4], s[5], "/admin/x", "POST", "prod")
 	}
+	// Requests crafted against deny permissions: a decoded newline
+	// against ".*", a lower-case method, a trailing dot segment, a
+	// request without a path (CONNECT) or with "*", a binary header.
+	for _, s := range [][9]string{
+		{"", "/admin/.*", "", "", "", "", "/admin/\nx", "GET", ""},
+		{"", "", "", "DELETE", "", "", "/items/1", "delete", ""},
+		{"/secret/", "", "", "", "", "", "/secret/x/..", "GET", ""},
+		{"", ".*", "", "", "", "", "", "CONNECT", ""},
+		{"", "", "*", "OPTIONS", "", "", "*", "OPTIONS", ""},
+		{"", "", "", "", "x-ticket-bin", "c3.*", "/p.S/M", "POST", "stolen"},
+		{"", "", "", "", "x-debug", "1", "/", "GET", " 1\t"},
+	} {
+		f.Add(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8])
+	}
 	f.Fuzz(func(t *testing.T, prefix, regex, exact, method, header, headerRegex, reqPath, reqMethod, reqHeader string) {
 		h := api.IntentionHTTPPermission{PathPrefix: prefix, PathRegex: regex, PathExact: exact}
 		if method != "" {

@@ -72,15 +72,37 @@ func (w IntentionWarning) String() string {
 // intentions say.
 //
 // Matching follows Envoy's, which Consul's proxies use: PathExact and
-// PathPrefix compare the request's normalized path (see package mesh)
+// PathPrefix compare the request's normalized path ([NormalizePath])
 // exactly and as a plain string prefix ("/admin" is a prefix of
 // "/administrator"); regular expressions are RE2 and must match the
 // whole path or header value; a header with several values is matched
 // against the values joined with ","; an absent header matches only
-// "Present" with "Invert". One difference: a permission naming the
-// method GET also matches HEAD, as servers answer HEAD with their GET
-// handlers (as [Policy] does). gRPC calls are method POST on the path
-// "/package.Service/Method", with their metadata as headers.
+// "Present" with "Invert"; a request without a path (CONNECT) matches
+// no path condition, and "*" (OPTIONS *) only a regular expression.
+//
+// Where weft sees a request differently from Envoy, or an application
+// may read it differently, a permission that denies matches at least
+// whenever Envoy's would, and one that allows at most then:
+//
+//   - a permission naming the method GET also matches HEAD, as servers
+//     answer HEAD with their GET handlers (as [Policy] does);
+//   - a deny's methods match whatever their case ("delete" is DELETE);
+//     an allow's only as written;
+//   - a header sent several times also matches a deny when one of its
+//     values alone does, and an allow only when each of them does too;
+//     values are matched without leading and trailing spaces and tabs;
+//   - "." in a regular expression also matches a newline, which a
+//     decoded path may hold ("%0A");
+//   - headers a request's [Headers] may not give — pseudo-headers
+//     other than ":authority" and ":method", and those gRPC servers
+//     consume (te, grpc-timeout, grpc-encoding, grpc-message,
+//     grpc-message-type, grpc-status) — and the values of binary
+//     ("-bin") headers, which gRPC servers see decoded, make an allow
+//     never match and a deny match whatever the value (a "-bin" header
+//     must still be present); each is reported in [Intentions.Warnings].
+//
+// gRPC calls are method POST on the path "/package.Service/Method",
+// with their metadata as headers.
 //
 // The zero value refuses every request with an error wrapping
 // [ErrNoIntentions]. Intentions are immutable and
@@ -406,13 +428,26 @@ func (c *entryCompiler) permission(field, name string, i int, p *api.IntentionPe
 		if err != nil {
 			return perm, false, c.errorf(hfield, "%v", err)
 		}
-		if strings.HasPrefix(hm.name, ":") && !slices.Contains(seenPseudoHeaders, hm.name) {
+		if unseenHeader(hm.name) {
 			if perm.allow {
 				c.warn(hfield+".Name", fmt.Sprintf("weft does not see the header %s: this allow never matches", truncate(hm.name)))
 				return perm, false, nil
 			}
 			c.warn(hfield+".Name", fmt.Sprintf("weft does not see the header %s: this deny matches whatever its value", truncate(hm.name)))
 			continue
+		}
+		if hm.kind != headerPresent && strings.HasSuffix(strings.ToLower(hm.name), "-bin") {
+			// gRPC servers see the decoded bytes of a binary header,
+			// Consul's proxies the base64 text on the wire.
+			if perm.allow {
+				c.warn(hfield+".Name", fmt.Sprintf("weft cannot match the wire value of the binary header %s: this allow never matches", truncate(hm.name)))
+				return perm, false, nil
+			}
+			c.warn(hfield+".Name", fmt.Sprintf("weft cannot match the wire value of the binary header %s: this deny matches whenever it is present", truncate(hm.name)))
+			if hm.invert {
+				continue
+			}
+			hm = headerMatch{name: hm.name, kind: headerPresent}
 		}
 		perm.headers = append(perm.headers, hm)
 	}
@@ -423,12 +458,29 @@ func (c *entryCompiler) permission(field, name string, i int, p *api.IntentionPe
 // give, as package mesh builds them.
 var seenPseudoHeaders = []string{":authority", ":method"}
 
+// grpcTransportHeaders are headers gRPC servers consume without putting
+// them in a call's metadata (grpc-go's reserved headers), in canonical
+// form.
+var grpcTransportHeaders = []string{"Te", "Grpc-Timeout", "Grpc-Encoding", "Grpc-Message", "Grpc-Message-Type", "Grpc-Status"}
+
+// unseenHeader reports whether a request's [Headers] may lack the header
+// name (in its compiled form) although the request carried it.
+func unseenHeader(name string) bool {
+	if strings.HasPrefix(name, ":") {
+		return !slices.Contains(seenPseudoHeaders, name)
+	}
+	return slices.Contains(grpcTransportHeaders, name)
+}
+
 // compileWhole compiles an RE2 expression that must match a whole value.
+// "." also matches a newline: weft matches decoded paths, in which
+// "%0A" is a newline, while Envoy matches it as the three characters
+// "%0A", which "." matches.
 func compileWhole(expr string) (*regexp.Regexp, error) {
 	if _, err := regexp.Compile(expr); err != nil {
 		return nil, fmt.Errorf("regular expression %q: %v", truncate(expr), err)
 	}
-	return regexp.Compile(`^(?:` + expr + `)$`)
+	return regexp.Compile(`^(?s:` + expr + `)$`)
 }
 
 func compileHeader(hp api.IntentionHTTPHeaderPermission) (headerMatch, error) {
@@ -551,7 +603,10 @@ func (s *intentionSource) decide(r Request) error {
 		}
 		return s.err
 	}
-	p := normalizedPath(r.Path)
+	p := r.Path
+	if strings.HasPrefix(p, "/") {
+		p = NormalizePath(p)
+	}
 	for i := range s.perms {
 		perm := &s.perms[i]
 		if !perm.matches(r.Method, p, r.Header) {
@@ -565,12 +620,14 @@ func (s *intentionSource) decide(r Request) error {
 	return s.noErr
 }
 
-// normalizedPath is CleanPath that keeps a trailing slash, the form
-// package mesh gives handlers; it does not allocate for a path already in
-// that form.
-func normalizedPath(p string) string {
+// NormalizePath is [CleanPath] that keeps a trailing slash, the form in
+// which [Intentions] match paths and package mesh gives handlers. As in
+// RFC 3986 §5.2.4 (and Envoy's path normalization), a path ending in a
+// "." or ".." segment names a directory: "/a/b/.." is "/a/", not "/a".
+// It does not allocate for a path already in that form.
+func NormalizePath(p string) string {
 	c := CleanPath(p)
-	if c == "/" || !strings.HasSuffix(p, "/") {
+	if c == "/" || !endsInDir(p) {
 		return c
 	}
 	if len(p) == len(c)+1 && p[:len(c)] == c {
@@ -579,7 +636,22 @@ func normalizedPath(p string) string {
 	return c + "/"
 }
 
+// endsInDir reports whether the last segment of p is empty, "." or "..".
+func endsInDir(p string) bool {
+	last := p[strings.LastIndexByte(p, '/')+1:]
+	return last == "" || last == "." || last == ".."
+}
+
 func (p *intentionPermission) matches(method, reqPath string, h Headers) bool {
+	// A denying permission (a deny, or an allow weft cannot check) must
+	// match at least whenever Consul's proxies would match it, an
+	// allowing one at most then: method case and the values of a header
+	// sent several times are read both ways.
+	denying := !p.allow
+	if reqPath == "" && (p.pathExact != "" || p.pathPrefix != "" || p.pathRe != nil) {
+		// No path (CONNECT): Envoy's path matchers do not match.
+		return false
+	}
 	switch {
 	case p.pathExact != "":
 		if reqPath != p.pathExact {
@@ -594,18 +666,37 @@ func (p *intentionPermission) matches(method, reqPath string, h Headers) bool {
 			return false
 		}
 	}
-	if len(p.methods) > 0 && !slices.Contains(p.methods, method) {
+	if len(p.methods) > 0 && !p.matchMethod(method, denying) {
 		return false
 	}
 	for i := range p.headers {
-		if !p.headers[i].matches(h) {
+		if !p.headers[i].matches(h, denying) {
 			return false
 		}
 	}
 	return true
 }
 
-func (m *headerMatch) matches(h Headers) bool {
+// matchMethod reports whether method is one of the permission's. A
+// denying permission ignores case: a server may read "delete" as DELETE,
+// while Consul's proxies reject a lower-case method outright.
+func (p *intentionPermission) matchMethod(method string, denying bool) bool {
+	for _, m := range p.methods {
+		if m == method || denying && strings.EqualFold(m, method) {
+			return true
+		}
+	}
+	return false
+}
+
+// matches reports whether the header condition holds. As in Envoy, a
+// header sent several times is matched by its values joined with ",";
+// an application, though, may read only one of them, so a denying
+// permission also matches when one value alone does, and an allowing
+// one only when each value does too. Values are matched without their
+// leading and trailing spaces and tabs, which are not part of an HTTP
+// field value (RFC 9110 §5.5).
+func (m *headerMatch) matches(h Headers, denying bool) bool {
 	var vals []string
 	if h != nil {
 		vals = h.Values(m.name)
@@ -613,10 +704,23 @@ func (m *headerMatch) matches(h Headers) bool {
 	if len(vals) == 0 {
 		return m.kind == headerPresent && m.invert
 	}
-	v := vals[0]
-	if len(vals) > 1 {
-		v = strings.Join(vals, ",")
+	if len(vals) == 1 {
+		return m.matchValue(vals[0])
 	}
+	if m.matchValue(strings.Join(vals, ",")) == denying {
+		return denying
+	}
+	for _, v := range vals {
+		if m.matchValue(v) == denying {
+			return denying
+		}
+	}
+	return !denying
+}
+
+// matchValue reports whether the condition holds for one value.
+func (m *headerMatch) matchValue(v string) bool {
+	v = strings.Trim(v, " \t")
 	var ok bool
 	switch m.kind {
 	case headerPresent:

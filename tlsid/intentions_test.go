@@ -408,6 +408,9 @@ func TestIntentionsWarnings(t *testing.T) {
 		{intentionsEntry("api", l7("web", withJWT(perm(denyI, api.IntentionHTTPPermission{})))), "Sources[web].Permissions[0].JWT", "this deny matches whatever the token"},
 		{intentionsEntry("api", l7("web", perm(allowI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: ":scheme", Exact: "https"}}}))), "Sources[web].Permissions[0].HTTP.Header[0].Name", "this allow never matches"},
 		{intentionsEntry("api", l7("web", perm(denyI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: ":path", Prefix: "/"}}}))), "Sources[web].Permissions[0].HTTP.Header[0].Name", "this deny matches whatever its value"},
+		{intentionsEntry("api", l7("web", perm(denyI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "grpc-timeout", Present: true}}}))), "Sources[web].Permissions[0].HTTP.Header[0].Name", "this deny matches whatever its value"},
+		{intentionsEntry("api", l7("web", perm(allowI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "b2s"}}}))), "Sources[web].Permissions[0].HTTP.Header[0].Name", "this allow never matches"},
+		{intentionsEntry("api", l7("web", perm(denyI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "b2s"}}}))), "Sources[web].Permissions[0].HTTP.Header[0].Name", "this deny matches whenever it is present"},
 	} {
 		t.Run(tc.field, func(t *testing.T) {
 			tc.entry.Kind = api.ServiceIntentions
