@@ -57,8 +57,9 @@ type RequestPolicy interface {
 // whole segments; any other ID matches itself exactly. With Peers empty
 // the rule matches callers with and without an ID.
 //
-// Methods holds HTTP methods, compared exactly ("GET"); gRPC calls are
-// "POST". A list that names GET also matches HEAD, as servers answer HEAD
+// Methods holds HTTP methods, compared exactly ("GET") by an allow rule
+// and regardless of case by a deny rule (a server may take "delete" for
+// DELETE); gRPC calls are "POST". A list that names GET also matches HEAD, as servers answer HEAD
 // with their GET handlers ([http.ServeMux] does, RFC 9110 §9.3.2): a rule
 // on GET covers HEAD.
 //
@@ -216,7 +217,7 @@ func (r *rule) matches(peer spiffeid.ID, method, reqPath string) bool {
 	if len(r.methods) > 0 {
 		ok := false
 		for _, m := range r.methods {
-			if m == method {
+			if m == method || r.deny && strings.EqualFold(m, method) {
 				ok = true
 				break
 			}

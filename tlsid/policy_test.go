@@ -19,6 +19,7 @@ func TestPolicy(t *testing.T) {
 		Rule{Name: "grpc service", Peers: []string{"*"}, Paths: []string{"/weft.demo.v1.Demo"}},
 		Rule{Name: "no admin", Deny: true, Paths: []string{"/orders/admin"}},
 		Rule{Name: "health", Paths: []string{"/healthz"}},
+		Rule{Name: "no public deletes", Deny: true, Methods: []string{"DELETE"}, Paths: []string{"/public"}},
 	)
 	if err != nil {
 		t.Fatal(err)
@@ -44,6 +45,10 @@ func TestPolicy(t *testing.T) {
 		{"spiffe://example.org/ns/production/api", "POST", "/orders", false},
 		{"spiffe://partner.org/anything", "PUT", "/public/x", true},
 		{"spiffe://partner.org/anything", "GET", "/orders", false},
+		{"spiffe://partner.org/anything", "DELETE", "/public/x", false},
+		{"spiffe://partner.org/anything", "delete", "/public/x", false}, // a deny ignores the method's case
+		{"spiffe://partner.org/anything", "Delete", "/public/x", false},
+		{"spiffe://example.org/web", "get", "/orders", false}, // an allow does not
 		{"spiffe://partner.orgi/anything", "GET", "/public", false},
 		{"spiffe://sub.partner.org/anything", "GET", "/public", false},
 		{"spiffe://other.org/x", "POST", "/weft.demo.v1.Demo/Whoami", true},
