@@ -72,8 +72,8 @@ func accessOf(c *serverConfig) *accessConfig {
 // and the request's method and path in normalized form ([NormalizePath]: "/a/../admin", "//admin" and
 // "/a%2F..%2Fadmin" are all "/admin"); the server normalizes every
 // request's path once, before any decision, so the HTTP handler receives
-// that same path (RawPath cleared): what was authorized is what is
-// routed. A gRPC method name that is not canonical
+// that same path (RawPath cleared, RequestURI rewritten to match), CONNECT
+// requests with a path included: what was authorized is what is routed. A gRPC method name that is not canonical
 // ("/pkg.Service/Method") is denied.
 //
 // Use [tlsid.NewPolicy] for allow/deny rules, [tlsid.WatchConsulIntentions]

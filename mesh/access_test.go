@@ -42,6 +42,12 @@ func callStatus(t *testing.T, hc *http.Client, method, url string) (int, string)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}
+	return statusAndBody(resp)
+}
+
+// statusAndBody reads and closes the body of resp and returns its status
+// code and body.
+func statusAndBody(resp *http.Response) (int, string) {
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(body)

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"net/http"
-	"strings"
 
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -16,7 +15,8 @@ import (
 //     this covers Istio's BASE decoding of unreserved bytes, and "%2F"
 //     is a slash, as with Istio's DECODE_AND_MERGE_SLASHES, so that a
 //     policy and [http.ServeMux] agree on the segments);
-//   - "." and ".." segments are resolved (RFC 3986 §5.2.4);
+//   - "." and ".." segments are resolved (RFC 3986 §5.2.4), a last one
+//     leaving a trailing slash ("/docs/x/.." is "/docs/");
 //   - runs of slashes are merged (Istio's MERGE_SLASHES);
 //   - the path is rooted; a trailing slash is kept, as it routes
 //     differently ("/docs/" is a subtree for ServeMux, "/docs" is not).
@@ -28,11 +28,7 @@ func NormalizePath(p string) string {
 	if normalized(p) {
 		return p
 	}
-	clean := tlsid.CleanPath(p)
-	if clean != "/" && strings.HasSuffix(p, "/") {
-		return clean + "/"
-	}
-	return clean
+	return tlsid.NormalizePath(p)
 }
 
 // normalized reports whether p is rooted and has no empty, "." or ".."
@@ -58,22 +54,25 @@ func normalized(p string) bool {
 	return true
 }
 
-// normalizeRequest returns r with its URL path normalized ([NormalizePath])
-// and RawPath cleared, or r itself when its path is already in that form.
-// Asterisk-form ("OPTIONS *") and authority-form (CONNECT) targets are
-// not paths and stay as they are.
+// normalizeRequest returns r with its URL path normalized ([NormalizePath]),
+// RawPath and Opaque cleared and RequestURI rewritten to match, or r itself when its
+// path is already in that form. Asterisk-form ("OPTIONS *") and
+// authority-form (CONNECT host:port) targets are not paths and stay as
+// they are; a CONNECT request with a path is normalized like any other,
+// as ServeMux routes it by that path.
 func normalizeRequest(r *http.Request) *http.Request {
 	if r.URL.RawPath == "" && normalized(r.URL.Path) {
 		return r
 	}
-	if r.URL.Path == "*" || r.Method == http.MethodConnect {
+	if r.URL.Path == "*" || r.URL.Path == "" && r.Method == http.MethodConnect {
 		return r
 	}
 	r2 := new(http.Request)
 	*r2 = *r
 	u := *r.URL
-	u.Path, u.RawPath = NormalizePath(r.URL.Path), ""
+	u.Path, u.RawPath, u.Opaque = NormalizePath(r.URL.Path), "", ""
 	r2.URL = &u
+	r2.RequestURI = u.RequestURI()
 	return r2
 }
 

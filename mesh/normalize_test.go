@@ -5,6 +5,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -30,7 +31,9 @@ func TestNormalizePath(t *testing.T) {
 		{"/docs/", "/docs/"},
 		{"/docs//", "/docs/"},
 		{"/docs/./", "/docs/"},
-		{"/a/b/..", "/a"},
+		{"/a/b/..", "/a/"},
+		{"/a/b/.", "/a/b/"},
+		{"/a/..", "/"},
 		{"/a/b/../", "/a/"},
 		{"/a/%2E%2E", "/a/%2E%2E"}, // already decoded by net/http: a name, not a dot segment
 		{"/.../x", "/.../x"},
@@ -139,7 +142,8 @@ func (p *pathRecorder) AuthorizeRequest(_ context.Context, r tlsid.Request) erro
 // request target a client can send.
 func FuzzNormalizePath(f *testing.F) {
 	for _, s := range []string{"/", "/report", "//report", "/./report", "/x/../report", "/a%2F..%2Fadmin",
-		"/%2E%2E/admin", "/docs/", "/a//b//", "/..", "/a?b=/../c", "/%72eport", "*", "/%zz", "/a/%2e/b"} {
+		"/%2E%2E/admin", "/docs/", "/a//b//", "/..", "/a?b=/../c", "/%72eport", "*", "/%zz", "/a/%2e/b",
+		"/a/b/..", "/secret/.", "/admin/%0Ax", "/a%2F..", "http://h/a/../b", "/x;a=b/../c", "/%252F"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -155,8 +159,8 @@ func FuzzNormalizePath(f *testing.F) {
 			return // not a request a server would serve
 		}
 		rec := &pathRecorder{}
-		var seen string
-		srv, err := NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { seen = r.URL.Path }), WithAccessPolicy(rec))
+		var seen, uri string
+		srv, err := NewServer(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { seen, uri = r.URL.Path, r.RequestURI }), WithAccessPolicy(rec))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -166,6 +170,9 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 		if seen != rec.path || seen != NormalizePath(req.URL.Path) {
 			t.Fatalf("target %q: the policy decided on %q, the handler saw %q", target, rec.path, seen)
+		}
+		if u, err := url.ParseRequestURI(uri); err != nil || u.Path != seen {
+			t.Fatalf("target %q: the handler saw the path %q and the request URI %q", target, seen, uri)
 		}
 	})
 }
