@@ -210,12 +210,6 @@ type subsetBalancer struct {
 	brk    *destBreakers // nil: the destination has no breaker block
 }
 
-// subsetBalancer returns the balancer of dest (see [cluster.destination]).
-func (cl *cluster) subsetBalancer(dest *route.Destination) *balancer.Balancer {
-	bal, _ := cl.destination(dest)
-	return bal
-}
-
 // destination returns the balancer of dest — a subset of cl's
 // endpoints, or all of them — with dest's traffic policy: its load
 // balancer and outlier detection, as DestinationRule's trafficPolicy,
@@ -237,7 +231,10 @@ func (cl *cluster) destination(dest *route.Destination) (*balancer.Balancer, *de
 	}
 	// New, or its definition came with a newer table.
 	sb := &subsetBalancer{dest: dest, bal: cl.balancer, shared: !own}
-	if own {
+	switch {
+	case own && old != nil && !old.shared && old.dest.SameBalancing(dest):
+		sb.bal = old.bal // unchanged: it keeps its load figures and ejections
+	case own:
 		sb.bal = balancer.New(cl.destinationPolicy(dest))
 	}
 	if b := pol.Breaker; b != nil {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/weftmesh/weft/balancer"
 	"github.com/weftmesh/weft/breaker"
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
@@ -678,5 +679,77 @@ services:
 			t.Fatalf("after %v: %v", seen, err)
 		}
 		seen[strings.Fields(answer)[0]] = true
+	}
+}
+
+// TestDestinationBalancerKeptAcrossTables: a newer table whose
+// destination selects and balances alike keeps the destination's
+// balancer, with its load figures and ejections; a change of its load
+// balancer or subset selector gives a new one.
+func TestDestinationBalancerKeptAcrossTables(t *testing.T) {
+	leaktest.Check(t)
+	env := newTestEnv(t, 0)
+	err := env.discovery.Set("demo",
+		discovery.Endpoint{ID: "a", Addr: "127.0.0.1:1", Tags: []string{"v2"}},
+		discovery.Endpoint{ID: "b", Addr: "127.0.0.1:2", Tags: []string{"v2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := func(lb, tag string) string {
+		return `
+services:
+  demo:
+    subsets:
+      v2: {tags: [` + tag + `]}
+    trafficPolicy:
+      loadBalancer: {policy: ` + lb + `}
+      outlierDetection: {consecutiveFailures: 3}
+    routes:
+      - backends: [{subset: v2}]
+      - name: unrelated
+        match: [{path: {prefix: /other}}]
+        backends: [{subset: v2}]
+`
+	}
+	src := staticRoutes(t, config("least_request", "v2"))
+	c := env.client(WithRoutes(src))
+	cl, err := c.cluster("demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	balancerOf := func() *balancer.Balancer {
+		t.Helper()
+		for _, d := range src.Table().Destinations() {
+			if d.Service == "demo" && d.Subset == "v2" {
+				bal, _ := cl.destination(d)
+				return bal
+			}
+		}
+		t.Fatal("no destination demo/v2 in the table")
+		return nil
+	}
+	update := func(yaml string) {
+		t.Helper()
+		cfg, err := route.Parse([]byte(yaml), route.YAML)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := src.Update(cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	first := balancerOf()
+	update(config("least_request", "v2") + "\n# a newer table, same destinations\n")
+	if got := balancerOf(); got != first {
+		t.Error("a newer table with the same destination gave it a new balancer")
+	}
+	update(config("round_robin", "v2"))
+	second := balancerOf()
+	if second == first {
+		t.Error("a changed load balancer kept the old balancer")
+	}
+	update(config("round_robin", "v2, canary"))
+	if got := balancerOf(); got == second {
+		t.Error("a changed subset selector kept the old balancer")
 	}
 }

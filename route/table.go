@@ -3,6 +3,7 @@ package route
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"regexp"
 	"slices"
@@ -229,6 +230,34 @@ type Destination struct {
 	meta   map[string]string
 	target discovery.Target
 	own    bool // target needs a watch of its own
+}
+
+// SameBalancing reports whether o, typically a destination of a newer
+// table, selects the same endpoints as d and balances them alike: the
+// same service, subset selector, datacenter, discovery target, load
+// balancer and outlier detection. State kept for d, such as a
+// balancer's load figures and ejections, then stays valid for o.
+func (d *Destination) SameBalancing(o *Destination) bool {
+	if d == o {
+		return true
+	}
+	if d == nil || o == nil {
+		return false
+	}
+	return d.Service == o.Service && d.Subset == o.Subset && d.Datacenter == o.Datacenter &&
+		d.target == o.target && d.own == o.own &&
+		slices.Equal(d.tags, o.tags) && maps.Equal(d.meta, o.meta) &&
+		samePointee(d.Policy.LoadBalancer, o.Policy.LoadBalancer) &&
+		samePointee(d.Policy.Outlier, o.Policy.Outlier)
+}
+
+// samePointee reports whether a and b are both nil or point at equal
+// values.
+func samePointee[T comparable](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
 }
 
 // String returns "service", "service/subset", and "@datacenter" after
