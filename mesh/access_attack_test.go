@@ -87,21 +87,36 @@ func rawRequest(t *testing.T, addr string, src tlsid.Source, raw string) (int, s
 		t.Fatal(err)
 	}
 	cfg.NextProtos = []string{"http/1.1"}
-	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}
-	conn, err := d.DialContext(testContext(t, 10*time.Second), "tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(conn, raw); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	resp, err := rawExchange(t, addr, cfg, raw)
 	if err != nil {
 		t.Fatalf("%q: %v", raw, err)
 	}
 	return statusAndBody(resp)
+}
+
+// rawExchange sends one HTTP/1.1 request, written as is, over TLS with cfg
+// and returns the response, with its body read.
+func rawExchange(t *testing.T, addr string, cfg *tls.Config, raw string) (*http.Response, error) {
+	t.Helper()
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second}, Config: cfg}
+	conn, err := d.DialContext(testContext(t, 10*time.Second), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, raw); err != nil {
+		return nil, err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		return nil, err
+	}
+	// Read the body before the connection closes.
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	resp.Body = io.NopCloser(strings.NewReader(string(body)))
+	return resp, err
 }
 
 // TestIntentionsAttacksHTTP1 sends requests crafted to get past Consul
@@ -177,6 +192,35 @@ func TestIntentionsAttacksHTTP1(t *testing.T) {
 	}
 	if stats.Failed() != 0 {
 		t.Errorf("%d checks failed", stats.Failed())
+	}
+	// Without a client certificate, or with one of another CA that
+	// names the same trust domain, the handshake fails: no request is
+	// served.
+	foreign, err := tlsid.NewDevCA("example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignWeb, err := foreign.Source(webID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreignCfg, err := tlsid.ClientConfig(foreignWeb, tlsid.AuthorizeAny())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The caller does not check the server, so that the server's check
+	// is the one under test.
+	foreignCfg.VerifyPeerCertificate, foreignCfg.VerifyConnection = nil, nil
+	for name, cfg := range map[string]*tls.Config{
+		"no client certificate": {InsecureSkipVerify: true, MinVersion: tls.VersionTLS13},
+		"another CA":            foreignCfg,
+	} {
+		cfg.NextProtos = []string{"http/1.1"}
+		if resp, err := rawExchange(t, addr, cfg, "GET /public HTTP/1.1\r\nHost: api\r\n\r\n"); err == nil {
+			t.Errorf("%s: served with %d", name, resp.StatusCode)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
 	}
 }
 

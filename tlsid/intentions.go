@@ -86,8 +86,9 @@ func (w IntentionWarning) String() string {
 //
 //   - a permission naming the method GET also matches HEAD, as servers
 //     answer HEAD with their GET handlers (as [Policy] does);
-//   - a deny's methods match whatever their case ("delete" is DELETE);
-//     an allow's only as written;
+//   - a deny's methods, and its values of the header ":method", match
+//     whatever their case ("delete" is DELETE); an allow's only as
+//     written;
 //   - a header sent several times also matches a deny when one of its
 //     values alone does, and an allow only when each of them does too;
 //     values are matched without leading and trailing spaces and tabs;
@@ -436,6 +437,10 @@ func (c *entryCompiler) permission(field, name string, i int, p *api.IntentionPe
 			c.warn(hfield+".Name", fmt.Sprintf("weft does not see the header %s: this deny matches whatever its value", truncate(hm.name)))
 			continue
 		}
+		if hm.name == ":method" && !perm.allow {
+			// As for Methods: a server may take "delete" for DELETE.
+			hm = foldCase(hm)
+		}
 		if hm.kind != headerPresent && strings.HasSuffix(strings.ToLower(hm.name), "-bin") {
 			// gRPC servers see the decoded bytes of a binary header,
 			// Consul's proxies the base64 text on the wire.
@@ -470,6 +475,18 @@ func unseenHeader(name string) bool {
 		return !slices.Contains(seenPseudoHeaders, name)
 	}
 	return slices.Contains(grpcTransportHeaders, name)
+}
+
+// foldCase returns hm matching its value whatever its case.
+func foldCase(hm headerMatch) headerMatch {
+	switch hm.kind {
+	case headerPresent:
+	case headerRegex:
+		hm.re = regexp.MustCompile(`(?i)` + hm.re.String())
+	default:
+		hm.ignoreCase, hm.value = true, strings.ToLower(hm.value)
+	}
+	return hm
 }
 
 // compileWhole compiles an RE2 expression that must match a whole value.
