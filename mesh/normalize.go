@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"net/http"
+	"strings"
 
 	"github.com/weftmesh/weft/tlsid"
 )
@@ -15,6 +16,8 @@ import (
 //     this covers Istio's BASE decoding of unreserved bytes, and "%2F"
 //     is a slash, as with Istio's DECODE_AND_MERGE_SLASHES, so that a
 //     policy and [http.ServeMux] agree on the segments);
+//   - a backslash is a slash, as with Envoy's normalize_path (Istio's
+//     BASE);
 //   - "." and ".." segments are resolved (RFC 3986 §5.2.4), a last one
 //     leaving a trailing slash ("/docs/x/.." is "/docs/");
 //   - runs of slashes are merged (Istio's MERGE_SLASHES);
@@ -31,8 +34,8 @@ func NormalizePath(p string) string {
 	return tlsid.NormalizePath(p)
 }
 
-// normalized reports whether p is rooted and has no empty, "." or ".."
-// segment, except that it may end with a slash.
+// normalized reports whether p is rooted, has no backslash and no empty,
+// "." or ".." segment, except that it may end with a slash.
 func normalized(p string) bool {
 	if p == "" || p[0] != '/' {
 		return false
@@ -40,6 +43,9 @@ func normalized(p string) bool {
 	start := 1
 	for i := 1; i <= len(p); i++ {
 		if i < len(p) && p[i] != '/' {
+			if p[i] == '\\' {
+				return false
+			}
 			continue
 		}
 		seg := p[start:i]
@@ -79,9 +85,14 @@ func normalizeRequest(r *http.Request) *http.Request {
 // normalizeHandler normalizes the path of every request before h, the
 // server's first step after the handshake: every later decision (access
 // policy, rate limits, telemetry, the handler's routing) sees the same
-// path.
+// path. A path with a NUL byte ("%00") is refused with 400 Bad Request, as
+// Envoy refuses it: no later step can be trusted to read it alike.
 func normalizeHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.IndexByte(r.URL.Path, 0) >= 0 {
+			http.Error(w, "bad request path", http.StatusBadRequest)
+			return
+		}
 		h.ServeHTTP(w, normalizeRequest(r))
 	})
 }

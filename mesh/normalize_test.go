@@ -37,6 +37,9 @@ func TestNormalizePath(t *testing.T) {
 		{"/a/b/../", "/a/"},
 		{"/a/%2E%2E", "/a/%2E%2E"}, // already decoded by net/http: a name, not a dot segment
 		{"/.../x", "/.../x"},
+		{`/a\b`, "/a/b"},
+		{`/a\..\b\`, "/b/"},
+		{`\a`, "/a"},
 	}
 	for _, tt := range tests {
 		if got := NormalizePath(tt.in); got != tt.want {
@@ -143,7 +146,7 @@ func (p *pathRecorder) AuthorizeRequest(_ context.Context, r tlsid.Request) erro
 func FuzzNormalizePath(f *testing.F) {
 	for _, s := range []string{"/", "/report", "//report", "/./report", "/x/../report", "/a%2F..%2Fadmin",
 		"/%2E%2E/admin", "/docs/", "/a//b//", "/..", "/a?b=/../c", "/%72eport", "*", "/%zz", "/a/%2e/b",
-		"/a/b/..", "/secret/.", "/admin/%0Ax", "/a%2F..", "http://h/a/../b", "/x;a=b/../c", "/%252F"} {
+		"/a/b/..", "/secret/.", "/admin/%0Ax", "/a%2F..", "http://h/a/../b", "/x;a=b/../c", "/%252F", `/a\..\b`, "/a%5Cb", "/a%00b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -164,7 +167,14 @@ func FuzzNormalizePath(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv.http.Handler.ServeHTTP(httptest.NewRecorder(), req)
+		rr := httptest.NewRecorder()
+		srv.http.Handler.ServeHTTP(rr, req)
+		if strings.IndexByte(req.URL.Path, 0) >= 0 {
+			if rr.Code != http.StatusBadRequest || seen != "" || rec.path != "" {
+				t.Fatalf("target %q with a NUL: %d, the policy saw %q, the handler %q", target, rr.Code, rec.path, seen)
+			}
+			return
+		}
 		if req.URL.Path == "*" {
 			return
 		}

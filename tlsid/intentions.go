@@ -641,8 +641,12 @@ func (s *intentionSource) decide(r Request) error {
 // which [Intentions] match paths and package mesh gives handlers. As in
 // RFC 3986 §5.2.4 (and Envoy's path normalization), a path ending in a
 // "." or ".." segment names a directory: "/a/b/.." is "/a/", not "/a".
-// It does not allocate for a path already in that form.
+// As Envoy's normalization does, a backslash is a slash: "/a\b" is
+// "/a/b". It does not allocate for a path already in that form.
 func NormalizePath(p string) string {
+	if strings.IndexByte(p, '\\') >= 0 {
+		p = strings.ReplaceAll(p, `\`, "/")
+	}
 	c := CleanPath(p)
 	if c == "/" || !endsInDir(p) {
 		return c

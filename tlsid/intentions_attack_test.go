@@ -33,6 +33,8 @@ func TestIntentionsResistBypass(t *testing.T) {
 			Request{Method: "GET", Path: "/admin\r"}, false},
 		{"trailing dot segment names a directory", []*api.IntentionPermission{perm(denyI, api.IntentionHTTPPermission{PathPrefix: "/secret/"}), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
 			Request{Method: "GET", Path: "/secret/x/.."}, false},
+		{"backslash is a slash", []*api.IntentionPermission{perm(denyI, api.IntentionHTTPPermission{PathPrefix: "/secret/"}), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
+			Request{Method: "GET", Path: `/public\..\secret\x`}, false},
 		{"trailing dot", []*api.IntentionPermission{perm(denyI, api.IntentionHTTPPermission{PathExact: "/secret/"}), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
 			Request{Method: "GET", Path: "/secret/."}, false},
 		{"CONNECT without a path is not under /", []*api.IntentionPermission{perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
@@ -96,7 +98,7 @@ func TestIntentionsResistBypass(t *testing.T) {
 
 func TestNormalizePathTrailingDots(t *testing.T) {
 	for _, tt := range []struct{ in, want string }{
-		{"/a/b/..", "/a/"}, {"/a/b/.", "/a/b/"}, {"/a/..", "/"}, {"/..", "/"}, {"/a/b", "/a/b"}, {"/a/b/", "/a/b/"}, {"/a/b/...", "/a/b/..."}, {"/a/.b", "/a/.b"},
+		{"/a/b/..", "/a/"}, {"/a/b/.", "/a/b/"}, {"/a/..", "/"}, {"/..", "/"}, {"/a/b", "/a/b"}, {"/a/b/", "/a/b/"}, {"/a/b/...", "/a/b/..."}, {"/a/.b", "/a/.b"}, {`/a\b`, "/a/b"}, {`/a\..\b\`, "/b/"},
 	} {
 		if got := NormalizePath(tt.in); got != tt.want {
 			t.Errorf("NormalizePath(%q) = %q, want %q", tt.in, got, tt.want)
