@@ -70,7 +70,8 @@ func accessOf(c *serverConfig) *accessConfig {
 // p sees the peer's verified SPIFFE ID, the request's headers (gRPC: the
 // call's metadata; both also answer ":authority", "host" and ":method")
 // and the request's method and path in normalized form ([NormalizePath]: "/a/../admin", "//admin" and
-// "/a%2F..%2Fadmin" are all "/admin"); the server normalizes every
+// "/a%2F..%2Fadmin" are all "/admin"), with the escaped path as sent
+// when it differs ([tlsid.Request].EscapedPath); the server normalizes every
 // request's path once, before any decision, so the HTTP handler receives
 // that same path (RawPath cleared, RequestURI rewritten to match), CONNECT
 // requests with a path included: what was authorized is what is routed. A gRPC method name that is not canonical
@@ -184,7 +185,7 @@ func accessHandler(h http.Handler, c *serverConfig) http.Handler {
 	logger := c.logger
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		peer, _ := PeerID(r.Context())
-		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: r.URL.Path, Header: (*httpHeaders)(r)}, logger) {
+		switch a.check(r.Context(), tlsid.Request{Peer: peer, Method: r.Method, Path: r.URL.Path, EscapedPath: sentPath(r), Header: (*httpHeaders)(r)}, logger) {
 		case deny:
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return

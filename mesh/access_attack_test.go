@@ -41,6 +41,7 @@ func attackIntentions(t *testing.T) *tlsid.Intentions {
 		Permissions: []*api.IntentionPermission{
 			deny(api.IntentionHTTPPermission{PathRegex: "/admin/.*"}),
 			deny(api.IntentionHTTPPermission{PathPrefix: "/secret/"}),
+			deny(api.IntentionHTTPPermission{PathRegex: "/raw/.*(%2[Ff]|//).*"}),
 			deny(api.IntentionHTTPPermission{PathPrefix: "/items/", Methods: []string{http.MethodDelete}}),
 			deny(api.IntentionHTTPPermission{PathPrefix: "/", Header: []api.IntentionHTTPHeaderPermission{{Name: "x-debug", Exact: "1"}}}),
 			deny(api.IntentionHTTPPermission{PathExact: demo.WhoamiMethod, Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "c3RvbGVu"}}}),
@@ -151,6 +152,10 @@ func TestIntentionsAttacksHTTP1(t *testing.T) {
 		{"secret, absolute form with dots", "GET https://api/public/../secret/x HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
 		{"secret, trailing dot segment", "GET /secret/x/.. HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
 		{"secret, trailing dot", "GET /secret/. HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
+		{"escaped slash, as a deny written for Envoy sees it", "GET /raw/a%2Fb HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
+		{"escaped slash, lower-case hex", "GET /raw/a%2fb HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
+		{"double slash, as a deny written for Envoy sees it", "GET /raw/a//b HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
+		{"plain raw path", "GET /raw/a/b HTTP/1.1\r\nHost: api\r\n\r\n", 200, "reached /"},
 		{"secret via a backslash", "GET /secret\\x HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
 		{"secret via backslash dot segments", "GET /public\\..\\secret\\x HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},
 		{"secret via %5C", "GET /secret%5Cx HTTP/1.1\r\nHost: api\r\n\r\n", 403, ""},

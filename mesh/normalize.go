@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"context"
 	"net/http"
 	"strings"
 
@@ -73,13 +74,30 @@ func normalizeRequest(r *http.Request) *http.Request {
 	if r.URL.Path == "*" || r.URL.Path == "" && r.Method == http.MethodConnect {
 		return r
 	}
-	r2 := new(http.Request)
-	*r2 = *r
+	// The path as sent stays known to the access policies (accessHandler).
+	r2 := r.WithContext(context.WithValue(r.Context(), escapedPathKey{}, r.URL.EscapedPath()))
 	u := *r.URL
 	u.Path, u.RawPath, u.Opaque = NormalizePath(r.URL.Path), "", ""
 	r2.URL = &u
 	r2.RequestURI = u.RequestURI()
 	return r2
+}
+
+// escapedPathKey is the context key of the escaped path a request was
+// sent with, when normalizeRequest changed it.
+type escapedPathKey struct{}
+
+// sentPath returns the path r was sent with, percent-encoded, or "" when
+// it is r.URL.Path itself.
+func sentPath(r *http.Request) string {
+	p, ok := r.Context().Value(escapedPathKey{}).(string)
+	if !ok {
+		p = r.URL.EscapedPath()
+	}
+	if p == r.URL.Path {
+		return ""
+	}
+	return p
 }
 
 // normalizeHandler normalizes the path of every request before h, the

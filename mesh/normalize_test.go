@@ -54,6 +54,28 @@ func TestNormalizePath(t *testing.T) {
 	}
 }
 
+// TestSentPath: the access policies of a server learn the escaped path
+// a request was sent with, when it is not its normalized path.
+func TestSentPath(t *testing.T) {
+	for _, tt := range []struct{ target, want string }{
+		{"/a/b", ""},
+		{"/a%2Fb", "/a%2Fb"},
+		{"/a//b/../c", "/a//b/../c"},
+		{"/a%20b", "/a%20b"},
+		{"/%61", "/%61"},
+		{"http://h/x/./y", "/x/./y"},
+		{"*", ""},
+	} {
+		req, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET " + tt.target + " HTTP/1.1\r\nHost: x\r\n\r\n")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sentPath(normalizeRequest(req)); got != tt.want {
+			t.Errorf("%q: sent path %q, want %q", tt.target, got, tt.want)
+		}
+	}
+}
+
 // TestHeadCoveredByGetRule: a deny rule on GET also refuses HEAD, which
 // ServeMux answers with the GET handler.
 func TestHeadCoveredByGetRule(t *testing.T) {

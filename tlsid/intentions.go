@@ -84,6 +84,12 @@ func (w IntentionWarning) String() string {
 // may read it differently, a permission that denies matches at least
 // whenever Envoy's would, and one that allows at most then:
 //
+//   - paths are matched in weft's normalized form and, when the request
+//     gives its escaped path ([Request].EscapedPath), in the forms
+//     Consul's proxies may see (Envoy's normalize_path, which keeps
+//     "%2F" and "//"; with slashes merged; with upper-case hex): a deny
+//     written for "%2F" or "//" still denies, and an allow must match
+//     every form;
 //   - a permission naming the method GET also matches HEAD, as servers
 //     answer HEAD with their GET handlers (as [Policy] does);
 //   - a deny's methods, and its values of the header ":method", match
@@ -108,7 +114,8 @@ func (w IntentionWarning) String() string {
 // The zero value refuses every request with an error wrapping
 // [ErrNoIntentions]. Intentions are immutable and
 // safe for concurrent use; deciding a request does not allocate, unless
-// a header match reads a header sent several times.
+// a header match reads a header sent several times or the request was
+// sent with a path other than its normalized one.
 type Intentions struct {
 	td           spiffeid.TrustDomain
 	target       string
@@ -624,9 +631,13 @@ func (s *intentionSource) decide(r Request) error {
 	if strings.HasPrefix(p, "/") {
 		p = NormalizePath(p)
 	}
+	paths := []string{p}
+	if r.EscapedPath != "" && r.EscapedPath != p && p != "" {
+		paths = append(paths, envoyPaths(r.EscapedPath)...)
+	}
 	for i := range s.perms {
 		perm := &s.perms[i]
-		if !perm.matches(r.Method, p, r.Header) {
+		if !perm.matches(r.Method, paths, r.Header) {
 			continue
 		}
 		if perm.allow {
@@ -663,27 +674,28 @@ func endsInDir(p string) bool {
 	return last == "" || last == "." || last == ".."
 }
 
-func (p *intentionPermission) matches(method, reqPath string, h Headers) bool {
+// matches reports whether the permission matches a request. paths are
+// the forms of its path: the normalized one first, then those Consul's
+// proxies may see (see envoyPaths).
+func (p *intentionPermission) matches(method string, paths []string, h Headers) bool {
 	// A denying permission (a deny, or an allow weft cannot check) must
 	// match at least whenever Consul's proxies would match it, an
-	// allowing one at most then: method case and the values of a header
-	// sent several times are read both ways.
+	// allowing one at most then: method case, the forms of the path and
+	// the values of a header sent several times are read both ways.
 	denying := !p.allow
-	if reqPath == "" && (p.pathExact != "" || p.pathPrefix != "" || p.pathRe != nil) {
-		// No path (CONNECT): Envoy's path matchers do not match.
-		return false
-	}
-	switch {
-	case p.pathExact != "":
-		if reqPath != p.pathExact {
+	if p.pathExact != "" || p.pathPrefix != "" || p.pathRe != nil {
+		if paths[0] == "" {
+			// No path (CONNECT): Envoy's path matchers do not match.
 			return false
 		}
-	case p.pathPrefix != "":
-		if !strings.HasPrefix(reqPath, p.pathPrefix) {
-			return false
+		ok := p.matchPath(paths[0])
+		for _, q := range paths[1:] {
+			if p.matchPath(q) == denying {
+				ok = denying
+				break
+			}
 		}
-	case p.pathRe != nil:
-		if !p.pathRe.MatchString(reqPath) {
+		if !ok {
 			return false
 		}
 	}
@@ -696,6 +708,132 @@ func (p *intentionPermission) matches(method, reqPath string, h Headers) bool {
 		}
 	}
 	return true
+}
+
+// matchPath reports whether the permission's path condition holds for
+// one form of the request's path.
+func (p *intentionPermission) matchPath(reqPath string) bool {
+	switch {
+	case p.pathExact != "":
+		return reqPath == p.pathExact
+	case p.pathPrefix != "":
+		return strings.HasPrefix(reqPath, p.pathPrefix)
+	case p.pathRe != nil:
+		return p.pathRe.MatchString(reqPath)
+	}
+	return true
+}
+
+// envoyPaths returns the forms in which Consul's proxies may match an
+// escaped request path, other than weft's: Envoy's normalize_path
+// (backslashes made slashes, percent-encodings of unreserved characters
+// decoded, dot segments resolved; "%2F" and runs of slashes kept), that
+// form with runs of slashes merged (Consul's MergeSlashes), and both with
+// the hex digits of the remaining percent-encodings in upper case.
+func envoyPaths(escaped string) []string {
+	base := removeDotSegments(decodeUnreserved(strings.ReplaceAll(escaped, `\`, "/")))
+	forms := []string{base}
+	add := func(f string) {
+		if !slices.Contains(forms, f) {
+			forms = append(forms, f)
+		}
+	}
+	merged := mergeSlashes(base)
+	add(merged)
+	add(upperEscapes(base))
+	add(upperEscapes(merged))
+	return forms
+}
+
+// decodeUnreserved decodes the percent-encodings of RFC 3986's
+// unreserved characters (letters, digits, "-", ".", "_", "~").
+func decodeUnreserved(s string) string {
+	if strings.IndexByte(s, '%') < 0 {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]) {
+			c := unhex(s[i+1])<<4 | unhex(s[i+2])
+			if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+				b.WriteByte(c)
+				i += 2
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
+// upperEscapes returns s with the hex digits of its percent-encodings
+// in upper case.
+func upperEscapes(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' && isHex(b[i+1]) && isHex(b[i+2]) {
+			b[i+1], b[i+2] = upperHex(b[i+1]), upperHex(b[i+2])
+			i += 2
+		}
+	}
+	return string(b)
+}
+
+func upperHex(c byte) byte {
+	if 'a' <= c && c <= 'f' {
+		return c - 'a' + 'A'
+	}
+	return c
+}
+
+// removeDotSegments resolves the "." and ".." segments of a path as RFC
+// 3986 §5.2.4 does, keeping empty segments; a path that does not start
+// with "/" is returned as is.
+func removeDotSegments(p string) string {
+	if !strings.HasPrefix(p, "/") {
+		return p
+	}
+	segs := strings.Split(p[1:], "/")
+	out := make([]string, 0, len(segs))
+	for i, s := range segs {
+		last := i == len(segs)-1
+		switch s {
+		case ".":
+		case "..":
+			if len(out) > 0 {
+				out = out[:len(out)-1]
+			}
+		default:
+			out = append(out, s)
+			continue
+		}
+		if last {
+			out = append(out, "")
+		}
+	}
+	return "/" + strings.Join(out, "/")
+}
+
+// mergeSlashes replaces each run of slashes in p with one.
+func mergeSlashes(p string) string {
+	for strings.Contains(p, "//") {
+		p = strings.ReplaceAll(p, "//", "/")
+	}
+	return p
 }
 
 // matchMethod reports whether method is one of the permission's. A

@@ -26,6 +26,10 @@ type Request struct {
 	Peer   spiffeid.ID
 	Method string
 	Path   string
+	// EscapedPath is the path as the client sent it, percent-encoded and
+	// not normalized, when it differs from Path (HTTP requests); empty
+	// otherwise. [Intentions] match it as Consul's proxies would see it.
+	EscapedPath string
 	// Header reads the request's headers; nil means none.
 	Header Headers
 }
