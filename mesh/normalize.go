@@ -103,11 +103,13 @@ func sentPath(r *http.Request) string {
 // normalizeHandler normalizes the path of every request before h, the
 // server's first step after the handshake: every later decision (access
 // policy, rate limits, telemetry, the handler's routing) sees the same
-// path. A path with a NUL byte ("%00") is refused with 400 Bad Request, as
-// Envoy refuses it: no later step can be trusted to read it alike.
+// path. A request whose path has a NUL byte ("%00"), or whose target has
+// a "#" (which net/http leaves in the path, and a fragment may not be
+// sent), is refused with 400 Bad Request, as Envoy refuses them: no later
+// step can be trusted to read it alike.
 func normalizeHandler(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.IndexByte(r.URL.Path, 0) >= 0 {
+		if strings.IndexByte(r.URL.Path, 0) >= 0 || strings.IndexByte(r.RequestURI, '#') >= 0 {
 			http.Error(w, "bad request path", http.StatusBadRequest)
 			return
 		}

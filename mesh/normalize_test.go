@@ -168,7 +168,7 @@ func (p *pathRecorder) AuthorizeRequest(_ context.Context, r tlsid.Request) erro
 func FuzzNormalizePath(f *testing.F) {
 	for _, s := range []string{"/", "/report", "//report", "/./report", "/x/../report", "/a%2F..%2Fadmin",
 		"/%2E%2E/admin", "/docs/", "/a//b//", "/..", "/a?b=/../c", "/%72eport", "*", "/%zz", "/a/%2e/b",
-		"/a/b/..", "/secret/.", "/admin/%0Ax", "/a%2F..", "http://h/a/../b", "/x;a=b/../c", "/%252F", `/a\..\b`, "/a%5Cb", "/a%00b"} {
+		"/a/b/..", "/secret/.", "/admin/%0Ax", "/a%2F..", "http://h/a/../b", "/x;a=b/../c", "/%252F", `/a\..\b`, "/a%5Cb", "/a%00b", "/a#/../b", "/a%23b"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, target string) {
@@ -191,9 +191,9 @@ func FuzzNormalizePath(f *testing.F) {
 		}
 		rr := httptest.NewRecorder()
 		srv.http.Handler.ServeHTTP(rr, req)
-		if strings.IndexByte(req.URL.Path, 0) >= 0 {
+		if strings.IndexByte(req.URL.Path, 0) >= 0 || strings.IndexByte(target, '#') >= 0 {
 			if rr.Code != http.StatusBadRequest || seen != "" || rec.path != "" {
-				t.Fatalf("target %q with a NUL: %d, the policy saw %q, the handler %q", target, rr.Code, rec.path, seen)
+				t.Fatalf("target %q with a NUL or #: %d, the policy saw %q, the handler %q", target, rr.Code, rec.path, seen)
 			}
 			return
 		}
