@@ -97,7 +97,8 @@ func (w IntentionWarning) String() string {
 //     written;
 //   - a header sent several times also matches a deny when one of its
 //     values alone does, and an allow only when each of them does too;
-//     values are matched without leading and trailing spaces and tabs;
+//     values with leading or trailing spaces or tabs are read both with
+//     and without them, in the same way;
 //   - "." in a regular expression also matches a newline, which a
 //     decoded path may hold ("%0A");
 //   - headers a request's [Headers] may not give — pseudo-headers
@@ -852,9 +853,7 @@ func (p *intentionPermission) matchMethod(method string, denying bool) bool {
 // header sent several times is matched by its values joined with ",";
 // an application, though, may read only one of them, so a denying
 // permission also matches when one value alone does, and an allowing
-// one only when each value does too. Values are matched without their
-// leading and trailing spaces and tabs, which are not part of an HTTP
-// field value (RFC 9110 §5.5).
+// one only when each value does too (and see matchValue).
 func (m *headerMatch) matches(h Headers, denying bool) bool {
 	var vals []string
 	if h != nil {
@@ -864,22 +863,37 @@ func (m *headerMatch) matches(h Headers, denying bool) bool {
 		return m.kind == headerPresent && m.invert
 	}
 	if len(vals) == 1 {
-		return m.matchValue(vals[0])
+		return m.matchValue(vals[0], denying)
 	}
-	if m.matchValue(strings.Join(vals, ",")) == denying {
+	if m.matchValue(strings.Join(vals, ","), denying) == denying {
 		return denying
 	}
 	for _, v := range vals {
-		if m.matchValue(v) == denying {
+		if m.matchValue(v, denying) == denying {
 			return denying
 		}
 	}
 	return !denying
 }
 
-// matchValue reports whether the condition holds for one value.
-func (m *headerMatch) matchValue(v string) bool {
-	v = strings.Trim(v, " \t")
+// matchValue reports whether the condition holds for one value. A
+// value with leading or trailing spaces or tabs (which HTTP/1.1 servers
+// strip, and HTTP/2 proxies may refuse) is read both with and without
+// them: a denying permission matches if either does, an allowing one if
+// both do.
+func (m *headerMatch) matchValue(v string, denying bool) bool {
+	t := strings.Trim(v, " \t")
+	if len(t) == len(v) {
+		return m.matchOne(v)
+	}
+	if m.matchOne(v) == denying {
+		return denying
+	}
+	return m.matchOne(t)
+}
+
+// matchOne reports whether the condition holds for the value v as is.
+func (m *headerMatch) matchOne(v string) bool {
 	var ok bool
 	switch m.kind {
 	case headerPresent:
