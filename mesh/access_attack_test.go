@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/encoding/gzip"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/weftmesh/weft/discovery"
 	"github.com/weftmesh/weft/internal/demo"
@@ -318,6 +319,15 @@ func TestIntentionsAttacksGRPC(t *testing.T) {
 		}
 		if _, err := demo.Whoami(ctx, cc, tt.opts...); status.Code(err) != tt.want {
 			t.Errorf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+	}
+	// Other spellings of the denied method never reach it: refused as
+	// non-canonical, or unknown to grpc-go, which matches names exactly.
+	ctx := metadata.NewOutgoingContext(testContext(t, 10*time.Second), metadata.Pairs("x-ticket-bin", "stolen"))
+	for _, m := range []string{"/weft.demo.v1.demo/whoami", "//weft.demo.v1.Demo/Whoami", "/weft.demo.v1.Demo/Whoami/", "/weft.demo.v1.Demo//Whoami", "/weft.demo.v1.Demo/./Whoami", "weft.demo.v1.Demo/Whoami"} {
+		err := cc.Invoke(ctx, m, wrapperspb.String("x"), new(wrapperspb.StringValue))
+		if code := status.Code(err); code != codes.PermissionDenied && code != codes.Unimplemented {
+			t.Errorf("%s: %v, want PermissionDenied or Unimplemented", m, err)
 		}
 	}
 }
