@@ -34,18 +34,15 @@ var webID = spiffeid.RequireFromString("spiffe://example.org/ns/default/dc/dc1/s
 // name.
 func attackIntentions(t *testing.T) *tlsid.Intentions {
 	t.Helper()
-	deny := func(h api.IntentionHTTPPermission) *api.IntentionPermission {
-		return &api.IntentionPermission{Action: api.IntentionActionDeny, HTTP: &h}
-	}
 	entry := &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "api", Sources: []*api.SourceIntention{{
 		Name: "web", Type: api.IntentionSourceConsul,
 		Permissions: []*api.IntentionPermission{
-			deny(api.IntentionHTTPPermission{PathRegex: "/admin/.*"}),
-			deny(api.IntentionHTTPPermission{PathPrefix: "/secret/"}),
-			deny(api.IntentionHTTPPermission{PathRegex: "/raw/.*(%2[Ff]|//).*"}),
-			deny(api.IntentionHTTPPermission{PathPrefix: "/items/", Methods: []string{http.MethodDelete}}),
-			deny(api.IntentionHTTPPermission{PathPrefix: "/", Header: []api.IntentionHTTPHeaderPermission{{Name: "x-debug", Exact: "1"}}}),
-			deny(api.IntentionHTTPPermission{PathExact: demo.WhoamiMethod, Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "c3RvbGVu"}}}),
+			denyPerm(api.IntentionHTTPPermission{PathRegex: "/admin/.*"}),
+			denyPerm(api.IntentionHTTPPermission{PathPrefix: "/secret/"}),
+			denyPerm(api.IntentionHTTPPermission{PathRegex: "/raw/.*(%2[Ff]|//).*"}),
+			denyPerm(api.IntentionHTTPPermission{PathPrefix: "/items/", Methods: []string{http.MethodDelete}}),
+			denyPerm(api.IntentionHTTPPermission{PathPrefix: "/", Header: []api.IntentionHTTPHeaderPermission{{Name: "x-debug", Exact: "1"}}}),
+			denyPerm(api.IntentionHTTPPermission{PathExact: demo.WhoamiMethod, Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "c3RvbGVu"}}}),
 			{Action: api.IntentionActionAllow, HTTP: &api.IntentionHTTPPermission{PathPrefix: "/"}},
 		},
 	}}}
@@ -54,6 +51,11 @@ func attackIntentions(t *testing.T) *tlsid.Intentions {
 		t.Fatal(err)
 	}
 	return in
+}
+
+// denyPerm is an L7 permission that denies the requests h matches.
+func denyPerm(h api.IntentionHTTPPermission) *api.IntentionPermission {
+	return &api.IntentionPermission{Action: api.IntentionActionDeny, HTTP: &h}
 }
 
 // attackApp is an application a policy protects: each handler answers

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,13 +52,11 @@ func adminIntention() *api.ServiceIntentionsConfigEntry {
 	}}}
 }
 
-// TestConsulL7Intentions enforces a Consul L7 intention on a weft server
-// with real mTLS (Consul CA identities), HTTP and gRPC, against a real
-// agent: POST /admin from web gets 403 and the gRPC call the intention
-// names PermissionDenied, while GET /admin and other calls pass; removing
-// the intention restores access, measured over several removals.
-func TestConsulL7Intentions(t *testing.T) {
-	leaktest.Check(t)
+// startL7Pair starts a real agent and two weft services with Consul CA
+// identities, web and api (HTTP, protocol "http"), api enforcing the
+// intentions a watch reads; all stop when the test ends.
+func startL7Pair(t *testing.T) (*api.Client, *tlsid.ConsulIntentionsWatch, *consulService) {
+	t.Helper()
 	agent := consultest.Start(t)
 	c := agent.Client()
 	if _, _, err := c.ConfigEntries().Set(&api.ServiceConfigEntry{Kind: api.ServiceDefaults, Name: "api", Protocol: "http"}, nil); err != nil {
@@ -68,10 +67,20 @@ func TestConsulL7Intentions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer watch.Close()
+	t.Cleanup(func() { watch.Close() })
 	disc := &discovery.Static{}
 	startConsulServiceWith(t, c, "api", disc, func() tlsid.RequestPolicy { return watch })
-	web := startConsulService(t, c, "web", disc)
+	return c, watch, startConsulService(t, c, "web", disc)
+}
+
+// TestConsulL7Intentions enforces a Consul L7 intention on a weft server
+// with real mTLS (Consul CA identities), HTTP and gRPC, against a real
+// agent: POST /admin from web gets 403 and the gRPC call the intention
+// names PermissionDenied, while GET /admin and other calls pass; removing
+// the intention restores access, measured over several removals.
+func TestConsulL7Intentions(t *testing.T) {
+	leaktest.Check(t)
+	c, watch, web := startL7Pair(t)
 	ctx := testContext(t, 3*time.Minute)
 	cc, err := web.client.DialGRPC("api-grpc")
 	if err != nil {
@@ -232,5 +241,70 @@ func TestRequestHeaders(t *testing.T) {
 		if got := tc.h.Values(tc.ask); !slices.Equal(got, tc.want) {
 			t.Errorf("%s: Values(%q) = %q, want %q", tc.name, tc.ask, got, tc.want)
 		}
+	}
+}
+
+// TestConsulL7IntentionsAttacks: a real agent accepts an L7 intention
+// whose denies are written as operators write them for Consul's proxies
+// (regular expressions over escaped paths, a method, a binary header),
+// the watch compiles it, and requests crafted to slip past it between
+// two weft services with Consul CA identities are refused.
+func TestConsulL7IntentionsAttacks(t *testing.T) {
+	leaktest.Check(t)
+	c, watch, web := startL7Pair(t)
+	entry := &api.ServiceIntentionsConfigEntry{Kind: api.ServiceIntentions, Name: "api", Sources: []*api.SourceIntention{{
+		Name: "web", Type: api.IntentionSourceConsul,
+		Permissions: []*api.IntentionPermission{
+			denyPerm(api.IntentionHTTPPermission{PathRegex: "/admin/.*"}),
+			denyPerm(api.IntentionHTTPPermission{PathRegex: ".*(%2[Ff]|//).*"}),
+			denyPerm(api.IntentionHTTPPermission{PathPrefix: "/items/", Methods: []string{http.MethodDelete}}),
+			denyPerm(api.IntentionHTTPPermission{PathExact: demo.WhoamiMethod, Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "c3RvbGVu"}}}),
+			{Action: api.IntentionActionAllow, HTTP: &api.IntentionHTTPPermission{PathPrefix: "/"}},
+		},
+	}}}
+	if _, _, err := c.ConfigEntries().Set(entry, nil); err != nil {
+		t.Fatalf("Consul refuses the intention: %v", err)
+	}
+	ctx := testContext(t, 2*time.Minute)
+	deadline := time.Now().Add(30 * time.Second)
+	for in := watch.Intentions(); in == nil || len(in.Warnings()) == 0; in = watch.Intentions() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the intention is not compiled within 30 s: %v", watch.Err())
+		}
+		select {
+		case <-watch.Changed():
+		case <-time.After(time.Second): // the state is re-read on change or each second
+		}
+	}
+	if ws := watch.Warnings(); len(ws) != 1 || !strings.Contains(ws[0].Field, "Header[0]") {
+		t.Fatalf("warnings %v, want one on the binary header", ws)
+	}
+	for _, tc := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/public", http.StatusOK},
+		{http.MethodGet, "/admin/%0Ax", http.StatusForbidden},
+		{http.MethodGet, "/public/..%2Fadmin%2Fx", http.StatusForbidden},
+		{http.MethodGet, "/files/a%2fb", http.StatusForbidden},
+		{http.MethodGet, "/files//b", http.StatusForbidden},
+		{http.MethodDelete, "/items/1", http.StatusForbidden},
+		{"delete", "/items/1", http.StatusForbidden},
+		{http.MethodGet, "/items/1", http.StatusOK},
+	} {
+		if code, err := web.send(ctx, tc.method, "http://api"+tc.path); err != nil || code != tc.want {
+			t.Errorf("%s %s: %d %v, want %d", tc.method, tc.path, code, err, tc.want)
+		}
+	}
+	cc, err := web.client.DialGRPC("api-grpc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	if _, err := demo.Whoami(metadata.AppendToOutgoingContext(ctx, "x-ticket-bin", "stolen"), cc); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("gRPC with the binary ticket: %v, want PermissionDenied", err)
+	}
+	if _, err := demo.Whoami(ctx, cc); err != nil {
+		t.Errorf("gRPC without it: %v", err)
 	}
 }
