@@ -157,6 +157,25 @@ func rotateConsulRoot(t *testing.T, c *api.Client) {
 // TestConsulMesh runs two weft services with Consul CA identities calling
 // each other over mutual TLS, enforces a deny intention, then rotates the
 // CA root twice under steady load.
+// awaitAgentAuthorize polls the agent's authorize endpoint until it
+// gives want for peer calling target, failing the test after 30 s: the
+// agent answers from its own view of the intentions, which follows a
+// change a moment later.
+func awaitAgentAuthorize(t *testing.T, c *api.Client, target, peer string, want bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		res, err := c.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: target, ClientCertURI: peer})
+		if err == nil && res.Authorized == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent still does not say authorized=%v for %s → %s: %+v %v", want, peer, target, res, err)
+		}
+		time.Sleep(10 * time.Millisecond) // poll interval
+	}
+}
+
 func TestConsulMesh(t *testing.T) {
 	leaktest.Check(t)
 	agent := consultest.Start(t)
@@ -191,6 +210,8 @@ func TestConsulMesh(t *testing.T) {
 	if _, err := c.Connect().IntentionUpsert(&api.Intention{SourceName: "alpha", DestinationName: "beta", Action: api.IntentionActionDeny}, nil); err != nil {
 		t.Fatal(err)
 	}
+	alphaID := fmt.Sprintf("spiffe://%s/ns/default/dc/dc1/svc/alpha", td)
+	awaitAgentAuthorize(t, c, "beta", alphaID, false)
 	beta.clock.advance(2 * time.Second)
 	if code, _, err := alpha.call(ctx, "beta", false); err != nil || code != http.StatusForbidden {
 		t.Fatalf("alpha → beta with a deny intention: %d %v, want 403", code, err)
@@ -209,6 +230,7 @@ func TestConsulMesh(t *testing.T) {
 	if _, err := c.Connect().IntentionDeleteExact("alpha", "beta", nil); err != nil {
 		t.Fatal(err)
 	}
+	awaitAgentAuthorize(t, c, "beta", alphaID, true)
 	beta.clock.advance(2 * time.Second)
 	if code, _, err := alpha.call(ctx, "beta", false); err != nil || code != http.StatusOK {
 		t.Fatalf("alpha → beta after removing the intention: %d %v, want 200", code, err)
