@@ -13,7 +13,8 @@ import (
 // compiled intentions of a service with 50 sources: an L4 source, an L7
 // source decided by its third permission (path regex, method, header), a
 // wildcard source reached through the caller's name missing, and a
-// caller of another trust domain.
+// caller of another trust domain; and the L7 request sent with a path in
+// another form.
 func BenchmarkIntentionsAuthorizeRequest(b *testing.B) {
 	sources := []*api.SourceIntention{
 		l4("db", allowI),
@@ -34,16 +35,20 @@ func BenchmarkIntentionsAuthorizeRequest(b *testing.B) {
 	}
 	hdr := http.Header{"X-Tenant": {"t-42"}}
 	for _, tc := range []struct {
-		name  string
-		c     call
-		allow bool
+		name    string
+		c       call
+		escaped string
+		allow   bool
 	}{
-		{"L4", call{from: "db"}, true},
-		{"L7", call{from: "web", method: "GET", path: "/v2/orders/17", header: hdr}, true},
-		{"wildcard", call{from: "cache"}, false},
-		{"foreign", call{from: "spiffe://other.org/ns/default/dc/dc1/svc/web"}, false},
+		{"L4", call{from: "db"}, "", true},
+		{"L7", call{from: "web", method: "GET", path: "/v2/orders/17", header: hdr}, "", true},
+		// Sent with escapes and dot segments: also matched as Envoy sees it.
+		{"L7 escaped", call{from: "web", method: "GET", path: "/v2/orders/17", header: hdr}, "/x/%2e%2e/v2/orders/%31%37", true},
+		{"wildcard", call{from: "cache"}, "", false},
+		{"foreign", call{from: "spiffe://other.org/ns/default/dc/dc1/svc/web"}, "", false},
 	} {
 		r := tc.c.request()
+		r.EscapedPath = tc.escaped
 		if err := in.AuthorizeRequest(context.Background(), r); (err == nil) != tc.allow {
 			b.Fatalf("%s: %v, want allowed=%v", tc.name, err, tc.allow)
 		}

@@ -53,3 +53,16 @@ func ExampleCompileIntentions() {
 	// cache GET /: allowed=false
 	// Sources[billing].Permissions[0].JWT
 }
+
+// NormalizePath gives the form in which intentions match a path, and in
+// which package mesh gives it to handlers.
+func ExampleNormalizePath() {
+	for _, p := range []string{"/a//b/./c", "/a/b/..", `/a\..\admin`, "/docs/"} {
+		fmt.Println(tlsid.NormalizePath(p))
+	}
+	// Output:
+	// /a/b/c
+	// /a/
+	// /admin
+	// /docs/
+}
