@@ -102,9 +102,10 @@ func (w IntentionWarning) String() string {
 //   - "." in a regular expression also matches a newline, which a
 //     decoded path may hold ("%0A");
 //   - headers a request's [Headers] may not give — pseudo-headers
-//     other than ":authority" and ":method", and those gRPC servers
-//     consume (te, grpc-timeout, grpc-encoding, grpc-message,
-//     grpc-message-type, grpc-status) — and the values of binary
+//     other than ":authority" and ":method", those gRPC servers consume
+//     (te, grpc-timeout, grpc-encoding, grpc-message, grpc-message-type,
+//     grpc-status) and those net/http consumes (transfer-encoding,
+//     trailer) — and the values of binary
 //     ("-bin") headers, which gRPC servers see decoded, make an allow
 //     never match and a deny match whatever the value (a "-bin" header
 //     must still be present); each is reported in [Intentions.Warnings].
@@ -471,10 +472,11 @@ func (c *entryCompiler) permission(field, name string, i int, p *api.IntentionPe
 // give, as package mesh builds them.
 var seenPseudoHeaders = []string{":authority", ":method"}
 
-// grpcTransportHeaders are headers gRPC servers consume without putting
-// them in a call's metadata (grpc-go's reserved headers), in canonical
-// form.
-var grpcTransportHeaders = []string{"Te", "Grpc-Timeout", "Grpc-Encoding", "Grpc-Message", "Grpc-Message-Type", "Grpc-Status"}
+// hiddenHeaders are headers a server consumes without giving them to the
+// handler's header map, in canonical form: grpc-go's reserved headers,
+// kept out of a call's metadata, and the framing headers net/http moves
+// to Request.TransferEncoding and Request.Trailer.
+var hiddenHeaders = []string{"Te", "Grpc-Timeout", "Grpc-Encoding", "Grpc-Message", "Grpc-Message-Type", "Grpc-Status", "Transfer-Encoding", "Trailer"}
 
 // unseenHeader reports whether a request's [Headers] may lack the header
 // name (in its compiled form) although the request carried it.
@@ -482,7 +484,7 @@ func unseenHeader(name string) bool {
 	if strings.HasPrefix(name, ":") {
 		return !slices.Contains(seenPseudoHeaders, name)
 	}
-	return slices.Contains(grpcTransportHeaders, name)
+	return slices.Contains(hiddenHeaders, name)
 }
 
 // foldCase returns hm matching its value whatever its case.

@@ -95,6 +95,10 @@ func TestIntentionsResistBypass(t *testing.T) {
 			Request{Method: "POST", Path: "/p.S/M", Header: hdr()}, true},
 		{"binary header value, allow never matches", []*api.IntentionPermission{perm(allowI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "x-ticket-bin", Exact: "b2s"}}})},
 			Request{Method: "POST", Path: "/p.S/M", Header: hdr("X-Ticket-Bin", "ok")}, false},
+		{"framing header net/http consumes: deny matches without it", []*api.IntentionPermission{perm(denyI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "Transfer-Encoding", Present: true}}}), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
+			Request{Method: "POST", Path: "/upload", Header: hdr()}, false},
+		{"framing header: allow never matches", []*api.IntentionPermission{perm(allowI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "trailer", Present: true}}})},
+			Request{Method: "POST", Path: "/upload", Header: hdr("Trailer", "X-T")}, false},
 		{"gRPC transport header: deny matches without it", []*api.IntentionPermission{perm(denyI, api.IntentionHTTPPermission{Header: []api.IntentionHTTPHeaderPermission{{Name: "grpc-encoding", Present: true}}}), perm(allowI, api.IntentionHTTPPermission{PathPrefix: "/"})},
 			Request{Method: "POST", Path: "/p.S/M", Header: hdr()}, false},
 	} {
