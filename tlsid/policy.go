@@ -18,10 +18,12 @@ var ErrBadRule = errors.New("tlsid: bad policy rule")
 
 // Request is what a [RequestPolicy] decides on: who calls (the verified
 // peer ID, zero when the call did not come over mutual TLS), with which
-// HTTP method (gRPC calls are "POST"), on which path (the HTTP URL path
-// or the gRPC full method, "/package.Service/Method"), in the canonical
-// form of [CleanPath], and with which headers (gRPC calls: the request
-// metadata). It is plain data, passed by value.
+// HTTP method (gRPC calls are "POST"), on which path (the decoded HTTP
+// URL path or the gRPC full method, "/package.Service/Method"; package
+// mesh gives it in the form of [NormalizePath], and [Policy] and
+// [Intentions] normalize it again themselves, so a non-canonical path
+// cannot slip past them), and with which headers (gRPC calls: the
+// request metadata). It is plain data, passed by value.
 type Request struct {
 	Peer   spiffeid.ID
 	Method string
