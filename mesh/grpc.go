@@ -263,6 +263,15 @@ func (p *grpcPicker) Pick(info grpcbalancer.PickInfo) (grpcbalancer.PickResult, 
 // bound on concurrent streams per connection; a bound on the streams a
 // client may reset ([WithStreamResetLimit]); and keepalive enforcement
 // against ping floods.
+//
+// Telemetry, authorization and admission are chained interceptors
+// (grpc.ChainUnaryInterceptor, grpc.ChainStreamInterceptor), run in the
+// order of the options. Add the application's own interceptors with the
+// same options after these, so they run only for calls weft admitted:
+// grpc-go runs an interceptor given with grpc.UnaryInterceptor or
+// grpc.StreamInterceptor before every chained one, and so before weft's
+// checks. grpc-go decodes a unary call's request message before any
+// interceptor runs.
 func GRPCServerOptions(opts ...ServerOption) ([]grpc.ServerOption, error) {
 	cfg, err := newServerConfig(opts)
 	if err != nil {
