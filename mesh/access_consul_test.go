@@ -163,17 +163,11 @@ func rotateConsulRoot(t *testing.T, c *api.Client) {
 // change a moment later.
 func awaitAgentAuthorize(t *testing.T, c *api.Client, target, peer string, want bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	what := fmt.Sprintf("the agent saying authorized=%v for %s → %s", want, peer, target)
+	pollEvery(t, 10*time.Millisecond, 30*time.Second, what, func() bool {
 		res, err := c.Agent().ConnectAuthorize(&api.AgentAuthorizeParams{Target: target, ClientCertURI: peer})
-		if err == nil && res.Authorized == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent still does not say authorized=%v for %s → %s: %+v %v", want, peer, target, res, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+		return err == nil && res.Authorized == want
+	})
 }
 
 func TestConsulMesh(t *testing.T) {

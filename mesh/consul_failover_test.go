@@ -176,16 +176,13 @@ func testConsulFailover(t *testing.T, proto, filterV2 string, ownWatch bool) {
 	defer stop()
 	wait := func(what, version string, since time.Time) time.Time {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			if at, ok := calls.first(version, since); ok {
-				return at
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: no call answered by v%s within 30 s", what, version)
-			}
-			time.Sleep(5 * time.Millisecond) // polling the calls' record
-		}
+		var at time.Time
+		pollEvery(t, 5*time.Millisecond, 30*time.Second, what+": a call answered by v"+version, func() bool {
+			first, ok := calls.first(version, since)
+			at = first
+			return ok
+		})
+		return at
 	}
 	wait("before the checks fail", "1", time.Now())
 	_, hasOwn := (*client.clusters.Load())[discovery.Target{Service: service, Filter: filterV2}.String()]

@@ -246,15 +246,10 @@ func TestConsulRoutesEndToEnd(t *testing.T) {
 
 	setConsulEntry(t, c, consulSplit(50, 50))
 	changed := time.Now()
-	for {
-		if tgs := routes.Table().Match("web", &route.Request{Method: "GET", Path: "/", Header: http.Header{}}, 0).Rule.Targets; tgs[0].Weight == 5000 {
-			break
-		}
-		if time.Since(changed) > 30*time.Second {
-			t.Fatal("the 50/50 split did not reach the table within 30 s")
-		}
-		time.Sleep(5 * time.Millisecond) // polling interval
-	}
+	pollEvery(t, 5*time.Millisecond, 30*time.Second, "the 50/50 split in the table", func() bool {
+		tgs := routes.Table().Match("web", &route.Request{Method: "GET", Path: "/", Header: http.Header{}}, 0).Rule.Targets
+		return tgs[0].Weight == 5000
+	})
 	t.Logf("split change in Consul → table in %v", time.Since(changed))
 	p = share(n, false)
 	t.Logf("split 50/50: v2 got %.1f%% of %d calls", p, n)

@@ -71,14 +71,8 @@ func tableShare(src route.Source, service string) int {
 // it saw it.
 func awaitShare(t *testing.T, src route.Source, service string, v2 int) time.Time {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for tableShare(src, service) != v2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the table never sent %d/10000 of %s to v2 within 30 s (it sends %d)", v2, service, tableShare(src, service))
-		}
-		time.Sleep(time.Millisecond) // polling interval
-	}
-	return time.Now()
+	what := fmt.Sprintf("the table sending %d/10000 of %s to v2", v2, service)
+	return pollEvery(t, time.Millisecond, 30*time.Second, what, func() bool { return tableShare(src, service) == v2 })
 }
 
 // registerGRPCVersion serves the demo gRPC service over mTLS until the

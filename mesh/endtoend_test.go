@@ -104,13 +104,9 @@ func TestDiscoveryUpdatesReachTheBalancer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for len(cl.balancer.Endpoints()) != 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("balancer still has %d endpoints", len(cl.balancer.Endpoints()))
-		}
-		time.Sleep(time.Millisecond) // poll interval
-	}
+	pollEvery(t, time.Millisecond, 5*time.Second, "the balancer's two endpoints", func() bool {
+		return len(cl.balancer.Endpoints()) == 2
+	})
 	gone := env.instances[0]
 	before := gone.requests.Load()
 	for i := 0; i < 20; i++ {

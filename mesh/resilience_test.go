@@ -8,7 +8,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -150,14 +149,7 @@ func call(t *testing.T, hc *http.Client, method, url, mode string, body []byte) 
 // poll waits until cond holds, failing the test after 10 s.
 func poll(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		runtime.Gosched()
-		time.Sleep(time.Millisecond) // poll interval
-	}
+	pollEvery(t, time.Millisecond, 10*time.Second, "waiting for "+what, cond)
 }
 
 // TestCircuitBreakerSemantics checks gobreaker's semantics through a weft

@@ -887,7 +887,16 @@ func TestTelemetryServerRefusals(t *testing.T) {
 // pollUntil polls cond every 50 ms until it holds or max passes.
 func pollUntil(t *testing.T, max time.Duration, what string, cond func() bool) {
 	t.Helper()
-	tick := time.NewTicker(50 * time.Millisecond)
+	pollEvery(t, 50*time.Millisecond, max, what, cond)
+}
+
+// pollEvery checks cond every interval until it holds, failing the test
+// after max, and returns when it saw cond hold: the one polling loop of
+// mesh's tests, with an interval fine enough for tests that time what
+// they wait for.
+func pollEvery(t *testing.T, interval, max time.Duration, what string, cond func() bool) time.Time {
+	t.Helper()
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	deadline := time.After(max)
 	for !cond() {
@@ -897,6 +906,7 @@ func pollUntil(t *testing.T, max time.Duration, what string, cond func() bool) {
 			t.Fatalf("%s: not after %v", what, max)
 		}
 	}
+	return time.Now()
 }
 
 // TestTelemetryMalformedTraceparent sends malformed traceparent headers

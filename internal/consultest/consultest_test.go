@@ -13,6 +13,22 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
+// eventually checks cond every 10 ms until it holds, failing the test
+// after 30 s.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("not within 30 s: %s", what)
+		}
+	}
+}
+
 func TestStartRegisterRestart(t *testing.T) {
 	leaktest.Check(t)
 	a := consultest.Start(t, consultest.WithDNS())
@@ -25,19 +41,15 @@ func TestStartRegisterRestart(t *testing.T) {
 	}
 	// The agent syncs its services to the catalog in the background:
 	// poll until the catalog's health endpoint lists it.
-	var meta *api.QueryMeta
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	listed := func() (*api.QueryMeta, bool) {
 		svcs, m, err := c.Health().Service("x", "", false, nil)
-		if err == nil && len(svcs) == 1 {
-			meta = m
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("health: %v %v", svcs, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
+		return m, err == nil && len(svcs) == 1
 	}
+	var meta *api.QueryMeta
+	eventually(t, "the catalog listing the service", func() (ok bool) {
+		meta, ok = listed()
+		return ok
+	})
 	before := meta.LastIndex
 	a.Kill()
 	if a.Running() {
@@ -55,17 +67,10 @@ func TestStartRegisterRestart(t *testing.T) {
 	// over (a busy new agent may have caught up with the old one's count,
 	// never passed it by much). The service registered through the agent
 	// is kept in its data directory and comes back by anti-entropy.
-	returned := time.Now().Add(30 * time.Second)
-	for {
-		svcs, _, err := c.Health().Service("x", "", false, nil)
-		if err == nil && len(svcs) == 1 {
-			break
-		}
-		if time.Now().After(returned) {
-			t.Fatalf("the agent's own registration did not come back within 30 s: %v %v", svcs, err)
-		}
-		time.Sleep(10 * time.Millisecond) // poll interval
-	}
+	eventually(t, "the agent's own registration coming back", func() bool {
+		_, ok := listed()
+		return ok
+	})
 	if meta.LastIndex > before {
 		t.Errorf("index after restart %d, before %d: want no higher", meta.LastIndex, before)
 	}
