@@ -279,25 +279,18 @@ func TestConsulMesh(t *testing.T) {
 			}
 		}
 	}()
+	t.Cleanup(func() { stop(); wg.Wait() }) // the load ends also when a wait below fails the test
 	leafUpdates := func() uint64 { a, _ := alpha.src.Updates(); b, _ := beta.src.Updates(); return a + b }
 	for rotation := 1; rotation <= 2; rotation++ {
 		al, _ := alpha.src.Updates()
 		bl, _ := beta.src.Updates()
 		rotateConsulRoot(t, c)
 		deadline := time.Now().Add(90 * time.Second)
-		for {
+		pollEvery(t, 10*time.Millisecond, 90*time.Second, fmt.Sprintf("rotation %d: both leaves re-issued", rotation), func() bool {
 			a, _ := alpha.src.Updates()
 			b, _ := beta.src.Updates()
-			if a > al && b > bl {
-				break
-			}
-			if time.Now().After(deadline) {
-				stop()
-				wg.Wait()
-				t.Fatalf("rotation %d: leaves not re-issued within 90 s", rotation)
-			}
-			time.Sleep(10 * time.Millisecond) // poll interval
-		}
+			return a > al && b > bl
+		})
 		// Let the load run on the new leaves for a while.
 		target := ok.Load() + 200
 		for ok.Load() < target && time.Now().Before(deadline) {
